@@ -1,0 +1,1 @@
+//! Benchmarks for the chardev crates.

@@ -1,0 +1,1 @@
+//! chardev-pty backends for the chardev crate (under construction).

@@ -1,0 +1,1 @@
+//! chardev-socket backends for the chardev crate (under construction).

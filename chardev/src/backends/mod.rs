@@ -1,0 +1,20 @@
+//! The backends every embedder gets: `null`, `file`, `pipe`, `ringbuf` (alias `memory`)
+//! and `stdio`. Each is one file that reads like its siblings.
+
+pub mod fd_stream;
+pub mod file;
+pub mod null;
+pub mod pipe;
+pub mod ringbuf;
+pub mod stdio;
+
+use crate::registry::Registry;
+
+/// Registers the core backends' constructors with `registry`.
+pub(crate) fn register_core(registry: &Registry) {
+    registry.register_backend("null", null::build);
+    registry.register_backend("file", file::build);
+    registry.register_backend("pipe", pipe::build);
+    registry.register_backend("ringbuf", ringbuf::build);
+    registry.register_backend("stdio", stdio::build);
+}

@@ -1,0 +1,103 @@
+//! `ringbuf` (alias `memory`): output goes into a ring that keeps the newest bytes, read back
+//! by management (`ringbuf-read`). There is no input side.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::chardev::{refuse_fds, Chardev, Io};
+use crate::error::{Error, Result};
+use crate::frontend::Event;
+use crate::options::{BackendSpec, ChardevSpec};
+use crate::registry::BuildContext;
+
+/// A ring of a power-of-two size that overwrites its oldest bytes when full.
+#[derive(Debug)]
+pub struct Ringbuf {
+    size: usize,
+    /// Allocated at the first write, so that idle ringbufs cost no memory.
+    ring: Vec<u8>,
+    /// Total bytes ever written and read; their difference is what the ring holds.
+    prod: u64,
+    cons: u64,
+}
+
+/// Builds a `ringbuf` backend.
+pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
+    match spec.backend {
+        BackendSpec::Ringbuf { size } => Ok(Box::new(Ringbuf::new(size)?)),
+        _ => Err(Error::UnknownBackend(spec.backend.kind().into())),
+    }
+}
+
+impl Ringbuf {
+    /// A ring of `size` bytes; `size` must be a power of two (QEMU's rule).
+    pub fn new(size: usize) -> Result<Ringbuf> {
+        if !size.is_power_of_two() {
+            return Err(Error::option("size", &size.to_string(), "must be a power of two"));
+        }
+        Ok(Ringbuf { size, ring: Vec::new(), prod: 0, cons: 0 })
+    }
+
+    /// How many bytes the ring holds.
+    pub fn len(&self) -> usize {
+        (self.prod - self.cons) as usize
+    }
+
+    /// Whether the ring holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.prod == self.cons
+    }
+
+    /// Appends `data`, dropping the oldest bytes when the ring is full.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.ring.is_empty() {
+            self.ring = vec![0; self.size];
+        }
+        // Of more than a ring's worth, only the newest bytes survive.
+        let skip = data.len().saturating_sub(self.size);
+        self.prod += skip as u64;
+        let mut rest = &data[skip..];
+        while !rest.is_empty() {
+            let at = (self.prod % self.size as u64) as usize;
+            let n = rest.len().min(self.size - at);
+            self.ring[at..at + n].copy_from_slice(&rest[..n]);
+            self.prod += n as u64;
+            rest = &rest[n..];
+        }
+        if self.prod - self.cons > self.size as u64 {
+            self.cons = self.prod - self.size as u64;
+        }
+    }
+
+    /// Takes up to `max` of the oldest bytes.
+    pub fn pop(&mut self, max: usize) -> Vec<u8> {
+        let n = max.min(self.len());
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let at = (self.cons % self.size as u64) as usize;
+            let k = (n - out.len()).min(self.size - at);
+            out.extend_from_slice(&self.ring[at..at + k]);
+            self.cons += k as u64;
+        }
+        out
+    }
+}
+
+impl Chardev for Ringbuf {
+    fn register(&mut self, io: &mut Io<'_>) -> Result<()> {
+        io.event(Event::Opened);
+        Ok(())
+    }
+
+    fn deregister(&mut self, _registry: &mio::Registry) {}
+
+    fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        refuse_fds("ringbuf", fds)?;
+        self.push(buf);
+        Ok(buf.len())
+    }
+
+    fn kind(&self) -> &'static str {
+        "ringbuf"
+    }
+}

@@ -1,0 +1,319 @@
+//! One chardev as the loop, the registry and frontend handles share it.
+//!
+//! The backend sits behind a mutex: the loop takes it to read, a handle to write (QEMU's
+//! `chr_write_lock`). Neither holds it while a frontend callback runs, so a callback may
+//! write. Hot swap replaces the backend inside the same cell, which is why handles survive it.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::chardev::Chardev;
+use crate::error::{Error, Result};
+use crate::event_loop::{LoopHandle, Request};
+use crate::frontend::Frontend;
+use crate::serial::SerialParams;
+
+/// How many frontends one mux serves (QEMU's `MAX_MUX`).
+pub const MAX_MUX: usize = 4;
+
+/// Slab key of a cell that is not (or no longer) on a loop.
+pub(crate) const NO_KEY: usize = usize::MAX;
+
+/// Output-side state of a mux: the `Ctrl-A t` timestamps.
+#[derive(Debug)]
+pub(crate) struct MuxOutput {
+    pub(crate) timestamps: bool,
+    pub(crate) line_start: bool,
+    pub(crate) since: Option<Instant>,
+}
+
+pub(crate) struct Cell {
+    pub(crate) label: String,
+    backend: Mutex<Box<dyn Chardev>>,
+    /// Slab key on the loop, [`NO_KEY`] until the loop has placed the cell.
+    pub(crate) key: AtomicUsize,
+    pub(crate) lp: LoopHandle,
+    log: Mutex<Option<File>>,
+    /// `Opened` seen and `Closed` not since (QEMU's `be_open`).
+    open: AtomicBool,
+    /// Bit per frontend slot: claimed by a handle.
+    claims: AtomicU8,
+    /// Bit per frontend slot: callbacks installed (QEMU's `fe_is_open`).
+    pub(crate) installed: AtomicU8,
+    /// An `accept_input` request is queued and not yet handled (coalesces requests).
+    pub(crate) accept_queued: AtomicBool,
+    /// Present on a mux: up to [`MAX_MUX`] frontends, `Ctrl-A` escapes.
+    pub(crate) mux: Option<Mutex<MuxOutput>>,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another holder leaves the data as consistent as a failed write would.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cell {
+    pub(crate) fn new(
+        label: String,
+        backend: Box<dyn Chardev>,
+        lp: LoopHandle,
+        log: Option<File>,
+        mux: bool,
+    ) -> Cell {
+        Cell {
+            label,
+            backend: Mutex::new(backend),
+            key: AtomicUsize::new(NO_KEY),
+            lp,
+            log: Mutex::new(log),
+            open: AtomicBool::new(false),
+            claims: AtomicU8::new(0),
+            installed: AtomicU8::new(0),
+            accept_queued: AtomicBool::new(false),
+            mux: mux.then(|| {
+                Mutex::new(MuxOutput { timestamps: false, line_start: true, since: None })
+            }),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> MutexGuard<'_, Box<dyn Chardev>> {
+        lock(&self.backend)
+    }
+
+    pub(crate) fn key(&self) -> usize {
+        self.key.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Records the open state; returns whether it changed.
+    pub(crate) fn set_open(&self, open: bool) -> bool {
+        self.open.swap(open, Ordering::AcqRel) != open
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        if self.mux.is_some() {
+            MAX_MUX
+        } else {
+            1
+        }
+    }
+
+    /// Claims a free frontend slot, or says who is in the way.
+    pub(crate) fn claim(&self) -> Result<usize> {
+        let slots = self.slots();
+        let mut taken = None;
+        self.claims
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                let free = (0..slots).find(|i| bits & (1 << i) == 0)?;
+                taken = Some(free);
+                Some(bits | (1 << free))
+            })
+            .map_err(|_| {
+                if self.mux.is_some() {
+                    Error::option(
+                        "mux",
+                        "on",
+                        format!(
+                            "too many uses of multiplexed chardev '{}' (maximum is {MAX_MUX})",
+                            self.label
+                        ),
+                    )
+                } else {
+                    Error::InUse(self.label.clone())
+                }
+            })?;
+        taken.ok_or_else(|| Error::InUse(self.label.clone()))
+    }
+
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claims.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn frontend_open(&self) -> bool {
+        self.installed.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn set_frontend(self: &Arc<Self>, slot: usize, frontend: Option<Box<dyn Frontend>>) {
+        let bit = 1u8 << slot;
+        if frontend.is_some() {
+            self.installed.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.installed.fetch_and(!bit, Ordering::AcqRel);
+        }
+        LoopHandle::post_cell(self, move |core, key| core.install(key, slot, frontend));
+    }
+
+    pub(crate) fn detach(self: &Arc<Self>, slot: usize) {
+        self.set_frontend(slot, None);
+        self.claims.fetch_and(!(1u8 << slot), Ordering::AcqRel);
+    }
+
+    pub(crate) fn take_focus(self: &Arc<Self>, slot: usize) {
+        LoopHandle::post_cell(self, move |core, key| core.set_focus(key, slot));
+    }
+
+    pub(crate) fn accept_input(self: &Arc<Self>) {
+        if !self.accept_queued.swap(true, Ordering::AcqRel) {
+            self.lp.post(Request::AcceptInput(Arc::clone(self)));
+        }
+    }
+
+    pub(crate) fn disconnect(self: &Arc<Self>) {
+        LoopHandle::post_cell(self, |core, key| core.disconnect(key));
+    }
+
+    pub(crate) fn send_break(&self) -> Result<()> {
+        self.backend().send_break()
+    }
+
+    pub(crate) fn set_serial_params(&self, params: &SerialParams) -> Result<()> {
+        self.backend().set_serial_params(params)
+    }
+
+    pub(crate) fn can_pass_fds(&self) -> bool {
+        self.backend().can_pass_fds()
+    }
+
+    /// One non-blocking write of frontend output, logged.
+    pub(crate) fn write(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if self.stamping() {
+            return self.write_stamped(buf, fds);
+        }
+        let r = self.backend().write(buf, fds);
+        self.log_output(buf, &r);
+        r
+    }
+
+    /// Writes all of `buf`, waiting on the backend's fd (poll(2)) while it is full.
+    pub(crate) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        if self.stamping() {
+            return self.write_stamped(buf, &[]).map(drop);
+        }
+        self.write_all_raw(buf)
+    }
+
+    fn write_all_raw(&self, mut rest: &[u8]) -> io::Result<()> {
+        while !rest.is_empty() {
+            let (r, wait_on) = {
+                let mut be = self.backend();
+                match be.write(rest, &[]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Wait on a duplicate so that the lock is free while we wait and a
+                        // swapped-out backend cannot hand its fd number to someone else.
+                        let fd = be.write_fd().map(|fd| fd.try_clone_to_owned()).transpose()?;
+                        (Err(e), fd)
+                    }
+                    r => (r, None),
+                }
+            };
+            self.log_output(rest, &r);
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n.min(rest.len())..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait_on {
+                    // The 1 s bound only re-checks the backend in case it was swapped or
+                    // disconnected under us; the wake-up itself comes from the kernel.
+                    Some(fd) => {
+                        crate::fd::wait_writable(
+                            std::os::fd::AsFd::as_fd(&fd),
+                            Some(Duration::from_secs(1)),
+                        )?;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn stamping(&self) -> bool {
+        self.mux.as_ref().is_some_and(|m| lock(m).timestamps)
+    }
+
+    /// Mux output with `[hh:mm:ss.mmm] ` before each line (`Ctrl-A t`), written in full.
+    fn write_stamped(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        crate::chardev::refuse_fds("mux", fds)?;
+        let Some(mux) = &self.mux else { return Ok(0) };
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        {
+            let mut m = lock(mux);
+            let since = *m.since.get_or_insert_with(Instant::now);
+            for &b in buf {
+                if m.line_start {
+                    let ms = since.elapsed().as_millis();
+                    let (h, min, s, frac) =
+                        (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+                    out.extend_from_slice(
+                        format!("[{h:02}:{min:02}:{s:02}.{frac:03}] ").as_bytes(),
+                    );
+                    m.line_start = false;
+                }
+                out.push(b);
+                if b == b'\n' {
+                    m.line_start = true;
+                }
+            }
+        }
+        self.write_all_raw(&out)?;
+        Ok(buf.len())
+    }
+
+    /// Copies frontend output to the logfile: the bytes written, or all of them when the
+    /// write failed for good (QEMU: "assume this method won't be invoked again").
+    fn log_output(&self, buf: &[u8], result: &io::Result<usize>) {
+        let mut log = lock(&self.log);
+        let Some(file) = log.as_mut() else { return };
+        let logged = match result {
+            Ok(n) => &buf[..(*n).min(buf.len())],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => buf,
+        };
+        if let Err(e) = file.write_all(logged) {
+            log::warn!("chardev '{}': cannot write logfile: {e}", self.label);
+        }
+    }
+
+    /// Replaces the logfile (hot swap takes the new spec's).
+    pub(crate) fn set_log(&self, log: Option<File>) {
+        *lock(&self.log) = log;
+    }
+
+    /// Takes the backend out, leaving an inert one that refuses writes (remove, force).
+    pub(crate) fn replace_backend(&self, new: Box<dyn Chardev>) -> Box<dyn Chardev> {
+        std::mem::replace(&mut *self.backend(), new)
+    }
+}
+
+impl std::fmt::Debug for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cell").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+/// What stays in a cell after its chardev was removed: every write fails, nothing is read.
+#[derive(Debug)]
+pub(crate) struct Removed {
+    pub(crate) label: String,
+}
+
+impl Chardev for Removed {
+    fn register(&mut self, _io: &mut crate::Io<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn deregister(&mut self, _registry: &mio::Registry) {}
+    fn write(&mut self, _buf: &[u8], _fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        Err(Error::NotConnected(self.label.clone()).into())
+    }
+    fn kind(&self) -> &'static str {
+        "removed"
+    }
+}

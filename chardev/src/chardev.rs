@@ -1,0 +1,203 @@
+//! The backend side: what a byte-and-fd endpoint must do to live on an [`EventLoop`].
+//!
+//! A backend registers its sources with the loop, turns readiness into input that the loop
+//! hands to the frontend (never more than the frontend said it can take), takes output from
+//! the frontend handle, and raises events. The loop owns flow control, event ordering and
+//! delivery; a backend only moves bytes.
+//!
+//! [`EventLoop`]: crate::EventLoop
+
+use std::any::Any;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Token};
+
+use crate::error::{Error, Result};
+use crate::frontend::Event;
+use crate::serial::SerialParams;
+
+/// How many mio sources one chardev may register (listener, connection, input, output).
+pub const SOURCES_PER_CHARDEV: usize = 4;
+
+/// What one [`Chardev::read`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// This many bytes were placed at the start of the buffer (0 is fine: all were filtered).
+    Data(usize),
+    /// Nothing more to read until the next readiness event.
+    WouldBlock,
+    /// The input side ended (EOF, hang-up or error). The backend has already raised `Closed`
+    /// if a connection ended; the loop stops reading until the backend reports input again.
+    End,
+}
+
+/// A character device backend (QEMU's `Chardev`): the host side of a guest's byte stream.
+///
+/// Loop-side methods (`register`, `ready`, `read`, `timer`, `disconnect`) run on the loop
+/// thread; `write` and the control methods run on whatever thread holds the frontend handle,
+/// serialised with the loop by a lock. No method is called while a frontend callback runs.
+pub trait Chardev: Any + Send {
+    /// Registers this backend's sources with the loop, and raises the events that hold from
+    /// the start (`Opened` for a backend that is connected as soon as it exists).
+    fn register(&mut self, io: &mut Io<'_>) -> Result<()>;
+
+    /// Removes every source from the loop before the backend is dropped or swapped out.
+    fn deregister(&mut self, registry: &mio::Registry);
+
+    /// Readiness on source `source` (the index given to [`Io::token`]). A backend that now
+    /// has input to read calls [`Io::input_ready`].
+    fn ready(&mut self, io: &mut Io<'_>, source: usize, event: &mio::event::Event) {
+        let _ = source;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            io.input_ready();
+        }
+    }
+
+    /// Reads at most `buf.len()` bytes of input (and the fds that came with them).
+    fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
+        let _ = (io, buf, fds);
+        Input::End
+    }
+
+    /// Writes what it can of `buf` without blocking; `WouldBlock` when nothing fits now.
+    /// `fds` go with the first byte written.
+    fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize>;
+
+    /// The fd whose writability tells when [`Chardev::write`] can take more, if it can block.
+    fn write_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// A timer set with [`Io::add_timer`] has fired.
+    fn timer(&mut self, io: &mut Io<'_>, id: u64) {
+        let _ = (io, id);
+    }
+
+    /// Drops the current connection (a server listens again, a client may reconnect).
+    fn disconnect(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+
+    /// Sends a serial break to the device on the other side.
+    fn send_break(&mut self) -> Result<()> {
+        Err(Error::Unsupported { what: self.kind().into(), operation: "send a break" })
+    }
+
+    /// Sets line speed, parity, data and stop bits on a real serial line.
+    fn set_serial_params(&mut self, params: &SerialParams) -> Result<()> {
+        let _ = params;
+        Err(Error::Unsupported { what: self.kind().into(), operation: "set serial parameters" })
+    }
+
+    /// The slave path of a pty backend (QMP's `chardev-add` returns it).
+    fn pty_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Whether this backend can carry file descriptors.
+    fn can_pass_fds(&self) -> bool {
+        false
+    }
+
+    /// The backend type as QEMU names it (`file`, `socket`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// The filename that `query-chardev` shows, in QEMU's format.
+    fn filename(&self) -> String {
+        self.kind().to_string()
+    }
+}
+
+/// Rejects fds on a backend that cannot pass them (contract point 5).
+pub fn refuse_fds(kind: &'static str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported { what: kind.into(), operation: "pass file descriptors" }.into())
+    }
+}
+
+/// A pending timer of one chardev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TimerEntry {
+    pub(crate) at: Instant,
+    pub(crate) key: usize,
+    pub(crate) generation: u32,
+    pub(crate) id: u64,
+}
+
+/// An event raised by a backend, placed after `offset` bytes of the current read's data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RaisedEvent {
+    pub(crate) offset: usize,
+    pub(crate) event: Event,
+}
+
+/// The loop's side of one backend call: how to register sources, raise events, set timers.
+pub struct Io<'a> {
+    pub(crate) registry: &'a mio::Registry,
+    pub(crate) key: usize,
+    pub(crate) generation: u32,
+    pub(crate) input_ready: bool,
+    pub(crate) events: &'a mut Vec<RaisedEvent>,
+    pub(crate) timers: &'a mut Vec<TimerEntry>,
+}
+
+impl<'a> Io<'a> {
+    /// The mio registry to register sources with.
+    pub fn registry(&self) -> &mio::Registry {
+        self.registry
+    }
+
+    /// The token for this chardev's source number `source` (below [`SOURCES_PER_CHARDEV`]).
+    pub fn token(&self, source: usize) -> Token {
+        debug_assert!(source < SOURCES_PER_CHARDEV);
+        Token(self.key * SOURCES_PER_CHARDEV + source % SOURCES_PER_CHARDEV)
+    }
+
+    /// Registers `src` as source number `source` with `interest`.
+    pub fn register(
+        &self,
+        src: &mut impl mio::event::Source,
+        source: usize,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.registry.register(src, self.token(source), interest)
+    }
+
+    /// Says that input can be read now; the loop calls [`Chardev::read`] while the frontend
+    /// has room. Needed once per readiness edge, and for sources that never poll (regular
+    /// files), once at registration.
+    pub fn input_ready(&mut self) {
+        self.input_ready = true;
+    }
+
+    /// Raises `event` for the frontend, after all data read so far.
+    pub fn event(&mut self, event: Event) {
+        self.events.push(RaisedEvent { offset: usize::MAX, event });
+    }
+
+    /// Raises `event` after the first `offset` bytes of the data this read returns (a telnet
+    /// break in the middle of a buffer).
+    pub fn event_at(&mut self, offset: usize, event: Event) {
+        self.events.push(RaisedEvent { offset, event });
+    }
+
+    /// Calls [`Chardev::timer`] with `id` after `delay`, once.
+    pub fn add_timer(&mut self, delay: Duration, id: u64) {
+        self.timers.push(TimerEntry {
+            at: Instant::now() + delay,
+            key: self.key,
+            generation: self.generation,
+            id,
+        });
+    }
+}
+
+/// Downcasts a backend to its concrete type (for management commands such as `ringbuf-read`).
+pub(crate) fn downcast_mut<T: Chardev>(chardev: &mut dyn Chardev) -> Option<&mut T> {
+    let any: &mut dyn Any = chardev;
+    any.downcast_mut::<T>()
+}

@@ -1,0 +1,155 @@
+//! The fd contract (the seed): blocking mode, close-on-exec and ownership of file descriptors.
+//!
+//! File descriptors that reach a frontend are blocking, whatever state their sender left them
+//! in; code that wants non-blocking I/O on an fd sets it itself with [`set_nonblocking`]. These
+//! helpers work on any fd kind (file, pipe, pty, socket), read the flags before they write
+//! them, make no second syscall when the fd is already in the wanted state, and return every
+//! error instead of swallowing it (QEMU's `qemu_socket_set_block` ignores fcntl failures).
+//!
+//! Ownership is in the types: functions lend with [`BorrowedFd`]/[`AsFd`] and hand out
+//! [`OwnedFd`]. A raw fd number enters the library in exactly one place, [`take_inherited`],
+//! the `fd=N` boundary.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+
+use crate::error::{Error, Result};
+
+/// Turns `O_NONBLOCK` on or off for `fd`, changing nothing when it is already so.
+///
+/// The flag lives on the open file description, which other processes holding the same
+/// description see too: a frontend that makes a passed fd non-blocking changes its sender's
+/// copy as well, which is why the library never does it on their behalf.
+pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) -> Result<()> {
+    let fd = fd.as_fd();
+    let flags = OFlag::from_bits_retain(
+        fcntl(fd, FcntlArg::F_GETFL)
+            .map_err(|e| Error::io("read the status flags of an fd", e.into()))?,
+    );
+    if flags.contains(OFlag::O_NONBLOCK) == nonblocking {
+        return Ok(());
+    }
+    let new = if nonblocking { flags | OFlag::O_NONBLOCK } else { flags - OFlag::O_NONBLOCK };
+    fcntl(fd, FcntlArg::F_SETFL(new))
+        .map_err(|e| Error::io("set O_NONBLOCK on an fd", e.into()))?;
+    Ok(())
+}
+
+/// Turns close-on-exec on or off for `fd`, changing nothing when it is already so.
+pub fn set_cloexec(fd: impl AsFd, cloexec: bool) -> Result<()> {
+    let fd = fd.as_fd();
+    let flags = FdFlag::from_bits_retain(
+        fcntl(fd, FcntlArg::F_GETFD)
+            .map_err(|e| Error::io("read the fd flags of an fd", e.into()))?,
+    );
+    if flags.contains(FdFlag::FD_CLOEXEC) == cloexec {
+        return Ok(());
+    }
+    let new = if cloexec { flags | FdFlag::FD_CLOEXEC } else { flags - FdFlag::FD_CLOEXEC };
+    fcntl(fd, FcntlArg::F_SETFD(new))
+        .map_err(|e| Error::io("set FD_CLOEXEC on an fd", e.into()))?;
+    Ok(())
+}
+
+/// Whether `O_NONBLOCK` is set on `fd`.
+pub fn is_nonblocking(fd: impl AsFd) -> Result<bool> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL)
+        .map_err(|e| Error::io("read the status flags of an fd", e.into()))?;
+    Ok(OFlag::from_bits_retain(flags).contains(OFlag::O_NONBLOCK))
+}
+
+/// Whether close-on-exec is set on `fd`.
+pub fn is_cloexec(fd: impl AsFd) -> Result<bool> {
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFD)
+        .map_err(|e| Error::io("read the fd flags of an fd", e.into()))?;
+    Ok(FdFlag::from_bits_retain(flags).contains(FdFlag::FD_CLOEXEC))
+}
+
+/// Makes a freshly received fd follow the contract: blocking and close-on-exec.
+///
+/// Called on every fd that arrives over SCM_RIGHTS before any frontend can see it.
+pub fn make_passed_fd_blocking(fd: BorrowedFd<'_>) -> Result<()> {
+    set_nonblocking(fd, false)?;
+    set_cloexec(fd, true)
+}
+
+/// Takes ownership of an fd number the process inherited (`fd=N` on a command line).
+///
+/// The number must name an open fd, which from now on belongs to the returned `OwnedFd` and
+/// is closed with it; it is made close-on-exec so that it does not leak into children.
+pub fn take_inherited(fd: RawFd) -> Result<OwnedFd> {
+    if fd < 0 {
+        return Err(Error::option("fd", &fd.to_string(), "is not a file descriptor number"));
+    }
+    // Check that the number is open before anything claims it.
+    fcntl_getfd(fd).map_err(|e| Error::Io {
+        op: "use inherited fd",
+        path: Some(format!("fd {fd}").into()),
+        source: e.into(),
+    })?;
+    // SAFETY: the fd is open (F_GETFD succeeded) and the user handed us this number with
+    // `fd=N`, which transfers it to us as QEMU's `fd=` does: nothing else in the process
+    // owns or closes it from here on.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(&owned, true)?;
+    Ok(owned)
+}
+
+fn fcntl_getfd(fd: RawFd) -> std::result::Result<(), Errno> {
+    // SAFETY: F_GETFD only reads the descriptor table entry; on a closed number the kernel
+    // answers EBADF and nothing happens.
+    let r = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
+    Errno::result(r).map(drop)
+}
+
+/// Duplicates `fd` into a new close-on-exec `OwnedFd`.
+pub fn dup(fd: impl AsFd) -> Result<OwnedFd> {
+    fd.as_fd().try_clone_to_owned().map_err(|e| Error::io("duplicate an fd", e))
+}
+
+/// Waits until `fd` is writable (or has hung up), for at most `timeout` (`None`: for ever).
+///
+/// This is how `write_all` waits for a peer to drain: the kernel wakes us, nothing sleeps
+/// and retries. Returns `Ok(true)` when the fd can take more (or the next write will report
+/// the hang-up), `Ok(false)` on timeout.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+    wait_for(fd, nix::poll::PollFlags::POLLOUT, timeout)
+}
+
+/// Waits until `fd` is readable (or has hung up), for at most `timeout` (`None`: for ever).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+    wait_for(fd, nix::poll::PollFlags::POLLIN, timeout)
+}
+
+fn wait_for(
+    fd: BorrowedFd<'_>,
+    flags: nix::poll::PollFlags,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollTimeout};
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let left = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(std::time::Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd, flags)];
+        match poll(&mut fds, left) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The raw number of `fd`, for log lines and filenames only.
+pub fn number(fd: impl AsFd) -> RawFd {
+    fd.as_fd().as_raw_fd()
+}

@@ -1,0 +1,151 @@
+//! The frontend side: the device model that consumes a chardev, and the handle it holds.
+//!
+//! A frontend (a UART, a monitor) implements [`Frontend`]; its callbacks run on the loop
+//! thread. It talks back through a [`FrontendHandle`] (QEMU's `CharBackend`), which any
+//! thread may use: a vCPU thread writes guest output while the loop delivers input.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::cell::Cell;
+use crate::error::Result;
+use crate::serial::SerialParams;
+
+/// Something that happened to a chardev, told to its frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A connection opened (a client connected, a terminal attached, a file opened). Sent
+    /// once per connection, and to a frontend that attaches while the chardev is open.
+    Opened,
+    /// The connection closed, after every byte that arrived before the hang-up was delivered.
+    Closed,
+    /// A serial break arrived (telnet IAC BREAK, mux `Ctrl-A b`, `chardev-send-break`).
+    Break,
+    /// This frontend got the mux's focus: input goes to it now.
+    MuxIn,
+    /// This frontend is about to lose the mux's focus.
+    MuxOut,
+}
+
+/// A device that consumes a chardev's input (QEMU's frontend handlers).
+///
+/// All methods run on the loop thread, never two at once, and never while a backend lock is
+/// held: a callback may write through its [`FrontendHandle`].
+pub trait Frontend: Send {
+    /// How many bytes the device can take now. While it is 0 the backend is not read (the
+    /// bytes wait in the kernel, the peer is slowed) until [`FrontendHandle::accept_input`].
+    fn can_receive(&mut self) -> usize;
+
+    /// Input: at most the last `can_receive()` bytes, and the fds that came with them. Fds
+    /// the device does not keep are closed when `fds` is dropped. Received fds are blocking
+    /// and close-on-exec (the fd contract).
+    fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>);
+
+    /// An [`Event`].
+    fn event(&mut self, event: Event);
+}
+
+/// A device's link to its chardev (QEMU's `CharBackend`): write output, control the line.
+///
+/// Cheap to clone and `Send + Sync`, so a vCPU thread can write while the loop reads. The
+/// link survives a hot swap of the backend (`chardev-change`). Call [`detach`] to give the
+/// chardev up; until then the chardev is busy and cannot be removed.
+///
+/// [`detach`]: FrontendHandle::detach
+#[derive(Clone)]
+pub struct FrontendHandle {
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) slot: usize,
+}
+
+impl std::fmt::Debug for FrontendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontendHandle")
+            .field("label", &self.cell.label)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl FrontendHandle {
+    /// The chardev's id.
+    pub fn label(&self) -> &str {
+        &self.cell.label
+    }
+
+    /// Installs the callbacks that receive input and events. If the chardev is open the
+    /// frontend gets `Opened` at once, so late subscribers learn the state. Replaces a
+    /// frontend installed earlier (which is dropped on the loop thread).
+    pub fn set_frontend(&self, frontend: impl Frontend + 'static) {
+        self.cell.set_frontend(self.slot, Some(Box::new(frontend)));
+    }
+
+    /// Removes the callbacks: input stops being read, events stop. The chardev stays claimed.
+    pub fn clear_frontend(&self) {
+        self.cell.set_frontend(self.slot, None);
+    }
+
+    /// Writes what the backend takes now, without blocking; may be partial. Fails with
+    /// `WouldBlock` when nothing fits, `NotConnected` when there is no peer.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.cell.write(buf, &[])
+    }
+
+    /// Writes all of `buf`, waiting for the backend to drain when it is full. Returns when
+    /// every byte is written, or with the error that stopped it (the peer went away).
+    ///
+    /// The wait is a poll(2) on the backend's fd, not a sleep, and does not need the loop:
+    /// it is safe on the loop thread too, where it holds up other chardevs while it waits.
+    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        self.cell.write_all(buf)
+    }
+
+    /// Writes `buf` with `fds` attached to its first byte (SCM_RIGHTS on unix sockets). The
+    /// fds stay the caller's; the peer gets copies. Backends that cannot pass fds refuse with
+    /// `Unsupported`, writing nothing.
+    pub fn write_with_fds(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        self.cell.write(buf, fds)
+    }
+
+    /// Tells the loop that the frontend can take input again after `can_receive()` was 0.
+    pub fn accept_input(&self) {
+        self.cell.accept_input();
+    }
+
+    /// Sends a serial break to the other side (real serial lines).
+    pub fn send_break(&self) -> Result<()> {
+        self.cell.send_break()
+    }
+
+    /// Sets speed, parity and framing on a real serial line.
+    pub fn set_serial_params(&self, params: &SerialParams) -> Result<()> {
+        self.cell.set_serial_params(params)
+    }
+
+    /// Drops the current connection: a socket server listens again, a client reconnects if
+    /// it was told to. The frontend gets `Closed`.
+    pub fn disconnect(&self) {
+        self.cell.disconnect();
+    }
+
+    /// Whether the chardev is open (`Opened` seen, `Closed` not since).
+    pub fn is_open(&self) -> bool {
+        self.cell.is_open()
+    }
+
+    /// Whether the backend can carry fds ([`write_with_fds`](Self::write_with_fds)).
+    pub fn can_pass_fds(&self) -> bool {
+        self.cell.can_pass_fds()
+    }
+
+    /// On a mux, gives this frontend the focus (the others see `MuxOut`, this one `MuxIn`).
+    pub fn take_focus(&self) {
+        self.cell.take_focus(self.slot);
+    }
+
+    /// Gives the chardev up: callbacks are removed and the chardev can be removed again.
+    pub fn detach(self) {
+        self.cell.detach(self.slot);
+    }
+}

@@ -1,0 +1,53 @@
+//! Character devices for emulators: byte streams (and passed fds) between a guest device
+//! and the host, on a mio event loop.
+//!
+//! A *backend* ([`Chardev`]) is the host end: a file, a pipe, a socket, a pty, the terminal.
+//! A *frontend* ([`Frontend`]) is the device model that consumes it: a UART, a monitor. The
+//! [`Registry`] creates backends from QEMU's `-chardev` syntax and hands out
+//! [`FrontendHandle`]s; the [`EventLoop`] moves input to frontends with flow control.
+//!
+//! ```
+//! use chardev::{Event, EventLoop, Frontend, Registry};
+//! use std::os::fd::OwnedFd;
+//!
+//! struct Echo(chardev::FrontendHandle);
+//! impl Frontend for Echo {
+//!     fn can_receive(&mut self) -> usize { 4096 }
+//!     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) { let _ = self.0.write_all(data); }
+//!     fn event(&mut self, event: Event) { println!("{event:?}"); }
+//! }
+//!
+//! let lp = EventLoop::spawn()?;
+//! let registry = Registry::new(lp.handle());
+//! registry.add_str("ringbuf,id=rb0,size=1024")?;
+//! let handle = registry.connect("rb0")?;
+//! handle.set_frontend(Echo(handle.clone()));
+//! handle.write_all(b"hello")?;
+//! assert_eq!(registry.ringbuf_read("rb0", 100)?, b"hello");
+//! # Ok::<(), chardev::Error>(())
+//! ```
+//!
+//! The fd contract (the seed): fds received from a peer reach the frontend blocking and
+//! close-on-exec, as [`OwnedFd`](std::os::fd::OwnedFd)s that close when dropped; code that
+//! wants non-blocking I/O sets it with [`fd::set_nonblocking`].
+
+pub mod backends; // null, file, pipe, ringbuf, stdio
+mod cell; // one chardev as the loop, the registry and handles share it
+pub mod chardev; // the backend trait and its view of the loop
+pub mod error; // the one error type
+pub mod event_loop; // mio loop: readiness, flow control, timers, requests
+pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
+pub mod frontend; // the device side: callbacks and the handle
+pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
+pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
+pub mod registry; // chardevs by id: add, remove, change, query
+pub mod serial; // serial line parameters
+
+pub use crate::cell::MAX_MUX;
+pub use crate::chardev::{Chardev, Input, Io};
+pub use crate::error::{Error, Result};
+pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
+pub use crate::frontend::{Event, Frontend, FrontendHandle};
+pub use crate::options::{BackendSpec, ChardevSpec};
+pub use crate::registry::{Added, ChardevInfo, Registry};
+pub use crate::serial::{Parity, SerialParams};

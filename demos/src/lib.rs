@@ -1,0 +1,1 @@
+//! Demo programs for the chardev crates.
