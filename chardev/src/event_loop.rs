@@ -31,7 +31,7 @@ use crate::mux::{self, MuxAction, ESCAPE};
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
 
 /// Reads one chardev may do per loop iteration before others get their turn.
-const READS_PER_TURN: usize = 16;
+const READS_PER_TURN: usize = 64;
 
 const WAKER_TOKEN: Token = Token(usize::MAX);
 

@@ -42,6 +42,7 @@ pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters
+pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 
 pub use crate::cell::MAX_MUX;
 pub use crate::chardev::{Chardev, Input, Io};
