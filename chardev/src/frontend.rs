@@ -59,6 +59,14 @@ pub struct FrontendHandle {
     pub(crate) slot: usize,
 }
 
+// A vCPU thread writes while the loop thread reads: the handle must cross threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<FrontendHandle>();
+    assert_send_sync::<crate::LoopHandle>();
+    assert_send_sync::<crate::Registry>();
+};
+
 impl std::fmt::Debug for FrontendHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrontendHandle")

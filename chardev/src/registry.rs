@@ -179,6 +179,25 @@ impl Registry {
         Ok(added)
     }
 
+    /// Adds a backend the embedder built itself (one of its own [`Chardev`] types) under `id`.
+    pub fn add_chardev(&self, id: &str, backend: Box<dyn Chardev>) -> Result<Added> {
+        let added = Added { pty: backend.pty_path() };
+        let cell = Arc::new(Cell::new(id.to_string(), backend, self.lp.clone(), None, false));
+        {
+            let mut inner = self.inner();
+            if inner.chardevs.contains_key(id) {
+                drop(inner);
+                retire(&cell, &self.lp);
+                return Err(Error::Exists(id.to_string()));
+            }
+            inner
+                .chardevs
+                .insert(id.to_string(), Record { cell: Arc::clone(&cell), role: Role::Plain });
+        }
+        self.lp.post(Request::Run(Box::new(move |core| core.place(cell))));
+        Ok(added)
+    }
+
     fn build(&self, spec: &ChardevSpec) -> Result<(Box<dyn Chardev>, Option<File>)> {
         let kind = spec.backend.kind();
         let constructor = self

@@ -1,0 +1,200 @@
+//! The event loop: stepping from an embedder's loop, loops side by side, timers, custom
+//! backends, and write_all that waits on the kernel without deadlocking the loop thread.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chardev::{Chardev, Event, EventLoop, Frontend, FrontendHandle, Input, Io, Registry};
+use common::*;
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn an_embedder_can_step_the_loop_from_its_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, b"stepped").unwrap();
+    let mut lp = EventLoop::new().unwrap();
+    let reg = Registry::new(&lp.handle());
+    reg.add_str(&format!(
+        "file,id=f,path={},input-path={}",
+        dir.path().join("o").display(),
+        input.display()
+    ))
+    .unwrap();
+    let h = reg.connect("f").unwrap();
+    let rec = record(&h, 100);
+    // Nothing happens until the embedder steps the loop.
+    rec.quiet(Duration::from_millis(50));
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    while seen.len() < 3 && Instant::now() < deadline {
+        lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+        while let Ok(s) = rec.rx.try_recv() {
+            seen.push(s);
+        }
+    }
+    assert!(matches!(seen[0], Seen::Event(Event::Opened)), "{seen:?}");
+    assert!(matches!(&seen[1], Seen::Data(d, _) if d == b"stepped"), "{seen:?}");
+    assert!(matches!(seen[2], Seen::Event(Event::Closed)), "{seen:?}");
+    assert_eq!(lp.len(), 1);
+}
+
+#[test]
+fn two_loops_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops: Vec<_> = (0..2).map(|_| EventLoop::spawn().unwrap()).collect();
+    let mut recs = Vec::new();
+    for (i, lp) in loops.iter().enumerate() {
+        let reg = Registry::new(lp.handle());
+        let input = dir.path().join(format!("in{i}"));
+        std::fs::write(&input, format!("loop {i}")).unwrap();
+        reg.add_str(&format!(
+            "file,id=f,path={},input-path={}",
+            dir.path().join(format!("o{i}")).display(),
+            input.display()
+        ))
+        .unwrap();
+        let h = reg.connect("f").unwrap();
+        recs.push((record(&h, 64), h, reg));
+    }
+    for (i, (rec, _, _)) in recs.iter().enumerate() {
+        rec.expect_event(Event::Opened);
+        assert_eq!(rec.data(6), format!("loop {i}").as_bytes());
+        rec.expect_event(Event::Closed);
+    }
+}
+
+/// A backend of the embedder's own: input "tick" on a timer, a few times.
+struct Ticker {
+    left: usize,
+    pending: bool,
+}
+
+impl Chardev for Ticker {
+    fn register(&mut self, io: &mut Io<'_>) -> chardev::Result<()> {
+        io.event(Event::Opened);
+        io.add_timer(Duration::from_millis(5), 7);
+        Ok(())
+    }
+    fn deregister(&mut self, _registry: &mio::Registry) {}
+    fn timer(&mut self, io: &mut Io<'_>, id: u64) {
+        assert_eq!(id, 7);
+        self.pending = true;
+        io.input_ready();
+    }
+    fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], _fds: &mut Vec<OwnedFd>) -> Input {
+        if !self.pending {
+            return Input::WouldBlock;
+        }
+        self.pending = false;
+        self.left -= 1;
+        if self.left == 0 {
+            io.event(Event::Closed);
+        } else {
+            io.add_timer(Duration::from_millis(5), 7);
+        }
+        buf[..4].copy_from_slice(b"tick");
+        Input::Data(4)
+    }
+    fn write(&mut self, buf: &[u8], _fds: &[BorrowedFd<'_>]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn kind(&self) -> &'static str {
+        "ticker"
+    }
+}
+
+#[test]
+fn timers_drive_a_custom_backend() {
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    reg.add_chardev("t", Box::new(Ticker { left: 3, pending: false })).unwrap();
+    assert_eq!(reg.query()[0].filename, "ticker");
+    let h = reg.connect("t").unwrap();
+    let rec = record(&h, 64);
+    rec.expect_event(Event::Opened);
+    assert_eq!(rec.data(12), b"tickticktick");
+    rec.expect_event(Event::Closed);
+    assert!(matches!(
+        reg.add_chardev("t", Box::new(chardev::backends::null::Null)),
+        Err(chardev::Error::Exists(_))
+    ));
+}
+
+/// Writes everything it receives back with write_all, on the loop thread.
+struct WriteAllEcho(FrontendHandle, Arc<AtomicUsize>);
+
+impl Frontend for WriteAllEcho {
+    fn can_receive(&mut self) -> usize {
+        1 << 20
+    }
+    fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
+        // 64 times what arrived: far more than the fifo holds, so write_all must wait.
+        for _ in 0..64 {
+            self.0.write_all(data).unwrap();
+        }
+        self.1.fetch_add(data.len() * 64, Ordering::SeqCst);
+    }
+    fn event(&mut self, _event: Event) {}
+}
+
+#[test]
+fn write_all_on_the_loop_thread_waits_for_the_reader_without_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("p");
+    mkfifo(&dir.path().join("p.in"));
+    mkfifo(&dir.path().join("p.out"));
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    reg.add_str(&format!("pipe,id=p,path={}", base.display())).unwrap();
+    let h = reg.connect("p").unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    h.set_frontend(WriteAllEcho(h.clone(), Arc::clone(&written)));
+
+    let mut out = std::fs::File::open(dir.path().join("p.out")).unwrap();
+    let mut inp = std::fs::OpenOptions::new().write(true).open(dir.path().join("p.in")).unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    inp.write_all(&chunk).unwrap();
+    // A slow reader: small reads, so the writer fills the fifo many times over.
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + DEADLINE;
+    while got < chunk.len() * 64 {
+        assert!(Instant::now() < deadline, "only {got} bytes arrived");
+        got += out.read(&mut buf).unwrap();
+    }
+    wait_until("write_all to return", || written.load(Ordering::SeqCst) == chunk.len() * 64);
+}
+
+#[test]
+fn write_all_from_another_thread_reports_a_vanished_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    // The reader must exist before the chardev opens the fifo for writing.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    reg.add_str(&format!("file,id=f,path={}", fifo.display())).unwrap();
+    let h = reg.connect("f").unwrap();
+    let writer = std::thread::spawn(move || h.write_all(&vec![0u8; 1 << 20]));
+    // Let the writer fill the fifo and block in poll(2), then go away.
+    std::thread::sleep(Duration::from_millis(100));
+    drop(reader);
+    let err = writer.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+}
+
+use std::os::unix::fs::OpenOptionsExt;
