@@ -669,7 +669,7 @@ impl Core {
                     0
                 }
             };
-            let fds = std::mem::take(&mut self.fds);
+            let fds = passed_fds(&entry.cell.label, std::mem::take(&mut self.fds));
             Self::dispatch(entry, &self.buf[..n], fds, &mut self.raised, &mut self.exit);
             if !matches!(input, Input::Data(_)) {
                 return entry.input_ready;
@@ -856,4 +856,18 @@ impl Core {
             }
         }
     }
+}
+
+/// Applies the fd contract to fds a backend received, at the one place all input passes:
+/// blocking and close-on-exec before any frontend sees them, whatever the backend. If that
+/// fails for one fd, the whole batch is closed (as QEMU does since 2025): a frontend never
+/// gets a set with holes. The bytes are delivered all the same.
+fn passed_fds(label: &str, fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    for fd in &fds {
+        if let Err(e) = crate::fd::make_passed_fd_blocking(std::os::fd::AsFd::as_fd(fd)) {
+            log::warn!("chardev '{label}': {} received fds closed: {e}", fds.len());
+            return Vec::new();
+        }
+    }
+    fds
 }

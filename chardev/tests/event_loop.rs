@@ -198,3 +198,55 @@ fn write_all_from_another_thread_reports_a_vanished_reader() {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// A backend of the embedder's own that hands out a non-blocking fd with one byte.
+struct FdGiver(Option<OwnedFd>);
+
+impl Chardev for FdGiver {
+    fn register(&mut self, io: &mut Io<'_>) -> chardev::Result<()> {
+        io.input_ready();
+        Ok(())
+    }
+    fn deregister(&mut self, _registry: &mio::Registry) {}
+    fn read(&mut self, _io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
+        match self.0.take() {
+            Some(fd) => {
+                fds.push(fd);
+                buf[0] = b'!';
+                Input::Data(1)
+            }
+            None => Input::WouldBlock,
+        }
+    }
+    fn write(&mut self, buf: &[u8], _fds: &[BorrowedFd<'_>]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn kind(&self) -> &'static str {
+        "fdgiver"
+    }
+}
+
+#[test]
+fn fds_reach_the_frontend_blocking_and_cloexec_whatever_the_backend_did() {
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let a = OwnedFd::from(a);
+    chardev::fd::set_nonblocking(&a, true).unwrap();
+    chardev::fd::set_cloexec(&a, false).unwrap();
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    reg.add_chardev("g", Box::new(FdGiver(Some(a)))).unwrap();
+    let h = reg.connect("g").unwrap();
+    let rec = record(&h, 16);
+    match rec.next() {
+        Seen::Data(d, fds) => {
+            assert_eq!(d, b"!");
+            assert_eq!(fds.len(), 1);
+            assert!(
+                !chardev::fd::is_nonblocking(&fds[0]).unwrap(),
+                "fd reached the frontend non-blocking"
+            );
+            assert!(chardev::fd::is_cloexec(&fds[0]).unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+}
