@@ -160,7 +160,7 @@ impl<'a> Io<'a> {
     /// Registers `src` as source number `source` with `interest`.
     pub fn register(
         &self,
-        src: &mut impl mio::event::Source,
+        src: &mut (impl mio::event::Source + ?Sized),
         source: usize,
         interest: Interest,
     ) -> io::Result<()> {

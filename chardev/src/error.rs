@@ -135,6 +135,13 @@ impl std::error::Error for Error {
     }
 }
 
+/// An I/O error from a frontend handle (`write_all`), for callers that use `?` with both.
+impl From<io::Error> for Error {
+    fn from(source: io::Error) -> Error {
+        Error::Io { op: "do chardev I/O", path: None, source }
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match &e {

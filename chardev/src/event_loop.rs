@@ -859,15 +859,16 @@ impl Core {
 }
 
 /// Applies the fd contract to fds a backend received, at the one place all input passes:
-/// blocking and close-on-exec before any frontend sees them, whatever the backend. If that
-/// fails for one fd, the whole batch is closed (as QEMU does since 2025): a frontend never
-/// gets a set with holes. The bytes are delivered all the same.
-fn passed_fds(label: &str, fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
-    for fd in &fds {
-        if let Err(e) = crate::fd::make_passed_fd_blocking(std::os::fd::AsFd::as_fd(fd)) {
-            log::warn!("chardev '{label}': {} received fds closed: {e}", fds.len());
-            return Vec::new();
+/// blocking and close-on-exec before any frontend sees them, whatever the backend. An fd
+/// whose flags cannot be set is logged and closed, never handed on in the wrong mode; the
+/// bytes are delivered all the same.
+fn passed_fds(label: &str, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    fds.retain(|fd| match crate::fd::make_passed_fd_blocking(std::os::fd::AsFd::as_fd(fd)) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("chardev '{label}': received fd {} closed: {e}", crate::fd::number(fd));
+            false
         }
-    }
+    });
     fds
 }

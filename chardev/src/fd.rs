@@ -153,3 +153,129 @@ fn wait_for(
 pub fn number(fd: impl AsFd) -> RawFd {
     fd.as_fd().as_raw_fd()
 }
+
+/// At most this many fds are kept from one message (QEMU's `SOCKET_MAX_FDS`); the kernel
+/// closes the rest and reports it as control-data truncation.
+pub const MAX_FDS_PER_MESSAGE: usize = 16;
+
+/// What one [`recv_with_fds`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes placed in the buffer; 0 means the peer closed the stream.
+    pub bytes: usize,
+    /// Fds were sent that did not fit (`MSG_CTRUNC`): the kernel closed them.
+    pub truncated: bool,
+}
+
+/// Control buffer for [`MAX_FDS_PER_MESSAGE`] fds, aligned as `cmsghdr` wants. It lives on
+/// the stack: receiving never allocates.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 128]);
+
+/// Receives bytes and SCM_RIGHTS fds from a stream socket, without blocking on a
+/// non-blocking socket. Every fd becomes an [`OwnedFd`] at once, close-on-exec from the
+/// start (`MSG_CMSG_CLOEXEC`); they are appended to `fds`. Their O_NONBLOCK state is left as
+/// the sender had it: the event loop clears it before a frontend sees them.
+pub fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Received> {
+    use nix::libc;
+    const _: () = assert!(
+        std::mem::size_of::<ControlBuffer>()
+            >= (std::mem::size_of::<libc::cmsghdr>() + 4 * MAX_FDS_PER_MESSAGE + 8)
+    );
+    let mut control = ControlBuffer([0; 128]);
+    // Only room for MAX_FDS_PER_MESSAGE fds is offered, so the kernel truncates beyond it.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let control_len = unsafe { libc::CMSG_SPACE((4 * MAX_FDS_PER_MESSAGE) as u32) } as usize;
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is a valid "no name, no iov, no control" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control_len.min(control.0.len()) as _;
+    let n = loop {
+        // SAFETY: msg points at our live buffer and control area, with their true lengths.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // Walk every control message (libuv #4358: process them all, so none leaks).
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let hdr = &*cmsg;
+            if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = hdr.cmsg_len as usize - (data as usize - cmsg as usize);
+                for i in 0..len / 4 {
+                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    // SAFETY: the kernel just installed this fd in our table for us alone.
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received { bytes: n, truncated: msg.msg_flags & libc::MSG_CTRUNC != 0 })
+}
+
+/// Sends bytes on a stream socket with `fds` attached (SCM_RIGHTS) when there are any, and
+/// never raises SIGPIPE (`MSG_NOSIGNAL`): a vanished peer is an `EPIPE` error.
+pub fn send_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    use nix::libc;
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("Only {MAX_FDS_PER_MESSAGE} FDs can be sent, got {}", fds.len()),
+        ));
+    }
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is a valid "no name, no iov, no control" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let payload = (4 * fds.len()) as u32;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes; the buffer holds 16 fds (checked
+        // above), and CMSG_FIRSTHDR/CMSG_DATA point inside it.
+        unsafe {
+            msg.msg_controllen = libc::CMSG_SPACE(payload) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+            }
+        }
+    }
+    loop {
+        // SAFETY: msg points at the caller's bytes and our control area, with true lengths;
+        // the fds are borrowed and stay open for the call.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

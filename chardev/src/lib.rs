@@ -31,6 +31,9 @@
 //! close-on-exec, as [`OwnedFd`](std::os::fd::OwnedFd)s that close when dropped; code that
 //! wants non-blocking I/O sets it with [`fd::set_nonblocking`].
 
+// Library code never unwraps what a peer or a user controls.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod chardev; // the backend trait and its view of the loop

@@ -257,7 +257,10 @@ fn install_signal_handler(signal: libc::c_int) {
     // SAFETY: a null new action only queries the disposition into `current`, which is valid
     // for writes.
     if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
-        log::warn!("cannot read the disposition of signal {signal}: {}", io::Error::last_os_error());
+        log::warn!(
+            "cannot read the disposition of signal {signal}: {}",
+            io::Error::last_os_error()
+        );
         return;
     }
     if current.sa_sigaction != libc::SIG_DFL {

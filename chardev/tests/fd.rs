@@ -13,12 +13,7 @@ fn each_kind() -> Vec<(&'static str, OwnedFd)> {
     let (a, b) = UnixStream::pair().unwrap();
     let pty = nix::pty::openpty(None, None).unwrap();
     drop((w, b, pty.slave));
-    vec![
-        ("file", file.into()),
-        ("pipe", r),
-        ("socketpair", a.into()),
-        ("pty master", pty.master),
-    ]
+    vec![("file", file.into()), ("pipe", r), ("socketpair", a.into()), ("pty master", pty.master)]
 }
 
 #[test]
@@ -81,11 +76,8 @@ fn make_passed_fd_blocking_clears_nonblock_and_sets_cloexec() {
 fn errors_are_returned_not_swallowed() {
     // An O_PATH fd refuses F_SETFL with EBADF.
     let dir = tempfile::tempdir().unwrap();
-    let path_fd = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_PATH)
-        .open(dir.path())
-        .unwrap();
+    let path_fd =
+        OpenOptions::new().read(true).custom_flags(nix::libc::O_PATH).open(dir.path()).unwrap();
     let err = set_nonblocking(&path_fd, true).unwrap_err();
     assert_eq!(err.io_kind(), Some(std::io::Error::from_raw_os_error(nix::libc::EBADF).kind()));
     let source = std::error::Error::source(&err).unwrap().to_string();

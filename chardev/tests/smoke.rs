@@ -1,3 +1,5 @@
+//! A first end-to-end check: file input to a frontend, frontend output to a file.
+
 mod common;
 
 use std::io::Write;
@@ -12,8 +14,12 @@ fn file_input_reaches_frontend_then_closed() {
     std::fs::File::create(&inp).unwrap().write_all(b"hello world").unwrap();
     let lp = EventLoop::spawn().unwrap();
     let reg = Registry::new(lp.handle());
-    reg.add_str(&format!("file,id=f0,path={},input-path={}", dir.path().join("out").display(), inp.display()))
-        .unwrap();
+    reg.add_str(&format!(
+        "file,id=f0,path={},input-path={}",
+        dir.path().join("out").display(),
+        inp.display()
+    ))
+    .unwrap();
     let h = reg.connect("f0").unwrap();
     let rec = record(&h, 3);
     rec.expect_event(Event::Opened);

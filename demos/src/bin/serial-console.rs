@@ -25,13 +25,11 @@ impl LineEditor {
             match b {
                 b'\r' | b'\n' => {
                     self.say("\r\n");
-                    done.push(String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned());
+                    done.push(
+                        String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned(),
+                    );
                 }
-                0x7f | 0x08 => {
-                    if self.line.pop().is_some() {
-                        self.say("\x08 \x08");
-                    }
-                }
+                0x7f | 0x08 if self.line.pop().is_some() => self.say("\x08 \x08"),
                 b if b >= 0x20 => {
                     self.line.push(b);
                     let _ = self.handle.write_all(&[b]);
@@ -92,7 +90,9 @@ impl Frontend for Monitor {
                     let _ = self.quit.send(());
                     return;
                 }
-                "help" | "?" => self.editor.say("info chardev -- show the character devices\r\nquit -- quit\r\n"),
+                "help" | "?" => self
+                    .editor
+                    .say("info chardev -- show the character devices\r\nquit -- quit\r\n"),
                 other => self.editor.say(&format!("unknown command: '{other}'\r\n")),
             }
             self.editor.say("(qemu) ");
@@ -112,7 +112,8 @@ impl Frontend for Monitor {
 
 fn main() -> ExitCode {
     env_logger::init();
-    let spec = std::env::args().nth(1).unwrap_or_else(|| "stdio,id=serial0,mux=on,signal=off".into());
+    let spec =
+        std::env::args().nth(1).unwrap_or_else(|| "stdio,id=serial0,mux=on,signal=off".into());
     match run(&spec) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

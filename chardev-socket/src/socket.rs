@@ -1,0 +1,714 @@
+//! `socket`: a stream socket chardev, unix or tcp, server or client (QEMU's `char-socket`).
+//!
+//! A server serves one client at a time; the next one waits in the listen backlog and is
+//! accepted when the first leaves. A client connects at creation, or with `reconnect-ms`
+//! retries on the loop's timer, never in a busy loop and never aborting. Unix sockets carry
+//! fds both ways. Writes without a connection fail with `NotConnected` (QEMU's EIO), and a
+//! vanished peer never raises SIGPIPE.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::SocketAddr as UnixAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chardev::error::{Error, Result};
+use chardev::fd::{self, MAX_FDS_PER_MESSAGE};
+use chardev::options::{BackendSpec, ChardevSpec, SocketAddrSpec, SocketSpec};
+use chardev::registry::BuildContext;
+use chardev::{Chardev, Event, Input, Io};
+use mio::Interest;
+
+use crate::address::{self, host_port};
+use crate::telnet::{self, TelnetInput};
+
+const LISTENER: usize = 0;
+const CONNECTION: usize = 1;
+
+const RECONNECT_TIMER: u64 = 1;
+const ACCEPT_RETRY_TIMER: u64 = 2;
+
+/// How much frontend output one telnet write escapes at a time (bounds the pending buffer).
+const TELNET_CHUNK: usize = 16 * 1024;
+
+enum Listener {
+    Unix(mio::net::UnixListener),
+    Tcp(mio::net::TcpListener),
+}
+
+impl Listener {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Listener::Unix(l) => l,
+            Listener::Tcp(l) => l,
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Listener::Unix(l) => Stream::Unix(l.accept()?.0),
+            Listener::Tcp(l) => Stream::Tcp(l.accept()?.0),
+        })
+    }
+}
+
+enum Stream {
+    Unix(mio::net::UnixStream),
+    Tcp(mio::net::TcpStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Unix(s) => s,
+            Stream::Tcp(s) => s,
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        }
+    }
+
+    fn shutdown(&self) {
+        let r = match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+        if let Err(e) = r {
+            log::debug!("socket shutdown: {e}");
+        }
+    }
+
+    /// The connection's filename, QEMU's `qemu_chr_compute_filename`.
+    fn filename(&self, protocol: &str, server: bool) -> String {
+        let listen = if server { ",server=on" } else { "" };
+        match self {
+            Stream::Unix(s) => {
+                // A server's accepted socket carries the listening path; a client's local
+                // address is unnamed, so QEMU shows the peer's (its local is empty).
+                let addr = if server { s.local_addr() } else { s.peer_addr() };
+                let path = addr.ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
+                format!("unix:{}{listen}", path.unwrap_or_default())
+            }
+            Stream::Tcp(s) => match (s.local_addr(), s.peer_addr()) {
+                (Ok(l), Ok(p)) => {
+                    format!("{protocol}:{}{listen} <-> {}", host_port(&l), host_port(&p))
+                }
+                _ => format!("{protocol}:unknown"),
+            },
+        }
+    }
+}
+
+/// One connection and what it still owes the peer.
+struct Conn {
+    stream: Stream,
+    /// A non-blocking connect has not completed yet (clients with `reconnect-ms`).
+    connecting: bool,
+    telnet: Option<TelnetInput>,
+    /// Bytes accepted from the frontend but not yet sent (telnet escaping, negotiation).
+    pending: Vec<u8>,
+    /// Position of the unsent part of `pending`.
+    sent: usize,
+}
+
+impl Conn {
+    fn new(stream: Stream, telnet: bool) -> Conn {
+        let mut conn = Conn {
+            stream,
+            connecting: false,
+            telnet: telnet.then(TelnetInput::default),
+            pending: Vec::new(),
+            sent: 0,
+        };
+        if telnet {
+            conn.pending.extend_from_slice(&telnet::NEGOTIATION);
+        }
+        conn
+    }
+
+    /// Sends what is pending; `WouldBlock` while some of it is still unsent.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.pending.len() {
+            let n = fd::send_with_fds(self.stream.fd(), &self.pending[self.sent..], &[])?;
+            self.sent += n;
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Ok(())
+    }
+}
+
+/// Where a client connects to.
+enum Target {
+    Unix(UnixAddr, PathBuf),
+    Tcp(Vec<SocketAddr>),
+}
+
+/// A `socket` chardev.
+pub struct Socket {
+    label: String,
+    server: bool,
+    unix: bool,
+    nodelay: bool,
+    telnet: bool,
+    reconnect: Option<Duration>,
+    listener: Option<Listener>,
+    target: Option<Target>,
+    conn: Option<Conn>,
+    /// The filename while no client is connected (`disconnected:...`).
+    disconnected: String,
+    /// The connection's filename.
+    connected: String,
+    /// A socket file this server created, removed on drop if it is still ours.
+    socket_file: Option<(PathBuf, u64, u64)>,
+    connect_error_reported: bool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("label", &self.label)
+            .field("filename", &self.filename())
+            .finish()
+    }
+}
+
+/// Builds a `socket` backend; a server with `wait=on` returns once its first client is in.
+pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
+    let BackendSpec::Socket(s) = &spec.backend else {
+        return Err(Error::UnknownBackend(spec.backend.kind().into()));
+    };
+    if s.websocket {
+        return Err(Error::option("websocket", "on", "websocket servers are not supported yet"));
+    }
+    if s.tn3270 {
+        return Err(Error::option("tn3270", "on", "tn3270 is not supported"));
+    }
+    let mut socket = Socket {
+        label: cx.id.to_string(),
+        server: s.server,
+        unix: false,
+        nodelay: s.nodelay,
+        telnet: s.telnet && s.server,
+        reconnect: (s.reconnect_ms > 0).then(|| Duration::from_millis(s.reconnect_ms)),
+        listener: None,
+        target: None,
+        conn: None,
+        disconnected: String::new(),
+        connected: String::new(),
+        socket_file: None,
+        connect_error_reported: false,
+    };
+    match &s.addr {
+        SocketAddrSpec::Fd(name) => socket.adopt_fd(name)?,
+        _ if s.server => socket.listen(s)?,
+        _ => socket.prepare_client(s)?,
+    }
+    if socket.server && s.wait {
+        socket.wait_for_client()?;
+    } else if !socket.server && socket.reconnect.is_none() && socket.conn.is_none() {
+        socket.connect_now()?;
+    }
+    Ok(Box::new(socket))
+}
+
+impl Socket {
+    fn protocol(&self) -> &'static str {
+        if self.telnet {
+            "telnet"
+        } else {
+            "tcp"
+        }
+    }
+
+    fn listen(&mut self, s: &SocketSpec) -> Result<()> {
+        let listen = ",server=on";
+        match &s.addr {
+            SocketAddrSpec::Unix { path, abstract_, tight } => {
+                let addr = address::unix_addr(path, *abstract_, *tight)?;
+                if !abstract_ {
+                    address::clear_stale_socket(path)?;
+                }
+                let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr)
+                    .map_err(|e| Error::io_path("listen on", path, e))?;
+                if !abstract_ {
+                    let meta = std::fs::symlink_metadata(path)
+                        .map_err(|e| Error::io_path("inspect", path, e))?;
+                    self.socket_file = Some((path.clone(), meta.dev(), meta.ino()));
+                }
+                std_listener
+                    .set_nonblocking(true)
+                    .map_err(|e| Error::io("make a listener non-blocking", e))?;
+                self.listener =
+                    Some(Listener::Unix(mio::net::UnixListener::from_std(std_listener)));
+                self.unix = true;
+                self.disconnected = format!("disconnected:unix:{}{listen}", path.display());
+            }
+            SocketAddrSpec::Inet { host, port, to, ipv4, ipv6 } => {
+                let first: u16 = port
+                    .parse()
+                    .map_err(|_| Error::option("port", port, "must be a port number"))?;
+                let last = to.unwrap_or(first).max(first);
+                let mut last_err = None;
+                'ports: for p in first..=last {
+                    for addr in address::inet_addrs(host, &p.to_string(), *ipv4, *ipv6, true)? {
+                        match std::net::TcpListener::bind(addr) {
+                            Ok(l) => {
+                                l.set_nonblocking(true)
+                                    .map_err(|e| Error::io("make a listener non-blocking", e))?;
+                                let bound = l
+                                    .local_addr()
+                                    .map_err(|e| Error::io("read the bound address", e))?;
+                                // QEMU shows the bound address, unbracketed, in this form.
+                                self.disconnected = format!(
+                                    "disconnected:{}:{}:{}{listen}",
+                                    self.protocol(),
+                                    bound.ip(),
+                                    bound.port()
+                                );
+                                self.listener =
+                                    Some(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+                                break 'ports;
+                            }
+                            Err(e) => last_err = Some(e),
+                        }
+                    }
+                }
+                if self.listener.is_none() {
+                    let e = last_err
+                        .unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable));
+                    return Err(Error::Io {
+                        op: "listen on",
+                        path: Some(format!("{host}:{port}").into()),
+                        source: e,
+                    });
+                }
+            }
+            SocketAddrSpec::Fd(_) => unreachable!("fd sockets are adopted, not bound"),
+        }
+        Ok(())
+    }
+
+    fn prepare_client(&mut self, s: &SocketSpec) -> Result<()> {
+        match &s.addr {
+            SocketAddrSpec::Unix { path, abstract_, tight } => {
+                self.target =
+                    Some(Target::Unix(address::unix_addr(path, *abstract_, *tight)?, path.clone()));
+                self.unix = true;
+                self.disconnected = format!("disconnected:unix:{}", path.display());
+            }
+            SocketAddrSpec::Inet { host, port, ipv4, ipv6, .. } => {
+                self.target =
+                    Some(Target::Tcp(address::inet_addrs(host, port, *ipv4, *ipv6, false)?));
+                self.disconnected = format!("disconnected:tcp:{host}:{port}");
+            }
+            SocketAddrSpec::Fd(_) => unreachable!("fd sockets are adopted, not connected"),
+        }
+        Ok(())
+    }
+
+    /// `fd=N`: an inherited listening or connected socket, made non-blocking for our loop
+    /// (contract point 4: code that needs non-blocking mode sets it itself).
+    fn adopt_fd(&mut self, name: &str) -> Result<()> {
+        let number: i32 = name.parse().map_err(|_| {
+            Error::option("fd", name, "must be a file descriptor number (named fds need a monitor)")
+        })?;
+        let owned = fd::take_inherited(number)?;
+        let kind = address::inspect_fd(&owned, name)?;
+        fd::set_nonblocking(&owned, true)?;
+        self.unix = kind.unix;
+        let listen = if kind.listening { ",server=on" } else { "" };
+        self.disconnected = format!("disconnected:fd:{name}{listen}");
+        self.server = kind.listening;
+        if kind.listening {
+            self.listener = Some(if kind.unix {
+                Listener::Unix(mio::net::UnixListener::from_std(owned.into()))
+            } else {
+                Listener::Tcp(mio::net::TcpListener::from_std(owned.into()))
+            });
+        } else {
+            let stream = if kind.unix {
+                Stream::Unix(mio::net::UnixStream::from_std(owned.into()))
+            } else {
+                Stream::Tcp(mio::net::TcpStream::from_std(owned.into()))
+            };
+            self.set_conn(Conn::new(stream, false));
+        }
+        Ok(())
+    }
+
+    /// `wait=on`: block until the first client connects (QEMU prints the same line).
+    fn wait_for_client(&mut self) -> Result<()> {
+        eprintln!("QEMU waiting for connection on: {}", self.disconnected);
+        let Some(listener) = &self.listener else { return Ok(()) };
+        loop {
+            match listener.accept() {
+                Ok(stream) => return self.accepted(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = match listener {
+                        Listener::Unix(l) => l.as_fd(),
+                        Listener::Tcp(l) => l.as_fd(),
+                    };
+                    fd::wait_readable(fd, None).map_err(|e| Error::io("wait for a client", e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("accept a client", e)),
+            }
+        }
+    }
+
+    /// A client without `reconnect-ms` connects at creation; failure is a creation error.
+    fn connect_now(&mut self) -> Result<()> {
+        let stream = match &self.target {
+            Some(Target::Unix(addr, path)) => {
+                let s = std::os::unix::net::UnixStream::connect_addr(addr)
+                    .map_err(|e| Error::io_path("connect to", path, e))?;
+                s.set_nonblocking(true).map_err(|e| Error::io("make a socket non-blocking", e))?;
+                Stream::Unix(mio::net::UnixStream::from_std(s))
+            }
+            Some(Target::Tcp(addrs)) => {
+                let s = std::net::TcpStream::connect(&addrs[..]).map_err(|e| Error::Io {
+                    op: "connect to",
+                    path: addrs.first().map(|a| host_port(a).into()),
+                    source: e,
+                })?;
+                s.set_nonblocking(true).map_err(|e| Error::io("make a socket non-blocking", e))?;
+                Stream::Tcp(mio::net::TcpStream::from_std(s))
+            }
+            None => return Ok(()),
+        };
+        self.set_conn(Conn::new(stream, false));
+        Ok(())
+    }
+
+    fn accepted(&mut self, stream: Stream) -> Result<()> {
+        if let Stream::Unix(s) = &stream {
+            fd::set_nonblocking(s, true)?;
+        }
+        self.set_conn(Conn::new(stream, self.telnet));
+        Ok(())
+    }
+
+    fn set_conn(&mut self, conn: Conn) {
+        if let (Stream::Tcp(s), true) = (&conn.stream, self.nodelay) {
+            if let Err(e) = s.set_nodelay(true) {
+                log::warn!("chardev '{}': cannot set TCP_NODELAY: {e}", self.label);
+            }
+        }
+        self.connected = conn.stream.filename(self.protocol(), self.server);
+        self.conn = Some(conn);
+    }
+
+    /// Registers the current connection and tells the frontend it is open.
+    fn open_conn(&mut self, io: &mut Io<'_>) {
+        let Some(conn) = &mut self.conn else { return };
+        if let Err(e) =
+            io.register(conn.stream.source(), CONNECTION, Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("chardev '{}': cannot watch the connection: {e}", self.label);
+            self.conn = None;
+            return;
+        }
+        if conn.connecting {
+            return;
+        }
+        if let Err(e) = conn.flush() {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                log::info!("chardev '{}': connection failed at once: {e}", self.label);
+            }
+        }
+        log::info!("chardev '{}': connected: {}", self.label, self.connected);
+        io.event(Event::Opened);
+        io.input_ready();
+    }
+
+    /// Drops the connection: `Closed` for the frontend, then the server takes the next
+    /// client or the client schedules a reconnect.
+    fn close_conn(&mut self, io: &mut Io<'_>) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let _ = io.registry().deregister(conn.stream.source());
+        // Shutdown wakes anyone still polling a duplicate of this fd (write_all).
+        conn.stream.shutdown();
+        if !conn.connecting {
+            log::info!("chardev '{}': disconnected: {}", self.label, self.connected);
+            io.event(Event::Closed);
+        }
+        drop(conn);
+        if self.listener.is_some() {
+            self.accept_next(io);
+        } else if let Some(delay) = self.reconnect {
+            io.add_timer(delay, RECONNECT_TIMER);
+        }
+    }
+
+    fn accept_next(&mut self, io: &mut Io<'_>) {
+        if self.conn.is_some() {
+            return;
+        }
+        let Some(listener) = &self.listener else { return };
+        match listener.accept() {
+            Ok(stream) => {
+                if let Err(e) = self.accepted(stream) {
+                    log::warn!("chardev '{}': cannot set up a client: {e}", self.label);
+                    self.conn = None;
+                    return;
+                }
+                self.open_conn(io);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                io.add_timer(Duration::ZERO, ACCEPT_RETRY_TIMER)
+            }
+            Err(e) => {
+                // Out of fds, say: edge-triggered epoll will not tell us again, so retry.
+                log::warn!("chardev '{}': accept failed: {e}", self.label);
+                io.add_timer(Duration::from_millis(100), ACCEPT_RETRY_TIMER);
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect (clients with `reconnect-ms`).
+    fn start_connect(&mut self, io: &mut Io<'_>) {
+        if self.conn.is_some() {
+            return;
+        }
+        let attempt = match &self.target {
+            Some(Target::Unix(addr, _)) => {
+                mio::net::UnixStream::connect_addr(addr).map(Stream::Unix)
+            }
+            Some(Target::Tcp(addrs)) => mio::net::TcpStream::connect(addrs[0]).map(Stream::Tcp),
+            None => return,
+        };
+        match attempt {
+            Ok(stream) => {
+                let mut conn = Conn::new(stream, false);
+                conn.connecting = matches!(conn.stream, Stream::Tcp(_));
+                self.set_conn(conn);
+                self.open_conn(io);
+            }
+            Err(e) => self.connect_failed(io, &e),
+        }
+    }
+
+    fn connect_failed(&mut self, io: &mut Io<'_>, e: &io::Error) {
+        // QEMU reports the first failure only; the timer keeps trying quietly.
+        if !self.connect_error_reported {
+            log::warn!("Unable to connect character device {}: {e}", self.label);
+            self.connect_error_reported = true;
+        }
+        if let Some(delay) = self.reconnect {
+            io.add_timer(delay, RECONNECT_TIMER);
+        }
+    }
+
+    /// A pending tcp connect finished (writable): established, or failed.
+    fn finish_connect(&mut self, io: &mut Io<'_>) {
+        let Some(conn) = &mut self.conn else { return };
+        let Stream::Tcp(s) = &conn.stream else { return };
+        let error = match s.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => s.peer_addr().err().filter(|e| e.kind() != io::ErrorKind::WouldBlock),
+        };
+        if s.peer_addr().is_err() && error.is_none() {
+            return; // not finished yet
+        }
+        match error {
+            Some(e) => {
+                self.close_conn(io);
+                self.connect_failed(io, &e);
+            }
+            None => {
+                conn.connecting = false;
+                self.connected = conn.stream.filename("tcp", false);
+                self.connect_error_reported = false;
+                log::info!("chardev '{}': connected: {}", self.label, self.connected);
+                io.event(Event::Opened);
+                io.input_ready();
+            }
+        }
+    }
+
+    fn recv(
+        conn: &mut Conn,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        label: &str,
+    ) -> io::Result<usize> {
+        match &mut conn.stream {
+            Stream::Unix(s) => {
+                let before = fds.len();
+                let got = fd::recv_with_fds(s.as_fd(), buf, fds)?;
+                if got.truncated {
+                    log::warn!(
+                        "chardev '{label}': a peer sent more than {MAX_FDS_PER_MESSAGE} fds in one message \
+                         (or too much control data): the extras were closed, {} kept",
+                        fds.len() - before
+                    );
+                }
+                Ok(got.bytes)
+            }
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Chardev for Socket {
+    fn register(&mut self, io: &mut Io<'_>) -> Result<()> {
+        if let Some(listener) = &mut self.listener {
+            io.register(listener.source(), LISTENER, Interest::READABLE)
+                .map_err(|e| Error::io("watch a listening socket", e))?;
+        }
+        if self.conn.is_some() {
+            self.open_conn(io);
+        } else if self.listener.is_some() {
+            self.accept_next(io);
+        } else if self.reconnect.is_some() {
+            self.start_connect(io);
+        }
+        Ok(())
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) {
+        if let Some(listener) = &mut self.listener {
+            let _ = registry.deregister(listener.source());
+        }
+        if let Some(conn) = &mut self.conn {
+            let _ = registry.deregister(conn.stream.source());
+        }
+    }
+
+    fn ready(&mut self, io: &mut Io<'_>, source: usize, event: &mio::event::Event) {
+        match source {
+            LISTENER => self.accept_next(io),
+            CONNECTION => {
+                let Some(conn) = &mut self.conn else { return };
+                if conn.connecting {
+                    if event.is_writable() || event.is_error() || event.is_write_closed() {
+                        self.finish_connect(io);
+                    }
+                    return;
+                }
+                if event.is_writable() {
+                    if let Err(e) = conn.flush() {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            log::debug!("chardev '{}': send failed: {e}", self.label);
+                        }
+                    }
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    io.input_ready();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
+        let Some(conn) = self.conn.as_mut().filter(|c| !c.connecting) else {
+            return Input::WouldBlock;
+        };
+        let result = Self::recv(conn, buf, fds, &self.label);
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                return match &mut conn.telnet {
+                    Some(telnet) => Input::Data(
+                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break)),
+                    ),
+                    None => Input::Data(n),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Input::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Input::Data(0),
+            Err(e) => log::info!("chardev '{}': connection error: {e}", self.label),
+        }
+        // The end of the stream, after every byte before it (QEMU #1264).
+        self.close_conn(io);
+        Input::End
+    }
+
+    fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if !fds.is_empty() && !self.unix {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "pass fds: tcp does not support fd passing",
+            }
+            .into());
+        }
+        let Some(conn) = self.conn.as_mut().filter(|c| !c.connecting) else {
+            return Err(Error::NotConnected(self.label.clone()).into());
+        };
+        conn.flush()?;
+        if conn.telnet.is_some() {
+            let take = buf.len().min(TELNET_CHUNK);
+            telnet::escape_into(&buf[..take], &mut conn.pending);
+            match conn.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(take);
+        }
+        fd::send_with_fds(conn.stream.fd(), buf, fds)
+    }
+
+    fn write_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.conn.as_ref().map(|c| c.stream.fd())
+    }
+
+    fn timer(&mut self, io: &mut Io<'_>, id: u64) {
+        match id {
+            RECONNECT_TIMER => self.start_connect(io),
+            ACCEPT_RETRY_TIMER => self.accept_next(io),
+            _ => {}
+        }
+    }
+
+    fn disconnect(&mut self, io: &mut Io<'_>) {
+        self.close_conn(io);
+    }
+
+    fn can_pass_fds(&self) -> bool {
+        self.unix
+    }
+
+    fn kind(&self) -> &'static str {
+        "socket"
+    }
+
+    fn filename(&self) -> String {
+        match &self.conn {
+            Some(c) if !c.connecting => self.connected.clone(),
+            _ => self.disconnected.clone(),
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.conn {
+            conn.stream.shutdown();
+        }
+        // Remove the socket file only if it is still the one this server created.
+        if let Some((path, dev, ino)) = &self.socket_file {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.dev() == *dev && m.ino() == *ino => {
+                    if let Err(e) = std::fs::remove_file(path) {
+                        log::warn!(
+                            "chardev '{}': cannot remove {}: {e}",
+                            self.label,
+                            path.display()
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The 16-fd limit: more fds in one message than a chardev keeps are closed, not leaked.
+//! Alone in its test binary, so that the process's fd count is this test's alone.
+
+#[path = "../../chardev/tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Seek};
+use std::os::fd::OwnedFd;
+use std::process::Command;
+use std::sync::mpsc::{channel, Sender};
+
+use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
+use common::*;
+
+/// Records bytes and fds; acknowledges each byte with "." as the peer expects.
+struct Acking {
+    handle: FrontendHandle,
+    tx: Sender<(Vec<u8>, Vec<OwnedFd>)>,
+}
+
+impl Frontend for Acking {
+    fn can_receive(&mut self) -> usize {
+        4096
+    }
+    fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
+        for _ in data {
+            self.handle.write_all(b".").unwrap();
+        }
+        self.tx.send((data.to_vec(), fds)).unwrap();
+    }
+    fn event(&mut self, event: Event) {
+        if event == Event::Closed {
+            self.tx.send((b"<closed>".to_vec(), Vec::new())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn more_than_16_fds_in_one_message_keeps_16_closes_the_rest_and_delivers_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.sock");
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    chardev_socket::register(&reg);
+    reg.add_str(&format!("socket,id=s,path={},server=on,wait=off", path.display())).unwrap();
+    let h = reg.connect("s").unwrap();
+    let (tx, rx) = channel();
+    h.set_frontend(Acking { handle: h.clone(), tx });
+    let before = open_fds();
+    let mut child = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/send_fds.py"))
+        .args([path.to_str().unwrap(), "253:M"])
+        .spawn()
+        .unwrap();
+    let (data, fds) = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(data, b"M");
+    assert_eq!(fds.len(), 16, "fds kept");
+    let mut first = std::fs::File::from(fds.into_iter().next().unwrap());
+    first.rewind().unwrap();
+    let mut text = String::new();
+    first.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "M#0");
+    drop(first);
+    let (closed, _) = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(closed, b"<closed>");
+    assert!(child.wait().unwrap().success());
+    wait_until("fds to be closed", || open_fds() <= before);
+}
