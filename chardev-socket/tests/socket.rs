@@ -32,7 +32,10 @@ fn bound_port(reg: &Registry, id: &str) -> u16 {
 }
 
 /// Reads a child's stdout on a thread until `needle` appears (or the deadline passes).
-fn read_until(out: impl Read + Send + 'static, needle: &'static [u8]) -> std::sync::mpsc::Receiver<Vec<u8>> {
+fn read_until(
+    out: impl Read + Send + 'static,
+    needle: &'static [u8],
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         let mut out = out;
@@ -161,7 +164,10 @@ fn tcp_client_with_socat_as_server_via_reconnect() {
         .unwrap();
     rec.expect_event(Event::Opened);
     let f = filename(&reg, "c");
-    assert!(f.starts_with("tcp:127.0.0.1:") && f.ends_with(&format!(" <-> 127.0.0.1:{port}")), "{f}");
+    assert!(
+        f.starts_with("tcp:127.0.0.1:") && f.ends_with(&format!(" <-> 127.0.0.1:{port}")),
+        "{f}"
+    );
     socat.stdin.take().unwrap().write_all(b"late server").unwrap();
     assert_eq!(rec.data(11), b"late server");
     rec.expect_event(Event::Closed);
@@ -329,21 +335,33 @@ fn wait_on_blocks_creation_until_the_first_client() {
 fn bad_addresses_are_clear_errors_that_name_what_is_wrong() {
     let (_lp, reg, dir) = setup();
     let long = format!("{}/{}", dir.path().display(), "x".repeat(120));
-    let err = reg.add_str(&format!("socket,id=a,path={long},server=on,wait=off")).unwrap_err().to_string();
+    let err = reg
+        .add_str(&format!("socket,id=a,path={long},server=on,wait=off"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("path") && err.contains("longer than"), "{err}");
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let err = reg.add_str(&format!("socket,id=b,host=127.0.0.1,port={port},server=on,wait=off")).unwrap_err().to_string();
+    let err = reg
+        .add_str(&format!("socket,id=b,host=127.0.0.1,port={port},server=on,wait=off"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("in use"), "{err}");
 
     let missing = dir.path().join("no/such/dir.sock");
-    let err = reg.add_str(&format!("socket,id=c,path={},server=on,wait=off", missing.display())).unwrap_err().to_string();
+    let err = reg
+        .add_str(&format!("socket,id=c,path={},server=on,wait=off", missing.display()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&missing.display().to_string()) && err.contains("No such file"), "{err}");
 
     let regular = dir.path().join("precious.txt");
     std::fs::write(&regular, b"keep me").unwrap();
-    let err = reg.add_str(&format!("socket,id=d,path={},server=on,wait=off", regular.display())).unwrap_err().to_string();
+    let err = reg
+        .add_str(&format!("socket,id=d,path={},server=on,wait=off", regular.display()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is not a socket") && err.contains("precious.txt"), "{err}");
     assert_eq!(std::fs::read(&regular).unwrap(), b"keep me", "QEMU would have unlinked it");
 
@@ -352,7 +370,10 @@ fn bad_addresses_are_clear_errors_that_name_what_is_wrong() {
     let err = reg.add_str(&format!("socket,id=e,fd={n}")).unwrap_err().to_string();
     assert!(err.contains(&format!("File descriptor '{n}' is not a socket")), "{err}");
 
-    let err = reg.add_str(&format!("socket,id=f,path={}", dir.path().join("nobody.sock").display())).unwrap_err().to_string();
+    let err = reg
+        .add_str(&format!("socket,id=f,path={}", dir.path().join("nobody.sock").display()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nobody.sock") && err.contains("No such file"), "{err}");
     assert!(reg.query().is_empty(), "nothing was created: {:?}", reg.query());
 }

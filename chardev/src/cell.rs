@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,12 @@ pub(crate) struct Cell {
     log: Mutex<Option<File>>,
     /// `Opened` seen and `Closed` not since (QEMU's `be_open`).
     open: AtomicBool,
-    /// Bit per frontend slot: claimed by a handle.
-    claims: AtomicU8,
+    /// Per frontend slot: the id of the handle that claimed it, 0 when free. Clones of a
+    /// detached handle keep a stale id and can no longer act on the slot.
+    owners: [AtomicU32; MAX_MUX],
+    /// Per frontend slot: bumped whenever callbacks are set or cleared, so that the loop
+    /// stops calling a frontend the moment it is replaced, even mid-read.
+    pub(crate) frontend_gen: [AtomicU32; MAX_MUX],
     /// Bit per frontend slot: callbacks installed (QEMU's `fe_is_open`).
     pub(crate) installed: AtomicU8,
     /// An `accept_input` request is queued and not yet handled (coalesces requests).
@@ -70,7 +74,8 @@ impl Cell {
             lp,
             log: Mutex::new(log),
             open: AtomicBool::new(false),
-            claims: AtomicU8::new(0),
+            owners: Default::default(),
+            frontend_gen: Default::default(),
             installed: AtomicU8::new(0),
             accept_queued: AtomicBool::new(false),
             mux: mux.then(|| {
@@ -104,35 +109,34 @@ impl Cell {
         }
     }
 
-    /// Claims a free frontend slot, or says who is in the way.
-    pub(crate) fn claim(&self) -> Result<usize> {
-        let slots = self.slots();
-        let mut taken = None;
-        self.claims
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
-                let free = (0..slots).find(|i| bits & (1 << i) == 0)?;
-                taken = Some(free);
-                Some(bits | (1 << free))
-            })
-            .map_err(|_| {
-                if self.mux.is_some() {
-                    Error::option(
-                        "mux",
-                        "on",
-                        format!(
-                            "too many uses of multiplexed chardev '{}' (maximum is {MAX_MUX})",
-                            self.label
-                        ),
-                    )
-                } else {
-                    Error::InUse(self.label.clone())
-                }
-            })?;
-        taken.ok_or_else(|| Error::InUse(self.label.clone()))
+    /// Claims a free frontend slot for a new handle id, or says who is in the way.
+    pub(crate) fn claim(&self, id: u32) -> Result<usize> {
+        for (slot, owner) in self.owners.iter().enumerate().take(self.slots()) {
+            if owner.compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Ok(slot);
+            }
+        }
+        Err(if self.mux.is_some() {
+            Error::option(
+                "mux",
+                "on",
+                format!(
+                    "too many uses of multiplexed chardev '{}' (maximum is {MAX_MUX})",
+                    self.label
+                ),
+            )
+        } else {
+            Error::InUse(self.label.clone())
+        })
+    }
+
+    /// Whether handle `id` still owns `slot`.
+    pub(crate) fn owns(&self, slot: usize, id: u32) -> bool {
+        self.owners.get(slot).is_some_and(|o| o.load(Ordering::Acquire) == id)
     }
 
     pub(crate) fn is_claimed(&self) -> bool {
-        self.claims.load(Ordering::Acquire) != 0
+        self.owners.iter().any(|o| o.load(Ordering::Acquire) != 0)
     }
 
     pub(crate) fn frontend_open(&self) -> bool {
@@ -146,12 +150,17 @@ impl Cell {
         } else {
             self.installed.fetch_and(!bit, Ordering::AcqRel);
         }
-        LoopHandle::post_cell(self, move |core, key| core.install(key, slot, frontend));
+        // From here on the loop no longer calls the frontend this replaces.
+        let generation = self.frontend_gen[slot].fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        LoopHandle::post_cell(self, move |core, key| core.install(key, slot, frontend, generation));
     }
 
-    pub(crate) fn detach(self: &Arc<Self>, slot: usize) {
-        self.set_frontend(slot, None);
-        self.claims.fetch_and(!(1u8 << slot), Ordering::AcqRel);
+    /// Releases `slot` if handle `id` still owns it: callbacks go, the chardev is free.
+    pub(crate) fn detach(self: &Arc<Self>, slot: usize, id: u32) {
+        if self.owns(slot, id) {
+            self.set_frontend(slot, None);
+            let _ = self.owners[slot].compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 
     pub(crate) fn take_focus(self: &Arc<Self>, slot: usize) {
@@ -275,6 +284,8 @@ impl Cell {
             Ok(n) => &buf[..(*n).min(buf.len())],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            // Refused before anything was sent (fds on a backend that cannot carry them).
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
             Err(_) => buf,
         };
         if let Err(e) = file.write_all(logged) {

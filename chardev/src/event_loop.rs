@@ -118,6 +118,14 @@ impl LoopHandle {
         lock(&self.shared.queue).loop_thread == Some(thread::current().id())
     }
 
+    /// What a mux's `Ctrl-A x` does on this loop, for loops started with
+    /// [`EventLoop::spawn`] (see [`EventLoop::set_exit_handler`]).
+    pub fn set_exit_handler(&self, handler: impl FnMut() + Send + 'static) {
+        self.post(Request::Run(Box::new(move |core: &mut Core| {
+            core.exit = Some(Box::new(handler))
+        })));
+    }
+
     /// Runs `f` on the loop thread (a way for embedders to serialise with callbacks).
     pub fn run_on_loop(&self, f: impl FnOnce() + Send + 'static) {
         self.post(Request::Run(Box::new(move |_core: &mut Core| f())));
@@ -139,15 +147,62 @@ struct Entry {
     queued: bool,
     /// Listed in `Core::stalled`: input waits for the frontend to make room.
     stalled: bool,
-    /// A mux saw the escape character and waits for the command byte.
-    escape: bool,
-    /// Bytes read but not yet taken by a frontend (a mux switched focus mid-buffer).
-    carry: Vec<u8>,
+    /// Which generation of each slot's callbacks `frontends` holds (see `Cell::frontend_gen`).
+    gens: [u32; crate::cell::MAX_MUX],
+    /// Present on a mux.
+    mux: Option<Box<MuxInput>>,
 }
 
+/// Input-side state of a mux.
+#[derive(Default)]
+struct MuxInput {
+    /// The escape character was seen; the next byte is a command.
+    escape: bool,
+    /// Per frontend: bytes read for it that it could not take yet (QEMU's 32-byte buffers).
+    carry: [Vec<u8>; crate::cell::MAX_MUX],
+}
+
+/// How much a mux reads for a frontend that cannot take anything, so that `Ctrl-A` escapes
+/// still work while a guest is not reading (QEMU's `MUX_BUFFER_SIZE`).
+const MUX_BUFFER: usize = 32;
+
 impl Entry {
+    /// The frontend in `slot`, unless it has been replaced or cleared since it was installed.
+    fn frontend(&mut self, slot: usize) -> Option<&mut Box<dyn Frontend>> {
+        let current = self.cell.frontend_gen.get(slot)?.load(Ordering::Acquire);
+        if self.gens[slot] != current {
+            return None;
+        }
+        self.frontends.get_mut(slot).and_then(Option::as_mut)
+    }
+
     fn focused(&mut self) -> Option<&mut Box<dyn Frontend>> {
-        self.frontends.get_mut(self.focus).and_then(Option::as_mut)
+        self.frontend(self.focus)
+    }
+
+    fn carry_len(&self) -> usize {
+        self.mux.as_ref().map_or(0, |m| m.carry[self.focus].len())
+    }
+
+    /// How many bytes to read now: what the focused frontend can take, and on a mux at least
+    /// enough to keep reading escapes while the frontend takes nothing.
+    fn room(&mut self) -> usize {
+        let Some(carry) = self.mux.as_ref().map(|m| m.carry[self.focus].len()) else {
+            return self.focused().map_or(0, |fe| fe.can_receive());
+        };
+        let fe_room = match self.focused() {
+            _ if carry > 0 => 0,
+            Some(fe) => fe.can_receive(),
+            None => MUX_BUFFER,
+        };
+        fe_room.max(MUX_BUFFER.saturating_sub(carry))
+    }
+
+    /// Whether draining now would move anything.
+    fn can_progress(&mut self) -> bool {
+        let carried = self.carry_len() > 0;
+        (carried && self.focused().is_some_and(|fe| fe.can_receive() > 0))
+            || (self.input_ready && self.room() > 0)
     }
 }
 
@@ -397,6 +452,7 @@ impl Core {
         let entry = self.entries.vacant_entry();
         let key = entry.key();
         cell.key.store(key, Ordering::Release);
+        let mux = cell.mux.is_some().then(Box::default);
         entry.insert(Entry {
             cell,
             generation: 0,
@@ -406,8 +462,8 @@ impl Core {
             input_ready: false,
             queued: false,
             stalled: false,
-            escape: false,
-            carry: Vec::new(),
+            gens: [0; crate::cell::MAX_MUX],
+            mux,
         });
         self.register(key);
     }
@@ -446,7 +502,9 @@ impl Core {
         Self::deliver_event(entry, Event::Closed);
         entry.generation = entry.generation.wrapping_add(1);
         entry.input_ready = false;
-        entry.carry.clear();
+        if let Some(m) = &mut entry.mux {
+            m.carry.iter_mut().for_each(Vec::clear);
+        }
         self.register(key);
     }
 
@@ -458,27 +516,34 @@ impl Core {
         self.unplace(key);
     }
 
-    pub(crate) fn install(&mut self, key: usize, slot: usize, frontend: Option<Box<dyn Frontend>>) {
+    pub(crate) fn install(
+        &mut self,
+        key: usize,
+        slot: usize,
+        frontend: Option<Box<dyn Frontend>>,
+        generation: u32,
+    ) {
         let Some(entry) = self.entries.get_mut(key) else { return };
         if slot >= entry.cell.slots() {
             return;
         }
-        let bit = 1u8 << slot;
-        entry.seen_open &= !bit;
+        entry.seen_open &= !(1u8 << slot);
         let installing = frontend.is_some();
-        // The old frontend is dropped here, on the loop thread, after this assignment.
+        // The old frontend is dropped here, on the loop thread.
         entry.frontends[slot] = frontend;
-        if !installing {
+        entry.gens[slot] = generation;
+        if !installing || entry.frontend(slot).is_none() {
             return;
         }
-        if entry.cell.mux.is_some() && entry.focus != slot {
-            // QEMU: installing handlers on a mux takes the focus.
-            self.set_focus(key, slot);
+        if entry.mux.is_some() {
+            // QEMU: installing handlers on a mux takes the focus (MUX_IN, and OPENED first
+            // if the chardev is open).
+            Self::move_focus(entry, slot);
         } else if entry.cell.is_open() {
             // Late subscribers learn the state (QEMU's sync_state).
-            if let Some(fe) = entry.frontends[slot].as_mut() {
+            if let Some(fe) = entry.frontend(slot) {
                 fe.event(Event::Opened);
-                entry.seen_open |= bit;
+                entry.seen_open |= 1 << slot;
             }
         }
         self.wake_input(key);
@@ -488,7 +553,7 @@ impl Core {
     /// seen it yet) and `MuxIn` to the new.
     pub(crate) fn set_focus(&mut self, key: usize, slot: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
-        if entry.cell.mux.is_none() || slot >= entry.cell.slots() {
+        if entry.mux.is_none() || slot >= entry.cell.slots() {
             return;
         }
         Self::move_focus(entry, slot);
@@ -582,7 +647,7 @@ impl Core {
     /// Queues the chardev for reading if it has input or carried bytes.
     fn wake_input(&mut self, key: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
-        if (entry.input_ready || !entry.carry.is_empty()) && !entry.queued {
+        if (entry.input_ready || entry.carry_len() > 0) && !entry.queued {
             entry.queued = true;
             self.pending.push_back(key);
         }
@@ -594,14 +659,14 @@ impl Core {
         let mut i = 0;
         while i < self.stalled.len() {
             let key = self.stalled[i];
-            let room = match self.entries.get_mut(key) {
-                Some(e) if e.stalled => e.focused().map_or(0, |fe| fe.can_receive()),
+            let progress = match self.entries.get_mut(key) {
+                Some(e) if e.stalled => e.can_progress(),
                 _ => {
                     self.stalled.swap_remove(i);
                     continue;
                 }
             };
-            if room > 0 {
+            if progress {
                 self.stalled.swap_remove(i);
                 if let Some(e) = self.entries.get_mut(key) {
                     e.stalled = false;
@@ -617,11 +682,13 @@ impl Core {
         for _ in 0..self.pending.len() {
             let Some(key) = self.pending.pop_front() else { break };
             let more = self.drain(key);
-            if let Some(entry) = self.entries.get_mut(key) {
-                entry.queued = more;
-                if more {
-                    self.pending.push_back(key);
-                }
+            let Some(entry) = self.entries.get_mut(key) else { continue };
+            entry.queued = more;
+            if more {
+                self.pending.push_back(key);
+            } else if entry.carry_len() > 0 {
+                // Carried bytes wait for the frontend's room, like unread input does.
+                self.stall(key);
             }
         }
     }
@@ -630,18 +697,14 @@ impl Core {
     fn drain(&mut self, key: usize) -> bool {
         for _ in 0..READS_PER_TURN {
             let Some(entry) = self.entries.get_mut(key) else { return false };
-            if !entry.carry.is_empty() {
-                Self::deliver_carry(entry);
-                if !entry.carry.is_empty() {
-                    self.stall(key);
-                    return false;
-                }
-                continue;
-            }
+            Self::deliver_carry(entry);
             if !entry.input_ready {
+                if entry.carry_len() > 0 {
+                    self.stall(key);
+                }
                 return false;
             }
-            let room = entry.focused().map_or(0, |fe| fe.can_receive());
+            let room = entry.room();
             if room == 0 {
                 self.stall(key);
                 return false;
@@ -728,17 +791,18 @@ impl Core {
         if data.is_empty() {
             return;
         }
-        if entry.cell.mux.is_none() {
+        if entry.mux.is_none() {
             Self::to_focus(entry, data, fds);
             return;
         }
         let mut run_start = 0;
         for (i, &b) in data.iter().enumerate() {
-            let action = if entry.escape {
-                entry.escape = false;
+            let Some(m) = entry.mux.as_mut() else { return };
+            let action = if m.escape {
+                m.escape = false;
                 mux::command(b)
             } else if b == ESCAPE {
-                entry.escape = true;
+                m.escape = true;
                 MuxAction::Swallow
             } else {
                 continue;
@@ -763,9 +827,9 @@ impl Core {
             MuxAction::Timestamps => mux::toggle_timestamps(&entry.cell),
             MuxAction::SwitchFocus => {
                 let slots = entry.cell.slots();
-                let next = (1..=slots)
-                    .map(|d| (entry.focus + d) % slots)
-                    .find(|&s| entry.frontends[s].is_some());
+                let focus = entry.focus;
+                let next =
+                    (1..=slots).map(|d| (focus + d) % slots).find(|&s| entry.frontend(s).is_some());
                 if let Some(next) = next {
                     Self::move_focus(entry, next);
                 }
@@ -780,16 +844,20 @@ impl Core {
         }
     }
 
-    /// Gives bytes to the focused frontend; what it cannot take waits in `carry`.
+    /// Gives bytes to the focused frontend. On a mux, what it cannot take waits in its own
+    /// carry buffer; elsewhere reads never exceed its room.
     fn to_focus(entry: &mut Entry, data: &[u8], fds: &mut Option<Vec<OwnedFd>>) {
         if data.is_empty() {
             return;
         }
-        if !entry.carry.is_empty() {
-            entry.carry.extend_from_slice(data);
+        let focus = entry.focus;
+        if entry.mux.as_ref().is_some_and(|m| !m.carry[focus].is_empty()) {
+            if let Some(m) = entry.mux.as_mut() {
+                m.carry[focus].extend_from_slice(data);
+            }
             return;
         }
-        let is_mux = entry.cell.mux.is_some();
+        let is_mux = entry.mux.is_some();
         let Some(fe) = entry.focused() else {
             // QEMU: input for a mux slot without handlers is dropped.
             log::debug!(
@@ -800,23 +868,31 @@ impl Core {
             return;
         };
         let room = if is_mux { fe.can_receive().min(data.len()) } else { data.len() };
-        fe.receive(&data[..room], fds.take().unwrap_or_default());
+        let fds = fds.take().unwrap_or_default();
+        if room > 0 || !fds.is_empty() {
+            fe.receive(&data[..room], fds);
+        }
         if room < data.len() {
-            entry.carry.extend_from_slice(&data[room..]);
+            if let Some(m) = entry.mux.as_mut() {
+                m.carry[focus].extend_from_slice(&data[room..]);
+            }
         }
     }
 
+    /// Hands the focused frontend what was carried for it, as far as it has room.
     fn deliver_carry(entry: &mut Entry) {
-        let Some(fe) = entry.focused() else {
-            entry.carry.clear();
+        let focus = entry.focus;
+        let carried = entry.carry_len();
+        if carried == 0 {
             return;
-        };
-        let room = fe.can_receive().min(entry.carry.len());
+        }
+        let room = entry.focused().map_or(0, |fe| fe.can_receive()).min(carried);
         if room == 0 {
             return;
         }
-        let rest = entry.carry.split_off(room);
-        let now = std::mem::replace(&mut entry.carry, rest);
+        let Some(m) = entry.mux.as_mut() else { return };
+        let rest = m.carry[focus].split_off(room);
+        let now = std::mem::replace(&mut m.carry[focus], rest);
         if let Some(fe) = entry.focused() {
             fe.receive(&now, Vec::new());
         }
@@ -841,9 +917,9 @@ impl Core {
                     return;
                 }
                 let seen = std::mem::take(&mut entry.seen_open);
-                for (slot, fe) in entry.frontends.iter_mut().enumerate() {
+                for slot in 0..entry.frontends.len() {
                     if seen & (1 << slot) != 0 {
-                        if let Some(fe) = fe {
+                        if let Some(fe) = entry.frontend(slot) {
                             fe.event(Event::Closed);
                         }
                     }

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::cell::Cell;
@@ -49,14 +50,27 @@ pub trait Frontend: Send {
 /// A device's link to its chardev (QEMU's `CharBackend`): write output, control the line.
 ///
 /// Cheap to clone and `Send + Sync`, so a vCPU thread can write while the loop reads. The
-/// link survives a hot swap of the backend (`chardev-change`). Call [`detach`] to give the
-/// chardev up; until then the chardev is busy and cannot be removed.
+/// link survives a hot swap of the backend (`chardev-change`). [`detach`] gives the chardev
+/// up (so does dropping the last clone); after that no clone can act on it any more, even
+/// once another frontend has claimed the same chardev.
 ///
 /// [`detach`]: FrontendHandle::detach
 #[derive(Clone)]
 pub struct FrontendHandle {
-    pub(crate) cell: Arc<Cell>,
-    pub(crate) slot: usize,
+    claim: Arc<Claim>,
+}
+
+/// One claim of one frontend slot; released when the last handle clone goes.
+struct Claim {
+    cell: Arc<Cell>,
+    slot: usize,
+    id: u32,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.cell.detach(self.slot, self.id);
+    }
 }
 
 // A vCPU thread writes while the loop thread reads: the handle must cross threads.
@@ -70,34 +84,67 @@ const _: () = {
 impl std::fmt::Debug for FrontendHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrontendHandle")
-            .field("label", &self.cell.label)
-            .field("slot", &self.slot)
+            .field("label", &self.claim.cell.label)
+            .field("slot", &self.claim.slot)
+            .field("attached", &self.is_attached())
             .finish()
     }
 }
 
 impl FrontendHandle {
+    /// Claims a free frontend slot of `cell`.
+    pub(crate) fn claim(cell: Arc<Cell>) -> crate::Result<FrontendHandle> {
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).max(1);
+        let slot = cell.claim(id)?;
+        Ok(FrontendHandle { claim: Arc::new(Claim { cell, slot, id }) })
+    }
+
+    /// The cell, while this handle still owns its slot.
+    fn cell(&self) -> Option<&Arc<Cell>> {
+        let c = &self.claim;
+        c.cell.owns(c.slot, c.id).then_some(&c.cell)
+    }
+
+    fn detached(&self) -> io::Error {
+        crate::Error::NotConnected(format!("{} (handle detached)", self.claim.cell.label)).into()
+    }
+
     /// The chardev's id.
     pub fn label(&self) -> &str {
-        &self.cell.label
+        &self.claim.cell.label
+    }
+
+    /// Whether this handle still holds its chardev (not detached, not force-removed).
+    pub fn is_attached(&self) -> bool {
+        self.cell().is_some()
     }
 
     /// Installs the callbacks that receive input and events. If the chardev is open the
     /// frontend gets `Opened` at once, so late subscribers learn the state. Replaces a
-    /// frontend installed earlier (which is dropped on the loop thread).
+    /// frontend installed earlier, which gets nothing more from the moment this returns
+    /// (it is dropped on the loop thread).
     pub fn set_frontend(&self, frontend: impl Frontend + 'static) {
-        self.cell.set_frontend(self.slot, Some(Box::new(frontend)));
+        match self.cell() {
+            Some(cell) => cell.set_frontend(self.claim.slot, Some(Box::new(frontend))),
+            None => {
+                log::warn!("chardev '{}': a detached handle cannot set a frontend", self.label())
+            }
+        }
     }
 
-    /// Removes the callbacks: input stops being read, events stop. The chardev stays claimed.
+    /// Removes the callbacks: input stops being read, events stop, from the moment this
+    /// returns. The chardev stays claimed.
     pub fn clear_frontend(&self) {
-        self.cell.set_frontend(self.slot, None);
+        if let Some(cell) = self.cell() {
+            cell.set_frontend(self.claim.slot, None);
+        }
     }
 
     /// Writes what the backend takes now, without blocking; may be partial. Fails with
     /// `WouldBlock` when nothing fits, `NotConnected` when there is no peer.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.cell.write(buf, &[])
+        self.cell().ok_or_else(|| self.detached())?.write(buf, &[])
     }
 
     /// Writes all of `buf`, waiting for the backend to drain when it is full. Returns when
@@ -106,54 +153,63 @@ impl FrontendHandle {
     /// The wait is a poll(2) on the backend's fd, not a sleep, and does not need the loop:
     /// it is safe on the loop thread too, where it holds up other chardevs while it waits.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        self.cell.write_all(buf)
+        self.cell().ok_or_else(|| self.detached())?.write_all(buf)
     }
 
     /// Writes `buf` with `fds` attached to its first byte (SCM_RIGHTS on unix sockets). The
     /// fds stay the caller's; the peer gets copies. Backends that cannot pass fds refuse with
     /// `Unsupported`, writing nothing.
     pub fn write_with_fds(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        self.cell.write(buf, fds)
+        self.cell().ok_or_else(|| self.detached())?.write(buf, fds)
     }
 
     /// Tells the loop that the frontend can take input again after `can_receive()` was 0.
     pub fn accept_input(&self) {
-        self.cell.accept_input();
+        if let Some(cell) = self.cell() {
+            cell.accept_input();
+        }
     }
 
     /// Sends a serial break to the other side (real serial lines).
     pub fn send_break(&self) -> Result<()> {
-        self.cell.send_break()
+        self.cell().ok_or_else(|| crate::Error::NotConnected(self.label().into()))?.send_break()
     }
 
     /// Sets speed, parity and framing on a real serial line.
     pub fn set_serial_params(&self, params: &SerialParams) -> Result<()> {
-        self.cell.set_serial_params(params)
+        self.cell()
+            .ok_or_else(|| crate::Error::NotConnected(self.label().into()))?
+            .set_serial_params(params)
     }
 
     /// Drops the current connection: a socket server listens again, a client reconnects if
     /// it was told to. The frontend gets `Closed`.
     pub fn disconnect(&self) {
-        self.cell.disconnect();
+        if let Some(cell) = self.cell() {
+            cell.disconnect();
+        }
     }
 
     /// Whether the chardev is open (`Opened` seen, `Closed` not since).
     pub fn is_open(&self) -> bool {
-        self.cell.is_open()
+        self.cell().is_some_and(|c| c.is_open())
     }
 
     /// Whether the backend can carry fds ([`write_with_fds`](Self::write_with_fds)).
     pub fn can_pass_fds(&self) -> bool {
-        self.cell.can_pass_fds()
+        self.cell().is_some_and(|c| c.can_pass_fds())
     }
 
     /// On a mux, gives this frontend the focus (the others see `MuxOut`, this one `MuxIn`).
     pub fn take_focus(&self) {
-        self.cell.take_focus(self.slot);
+        if let Some(cell) = self.cell() {
+            cell.take_focus(self.claim.slot);
+        }
     }
 
-    /// Gives the chardev up: callbacks are removed and the chardev can be removed again.
+    /// Gives the chardev up: callbacks are removed and the chardev can be removed or claimed
+    /// again. Every clone of this handle is detached with it.
     pub fn detach(self) {
-        self.cell.detach(self.slot);
+        self.claim.cell.detach(self.claim.slot, self.claim.id);
     }
 }

@@ -223,8 +223,7 @@ impl Registry {
         if record.role == Role::MuxBase {
             return Err(Error::InUse(id.to_string()));
         }
-        let slot = record.cell.claim()?;
-        Ok(FrontendHandle { cell: record.cell, slot })
+        FrontendHandle::claim(record.cell)
     }
 
     /// Removes a chardev that no frontend uses ("Chardev 'X' is busy" otherwise). Its fds are
@@ -339,6 +338,9 @@ impl Registry {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::option("device", id, format!("Device '{id}' not found")))?;
+        if record.role == Role::Mux {
+            return Err(Error::option("device", id, format!("{id} is not a ringbuf device")));
+        }
         let mut backend = record.cell.backend();
         match downcast_mut::<Ringbuf>(&mut **backend) {
             Some(rb) => Ok(f(rb)),
@@ -353,6 +355,7 @@ fn retire(cell: &Arc<Cell>, lp: &LoopHandle) {
     let mut old = cell.replace_backend(Box::new(Removed { label: cell.label.clone() }));
     old.deregister(lp.registry());
     drop(old);
+    cell.set_log(None);
 }
 
 /// Opens a `logfile=` (QEMU: created 0666, truncated unless `logappend=on`).

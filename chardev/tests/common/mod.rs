@@ -66,7 +66,9 @@ impl Record {
     pub fn expect_event(&self, event: Event) {
         match self.next() {
             Seen::Event(e) => assert_eq!(e, event),
-            Seen::Data(d, _) => panic!("expected {event:?}, got data {:?}", String::from_utf8_lossy(&d)),
+            Seen::Data(d, _) => {
+                panic!("expected {event:?}, got data {:?}", String::from_utf8_lossy(&d))
+            }
         }
     }
 
@@ -102,4 +104,302 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Counts this process's open fds.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+// ---- Fifos, files, loops and a scripted backend (backends.rs, mux.rs, registry.rs) ----
+
+/// How long a test listens to assert that something does *not* happen.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// Makes a fifo at `path`, as a user would with mkfifo(1).
+pub fn mkfifo(path: &std::path::Path) {
+    use nix::sys::stat::Mode;
+    nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// Opens the write end of a fifo that a chardev already holds open for reading (non-blocking
+/// open: fails at once, rather than hangs, if nobody reads it).
+pub fn fifo_writer(path: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} for writing: {e}", path.display()))
+}
+
+/// The read end of a fifo a chardev writes to, opened non-blocking so that opening never
+/// waits for the writer; reads wait on poll(2) with the test deadline.
+pub struct FifoReader {
+    file: std::fs::File,
+    /// Bytes read from the fifo and not yet returned.
+    pending: Vec<u8>,
+}
+
+impl FifoReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &std::path::Path) -> FifoReader {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {} for reading: {e}", path.display()));
+        FifoReader { file, pending: Vec::new() }
+    }
+
+    /// Reads what is there now, waiting up to `wait` for the first byte; false on timeout.
+    fn fill(&mut self, wait: Duration) -> bool {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let ready = chardev::fd::wait_readable(self.file.as_fd(), Some(wait)).expect("poll fifo");
+        if !ready {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        match (&self.file).read(&mut buf) {
+            Ok(0) => panic!(
+                "fifo writer went away; got so far {:?}",
+                String::from_utf8_lossy(&self.pending)
+            ),
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) => panic!("read fifo: {e}"),
+        }
+    }
+
+    /// The next `n` bytes, failing after the deadline.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let end = Instant::now() + DEADLINE;
+        while self.pending.len() < n {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                self.fill(left),
+                "wanted {n} bytes within {DEADLINE:?}, got {:?}",
+                String::from_utf8_lossy(&self.pending)
+            );
+        }
+        let rest = self.pending.split_off(n);
+        std::mem::replace(&mut self.pending, rest)
+    }
+
+    /// Everything up to and including the first `needle`, failing after the deadline.
+    pub fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(at) = self.pending.windows(needle.len()).position(|w| w == needle) {
+                let rest = self.pending.split_off(at + needle.len());
+                return std::mem::replace(&mut self.pending, rest);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                self.fill(left),
+                "wanted {:?} within {DEADLINE:?}, got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.pending)
+            );
+        }
+    }
+
+    /// Asserts that nothing (more) is written within [`QUIET`].
+    pub fn quiet(&mut self) {
+        let got = self.fill(QUIET);
+        assert!(
+            !got || self.pending.is_empty(),
+            "expected no output, got {:?}",
+            String::from_utf8_lossy(&self.pending)
+        );
+    }
+}
+
+/// How many of this process's fds are open on `path` or on anything below it.
+///
+/// Counting only the test's own paths keeps the count exact while other tests of the same
+/// binary open and close fds on other threads.
+pub fn fds_open_under(path: &std::path::Path) -> usize {
+    // /proc shows resolved paths; a temp dir may sit behind a symlink.
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&path))
+        .count()
+}
+
+/// Waits until `lp`'s loop has handled every request posted before this call (installing
+/// a frontend, taking focus, removing a chardev) and finished the iteration it handled them
+/// in, so input that was ready by then has been delivered too: a barrier, not a sleep.
+pub fn settle(lp: &chardev::LoopHandle) {
+    // The second round trip runs after the input handling of the first one's iteration.
+    for _ in 0..2 {
+        let (tx, rx) = channel();
+        lp.run_on_loop(move || {
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(DEADLINE).expect("the loop did not get to our request in time");
+    }
+}
+
+/// Keeps the loop thread busy inside a request until the returned sender is dropped, so
+/// that a test can look at what a call did before the loop catches up with it.
+pub fn hold_loop(lp: &chardev::LoopHandle) -> Sender<()> {
+    let (started_tx, started) = channel();
+    let (release, released) = channel::<()>();
+    lp.run_on_loop(move || {
+        let _ = started_tx.send(());
+        let _ = released.recv_timeout(DEADLINE);
+    });
+    started.recv_timeout(DEADLINE).expect("the loop did not get to our request in time");
+    release
+}
+
+impl Record {
+    /// The events already delivered, without waiting; fails on data.
+    pub fn events_so_far(&self) -> Vec<Event> {
+        self.rx
+            .try_iter()
+            .map(|s| match s {
+                Seen::Event(e) => e,
+                Seen::Data(d, _) => {
+                    panic!("expected only events, got data {:?}", String::from_utf8_lossy(&d))
+                }
+            })
+            .collect()
+    }
+
+    /// Asserts that nothing has been delivered so far (after a point where it would have been).
+    pub fn nothing_yet(&self) {
+        if let Ok(s) = self.rx.try_recv() {
+            panic!("expected nothing, got {s:?}");
+        }
+    }
+
+    /// Collects `n` bytes of data and, separately, the events delivered among them.
+    pub fn data_and_events(&self, n: usize) -> (Vec<u8>, Vec<Event>) {
+        let (mut data, mut events) = (Vec::new(), Vec::new());
+        while data.len() < n {
+            match self.next() {
+                Seen::Data(d, _) => data.extend_from_slice(&d),
+                Seen::Event(e) => events.push(e),
+            }
+        }
+        (data, events)
+    }
+}
+
+/// An [`chardev::EventLoop`] the test built itself (to set an exit handler, say), run on a
+/// thread of the test's own; dropping it stops the loop and joins the thread.
+pub struct RunningLoop {
+    handle: chardev::LoopHandle,
+    join: Option<std::thread::JoinHandle<chardev::Result<()>>>,
+}
+
+impl RunningLoop {
+    /// Runs `lp` on a new thread.
+    pub fn start(mut lp: chardev::EventLoop) -> RunningLoop {
+        let handle = lp.handle();
+        let join = std::thread::Builder::new()
+            .name("test-loop".into())
+            .spawn(move || lp.run())
+            .expect("start the loop thread");
+        RunningLoop { handle, join: Some(join) }
+    }
+
+    /// The running loop's handle.
+    pub fn handle(&self) -> &chardev::LoopHandle {
+        &self.handle
+    }
+}
+
+impl Drop for RunningLoop {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(join) = self.join.take() {
+            let result = join.join();
+            if !std::thread::panicking() {
+                result.expect("loop thread panicked").expect("loop failed");
+            }
+        }
+    }
+}
+
+/// The test's side of a [`Gate`]: opens and closes the gate's connection.
+pub struct GateSwitch {
+    stream: std::os::unix::net::UnixStream,
+}
+
+impl GateSwitch {
+    /// The backend raises `Opened` (a client connected).
+    pub fn open(&mut self) {
+        std::io::Write::write_all(&mut self.stream, b"o").expect("signal the gate");
+    }
+
+    /// The backend raises `Closed` (the client went away).
+    pub fn close(&mut self) {
+        std::io::Write::write_all(&mut self.stream, b"c").expect("signal the gate");
+    }
+}
+
+/// A backend whose connection opens and closes when the test says so: a stand-in for a
+/// socket whose client comes and goes. Output is accepted and dropped; there is no input.
+pub struct Gate {
+    stream: mio::net::UnixStream,
+}
+
+/// Makes `registry` build a [`Gate`] for the next `socket` chardev (the core leaves that
+/// type to chardev-socket, as it would be for an embedder that links its own).
+pub fn install_gate(registry: &chardev::Registry) -> GateSwitch {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    theirs.set_nonblocking(true).expect("non-blocking gate");
+    let unused = std::sync::Mutex::new(Some(mio::net::UnixStream::from_std(theirs)));
+    registry.register_backend("socket", move |_spec, _cx| {
+        let stream = unused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| chardev::Error::option("path", "", "the test's gate is taken"))?;
+        Ok(Box::new(Gate { stream }))
+    });
+    GateSwitch { stream: ours }
+}
+
+impl chardev::Chardev for Gate {
+    fn register(&mut self, io: &mut chardev::Io<'_>) -> chardev::Result<()> {
+        io.register(&mut self.stream, 0, mio::Interest::READABLE)
+            .map_err(|e| chardev::Error::io("watch the gate", e))
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    fn ready(&mut self, io: &mut chardev::Io<'_>, _source: usize, _event: &mio::event::Event) {
+        let mut buf = [0u8; 16];
+        // Edge-triggered: read until the socket is empty.
+        while let Ok(n @ 1..) = std::io::Read::read(&mut self.stream, &mut buf) {
+            for b in &buf[..n] {
+                match b {
+                    b'o' => io.event(Event::Opened),
+                    b'c' => io.event(Event::Closed),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        buf: &[u8],
+        _fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn kind(&self) -> &'static str {
+        "gate"
+    }
 }
