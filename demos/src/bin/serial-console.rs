@@ -1,7 +1,8 @@
 //! serial-console (first cut): a guest console and a monitor muxed on one chardev, as
 //! `qemu-system-x86_64 -nographic` puts them on the terminal.
 //!
-//! Usage: `serial-console [CHARDEV-SPEC]`, default `stdio,id=serial0,mux=on,signal=off`.
+//! Usage: `serial-console [CHARDEV-SPEC]`, default `stdio,id=serial0,mux=on,signal=off`;
+//! any `-chardev` backend works, e.g. `socket,path=/tmp/console.sock,server=on,mux=on`.
 //! `Ctrl-A c` switches between the guest and the monitor, `Ctrl-A h` lists the escapes,
 //! `Ctrl-A x` quits. The "guest" echoes each line back; the monitor knows `info chardev`,
 //! `help` and `quit`. The real machine (a 16550 UART and a shell) replaces the guest later.
@@ -133,6 +134,7 @@ fn run(spec: &str) -> chardev::Result<()> {
     });
     let handle = event_loop.handle();
     let registry = Registry::new(&handle);
+    chardev_socket::register(&registry);
     registry.add(&spec)?;
 
     // Only a mux has room for the monitor beside the guest.
