@@ -220,6 +220,8 @@ pub(crate) struct Core {
     new_timers: Vec<TimerEntry>,
     fds: Vec<OwnedFd>,
     exit: Option<ExitHandler>,
+    /// Muxes whose newly installed frontends still owe an `Opened`.
+    open_due: Vec<usize>,
 }
 
 /// A chardev event loop on mio: register chardevs through a [`Registry`], then
@@ -276,6 +278,7 @@ impl EventLoop {
                 new_timers: Vec::new(),
                 fds: Vec::new(),
                 exit: None,
+                open_due: Vec::new(),
             },
             shared,
             requests: Vec::new(),
@@ -361,6 +364,7 @@ impl EventLoop {
         // rounds settle the common chains, the rest waits for the next (zero-timeout) poll.
         for _ in 0..4 {
             self.run_requests();
+            self.core.deliver_due_opens();
             self.core.fire_timers();
             self.core.drain_pending();
             self.core.recheck_stalled();
@@ -536,9 +540,10 @@ impl Core {
             return;
         }
         if entry.mux.is_some() {
-            // QEMU: installing handlers on a mux takes the focus (MUX_IN, and OPENED first
-            // if the chardev is open).
-            Self::move_focus(entry, slot);
+            // QEMU: installing handlers on a mux takes the focus; its OPENED waits until the
+            // frontends of this batch are all in.
+            Self::move_focus_quietly(entry, slot);
+            self.open_due.push(key);
         } else if entry.cell.is_open() {
             // Late subscribers learn the state (QEMU's sync_state).
             if let Some(fe) = entry.frontend(slot) {
@@ -560,23 +565,45 @@ impl Core {
         self.wake_input(key);
     }
 
+    /// `MuxOut` to the old focus, `MuxIn` to the new, then `Opened` if the new one has not
+    /// seen the current connection yet (QEMU's order: take_focus, then sync_state).
     fn move_focus(entry: &mut Entry, slot: usize) {
+        Self::move_focus_quietly(entry, slot);
+        Self::open_focused(entry);
+    }
+
+    fn move_focus_quietly(entry: &mut Entry, slot: usize) {
         if entry.focus != slot {
             if let Some(fe) = entry.focused() {
                 fe.event(Event::MuxOut);
             }
             entry.focus = slot;
         }
-        let bit = 1u8 << slot;
-        let open = entry.cell.is_open();
-        let unseen = entry.seen_open & bit == 0;
         if let Some(fe) = entry.focused() {
-            if open && unseen {
-                fe.event(Event::Opened);
-            }
             fe.event(Event::MuxIn);
-            if open {
-                entry.seen_open |= bit;
+        }
+    }
+
+    /// Tells the focused frontend the chardev is open, once per connection.
+    fn open_focused(entry: &mut Entry) {
+        let bit = 1u8 << entry.focus;
+        if !entry.cell.is_open() || entry.seen_open & bit != 0 {
+            return;
+        }
+        if let Some(fe) = entry.focused() {
+            fe.event(Event::Opened);
+            entry.seen_open |= bit;
+        }
+    }
+
+    /// Delivers the `Opened` that mux frontends installed in the last batch of requests
+    /// were owed, to whichever has the focus now. An embedder that attaches a monitor and
+    /// then a serial port in one go shows only the serial port's greeting (QEMU #fffbd9cf:
+    /// `mon:stdio` printed the monitor banner though the serial port had the focus).
+    fn deliver_due_opens(&mut self) {
+        for key in std::mem::take(&mut self.open_due) {
+            if let Some(entry) = self.entries.get_mut(key) {
+                Self::open_focused(entry);
             }
         }
     }

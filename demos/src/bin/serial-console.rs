@@ -49,7 +49,7 @@ impl LineEditor {
 }
 
 /// The stand-in guest: echoes each line.
-struct Guest(LineEditor);
+struct Guest(LineEditor, bool);
 
 impl Frontend for Guest {
     fn can_receive(&mut self) -> usize {
@@ -61,8 +61,14 @@ impl Frontend for Guest {
         }
     }
     fn event(&mut self, event: Event) {
-        if matches!(event, Event::Opened | Event::MuxIn) {
-            self.0.say("guest> ");
+        match event {
+            Event::Opened => {
+                self.1 = true;
+                self.0.say("guest> ");
+            }
+            Event::MuxIn if self.1 => self.0.say("guest> "),
+            Event::Closed => self.1 = false,
+            _ => {}
         }
     }
 }
@@ -72,6 +78,8 @@ struct Monitor {
     editor: LineEditor,
     registry: Registry,
     quit: std::sync::mpsc::Sender<()>,
+    /// Seen `Opened`: the banner is out, a `MuxIn` shows the prompt.
+    open: bool,
 }
 
 impl Frontend for Monitor {
@@ -101,11 +109,15 @@ impl Frontend for Monitor {
     }
     fn event(&mut self, event: Event) {
         match event {
-            Event::Opened => self.editor.say(&format!(
-                "chardev demo {} monitor - type 'help' for more information\r\n",
-                env!("CARGO_PKG_VERSION")
-            )),
-            Event::MuxIn => self.editor.say("(qemu) "),
+            Event::Opened => {
+                self.open = true;
+                self.editor.say(&format!(
+                    "chardev demo {} monitor - type 'help' for more information\r\n(qemu) ",
+                    env!("CARGO_PKG_VERSION")
+                ));
+            }
+            Event::MuxIn if self.open => self.editor.say("(qemu) "),
+            Event::Closed => self.open = false,
             _ => {}
         }
     }
@@ -144,10 +156,11 @@ fn run(spec: &str) -> chardev::Result<()> {
             editor: LineEditor { handle: monitor.clone(), line: Vec::new() },
             registry: registry.clone(),
             quit: quit_tx,
+            open: false,
         });
     }
     let guest = registry.connect(&spec.id)?;
-    guest.set_frontend(Guest(LineEditor { handle: guest.clone(), line: Vec::new() }));
+    guest.set_frontend(Guest(LineEditor { handle: guest.clone(), line: Vec::new() }, false));
 
     let stopper = handle.clone();
     std::thread::spawn(move || {
