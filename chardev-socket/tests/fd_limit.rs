@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
-use std::process::Command;
 use std::sync::mpsc::{channel, Sender};
 
 use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
@@ -47,7 +46,7 @@ fn more_than_16_fds_in_one_message_keeps_16_closes_the_rest_and_delivers_the_byt
     let (tx, rx) = channel();
     h.set_frontend(Acking { handle: h.clone(), tx });
     let before = open_fds();
-    let mut child = Command::new("python3")
+    let mut child = python()
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/send_fds.py"))
         .args([path.to_str().unwrap(), "253:M"])
         .spawn()

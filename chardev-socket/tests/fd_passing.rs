@@ -13,7 +13,7 @@ use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
 use common::*;
 
 fn peer(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
+    let mut cmd = python();
     cmd.arg(format!("{}/tests/peers/{script}", env!("CARGO_MANIFEST_DIR")));
     cmd
 }

@@ -403,3 +403,11 @@ impl chardev::Chardev for Gate {
         "gate"
     }
 }
+
+/// The Python that runs the tests' real peers: the virtualenv `scripts/test` made (with
+/// pyserial, pexpect, websockets, qemu.qmp), or the system's python3 outside it.
+pub fn python() -> std::process::Command {
+    std::process::Command::new(
+        std::env::var_os("CHARDEV_TEST_PYTHON").unwrap_or_else(|| "python3".into()),
+    )
+}
