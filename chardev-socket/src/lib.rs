@@ -19,6 +19,7 @@ pub mod address; // unix paths, abstract names, tcp hosts and ports, inherited f
 pub mod socket; // the `socket` backend
 pub mod telnet; // telnet negotiation and IAC filtering
 pub mod udp; // the `udp` backend
+pub mod websocket; // RFC 6455 for `websocket=on` servers, by tungstenite
 
 use chardev::Registry;
 

@@ -23,6 +23,7 @@ use mio::Interest;
 
 use crate::address::{self, host_port};
 use crate::telnet::{self, TelnetInput};
+use crate::websocket::{Step, WsConn};
 
 const LISTENER: usize = 0;
 const CONNECTION: usize = 1;
@@ -115,6 +116,10 @@ struct Conn {
     pending: Vec<u8>,
     /// Position of the unsent part of `pending`.
     sent: usize,
+    /// `websocket=on`: the RFC 6455 layer over `stream`.
+    ws: Option<WsConn>,
+    /// The frontend was told `Opened` for this connection, so it is owed a `Closed`.
+    announced: bool,
 }
 
 impl Conn {
@@ -125,11 +130,18 @@ impl Conn {
             telnet: telnet.then(TelnetInput::default),
             pending: Vec::new(),
             sent: 0,
+            ws: None,
+            announced: false,
         };
         if telnet {
             conn.pending.extend_from_slice(&telnet::NEGOTIATION);
         }
         conn
+    }
+
+    /// Connected, and past every handshake: the frontend may see it.
+    fn is_open(&self) -> bool {
+        !self.connecting && self.ws.as_ref().is_none_or(WsConn::is_open)
     }
 
     /// Sends what is pending; `WouldBlock` while some of it is still unsent.
@@ -157,6 +169,7 @@ pub struct Socket {
     unix: bool,
     nodelay: bool,
     telnet: bool,
+    websocket: bool,
     reconnect: Option<Duration>,
     listener: Option<Listener>,
     target: Option<Target>,
@@ -184,9 +197,7 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
     let BackendSpec::Socket(s) = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
-    if s.websocket {
-        return Err(Error::option("websocket", "on", "websocket servers are not supported yet"));
-    }
+
     if s.tn3270 {
         return Err(Error::option("tn3270", "on", "tn3270 is not supported"));
     }
@@ -196,6 +207,8 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
         unix: false,
         nodelay: s.nodelay,
         telnet: s.telnet && s.server,
+        websocket: s.websocket && s.server,
+
         reconnect: (s.reconnect_ms > 0).then(|| Duration::from_millis(s.reconnect_ms)),
         listener: None,
         target: None,
@@ -219,11 +232,21 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
 }
 
 impl Socket {
+    /// The protocol word of `disconnected:` filenames (QEMU knows only telnet there).
     fn protocol(&self) -> &'static str {
         if self.telnet {
             "telnet"
         } else {
             "tcp"
+        }
+    }
+
+    /// The protocol word of a connection's filename.
+    fn connected_protocol(&self) -> &'static str {
+        if self.websocket {
+            "websocket"
+        } else {
+            self.protocol()
         }
     }
 
@@ -391,7 +414,16 @@ impl Socket {
         if let Stream::Unix(s) = &stream {
             fd::set_nonblocking(s, true)?;
         }
-        self.set_conn(Conn::new(stream, self.telnet));
+        let mut conn = Conn::new(stream, self.telnet);
+        if self.websocket {
+            let (ws, step) =
+                WsConn::accept(conn.stream.fd()).map_err(|e| Error::io("start a websocket", e))?;
+            if let Step::Failed(why) = step {
+                return Err(Error::io("accept a websocket client", io::Error::other(why)));
+            }
+            conn.ws = Some(ws);
+        }
+        self.set_conn(conn);
         Ok(())
     }
 
@@ -401,7 +433,7 @@ impl Socket {
                 log::warn!("chardev '{}': cannot set TCP_NODELAY: {e}", self.label);
             }
         }
-        self.connected = conn.stream.filename(self.protocol(), self.server);
+        self.connected = conn.stream.filename(self.connected_protocol(), self.server);
         self.conn = Some(conn);
     }
 
@@ -415,8 +447,8 @@ impl Socket {
             self.conn = None;
             return;
         }
-        if conn.connecting {
-            return;
+        if !conn.is_open() {
+            return; // Opened comes when the connect or the websocket handshake completes.
         }
         if let Err(e) = conn.flush() {
             if e.kind() != io::ErrorKind::WouldBlock {
@@ -424,6 +456,7 @@ impl Socket {
             }
         }
         log::info!("chardev '{}': connected: {}", self.label, self.connected);
+        conn.announced = true;
         io.event(Event::Opened);
         io.input_ready();
     }
@@ -435,7 +468,7 @@ impl Socket {
         let _ = io.registry().deregister(conn.stream.source());
         // Shutdown wakes anyone still polling a duplicate of this fd (write_all).
         conn.stream.shutdown();
-        if !conn.connecting {
+        if conn.announced {
             log::info!("chardev '{}': disconnected: {}", self.label, self.connected);
             io.event(Event::Closed);
         }
@@ -528,6 +561,7 @@ impl Socket {
                 self.connected = conn.stream.filename("tcp", false);
                 self.connect_error_reported = false;
                 log::info!("chardev '{}': connected: {}", self.label, self.connected);
+                conn.announced = true;
                 io.event(Event::Opened);
                 io.input_ready();
             }
@@ -594,6 +628,32 @@ impl Chardev for Socket {
                     }
                     return;
                 }
+                if let Some(ws) = &mut conn.ws {
+                    if !ws.is_open() {
+                        match ws.advance() {
+                            Step::Pending => {}
+                            Step::Open => {
+                                log::info!(
+                                    "chardev '{}': connected: {}",
+                                    self.label,
+                                    self.connected
+                                );
+                                conn.announced = true;
+                                io.event(Event::Opened);
+                                io.input_ready();
+                            }
+                            Step::Failed(why) => {
+                                // QEMU: a failed handshake disconnects without CLOSED.
+                                log::info!("chardev '{}': {why}", self.label);
+                                self.close_conn(io);
+                            }
+                        }
+                        return;
+                    }
+                    if event.is_writable() {
+                        ws.on_writable();
+                    }
+                }
                 if event.is_writable() {
                     if let Err(e) = conn.flush() {
                         if e.kind() != io::ErrorKind::WouldBlock {
@@ -610,10 +670,17 @@ impl Chardev for Socket {
     }
 
     fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
-        let Some(conn) = self.conn.as_mut().filter(|c| !c.connecting) else {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
             return Input::WouldBlock;
         };
-        let result = Self::recv(conn, buf, fds, &self.label);
+        let result = match &mut conn.ws {
+            // A websocket read of 0 bytes was a control frame, not the end of the stream.
+            Some(ws) => match ws.read(buf) {
+                Ok(0) => return Input::Data(0),
+                other => other,
+            },
+            None => Self::recv(conn, buf, fds, &self.label),
+        };
         match result {
             Ok(0) => {}
             Ok(n) => {
@@ -641,9 +708,13 @@ impl Chardev for Socket {
             }
             .into());
         }
-        let Some(conn) = self.conn.as_mut().filter(|c| !c.connecting) else {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
             return Err(Error::NotConnected(self.label.clone()).into());
         };
+        if let Some(ws) = &mut conn.ws {
+            chardev::chardev::refuse_fds("websocket", fds)?;
+            return ws.write(buf);
+        }
         conn.flush()?;
         if conn.telnet.is_some() {
             let take = buf.len().min(TELNET_CHUNK);
@@ -684,7 +755,7 @@ impl Chardev for Socket {
 
     fn filename(&self) -> String {
         match &self.conn {
-            Some(c) if !c.connecting => self.connected.clone(),
+            Some(c) if c.is_open() => self.connected.clone(),
             _ => self.disconnected.clone(),
         }
     }

@@ -1,0 +1,234 @@
+//! `websocket=on`: RFC 6455 on a server socket, as QEMU's chardev speaks it (binary
+//! subprotocol, `Server: QEMU VNC`), done by `tungstenite` over the chardev's own
+//! non-blocking stream: the handshake resumes on readiness, frames are read as the frontend
+//! has room, pings are answered, a close is answered and ends the connection.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response, ServerHandshake};
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::http::HeaderValue;
+use tungstenite::{Message, WebSocket};
+
+use chardev::fd;
+
+/// The socket as tungstenite sees it: a duplicate of the connection's fd (same open file
+/// description, so the same non-blocking mode), read with recv(2) and written with
+/// `MSG_NOSIGNAL` so that a vanished peer never raises SIGPIPE.
+#[derive(Debug)]
+pub struct SocketIo(OwnedFd);
+
+impl Read for SocketIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut none = Vec::new();
+        fd::recv_with_fds(self.0.as_fd(), buf, &mut none).map(|r| r.bytes)
+    }
+}
+
+impl Write for SocketIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        fd::send_with_fds(self.0.as_fd(), buf, &[])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Adds QEMU's reply headers: `Server: QEMU VNC`, and the `binary` subprotocol when the
+/// client offers it (QEMU's test client does; browsers' noVNC-style clients too).
+#[derive(Debug, Clone, Copy)]
+pub struct QemuHeaders;
+
+impl Callback for QemuHeaders {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        let headers = response.headers_mut();
+        headers.insert("Server", HeaderValue::from_static("QEMU VNC"));
+        let offers_binary = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == "binary");
+        if offers_binary {
+            headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static("binary"));
+        }
+        Ok(response)
+    }
+}
+
+type Handshake = MidHandshake<ServerHandshake<SocketIo, QemuHeaders>>;
+
+/// What a step of the websocket connection came to.
+#[derive(Debug)]
+pub enum Step {
+    /// Waiting for the peer.
+    Pending,
+    /// The handshake is done: the connection is open.
+    Open,
+    /// The connection failed or was closed.
+    Failed(String),
+}
+
+/// One websocket connection, from handshake to close.
+#[derive(Debug)]
+pub struct WsConn {
+    state: State,
+    /// The unread rest of a message larger than the frontend's room.
+    input: Vec<u8>,
+    input_at: usize,
+}
+
+enum State {
+    Handshaking(Option<Handshake>),
+    Open(Box<WebSocket<SocketIo>>),
+    Closed,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Handshaking(_) => "Handshaking",
+            State::Open(_) => "Open",
+            State::Closed => "Closed",
+        })
+    }
+}
+
+fn is_would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl WsConn {
+    /// Starts the server handshake on a connection (`socket` is borrowed and duplicated).
+    pub fn accept(socket: BorrowedFd<'_>) -> io::Result<(WsConn, Step)> {
+        let io = SocketIo(socket.try_clone_to_owned()?);
+        let mut conn = WsConn { state: State::Closed, input: Vec::new(), input_at: 0 };
+        let step = conn.settle(tungstenite::accept_hdr(io, QemuHeaders));
+        Ok((conn, step))
+    }
+
+    fn settle(
+        &mut self,
+        result: Result<WebSocket<SocketIo>, HandshakeError<ServerHandshake<SocketIo, QemuHeaders>>>,
+    ) -> Step {
+        match result {
+            Ok(ws) => {
+                self.state = State::Open(Box::new(ws));
+                Step::Open
+            }
+            Err(HandshakeError::Interrupted(mid)) => {
+                self.state = State::Handshaking(Some(mid));
+                Step::Pending
+            }
+            Err(HandshakeError::Failure(e)) => {
+                self.state = State::Closed;
+                Step::Failed(format!("websocket handshake failed: {e}"))
+            }
+        }
+    }
+
+    /// Whether the handshake is done.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Moves a pending handshake on (after readiness).
+    pub fn advance(&mut self) -> Step {
+        match &mut self.state {
+            State::Handshaking(mid) => match mid.take() {
+                Some(mid) => {
+                    let result = mid.handshake();
+                    self.settle(result)
+                }
+                None => Step::Failed("websocket handshake lost".into()),
+            },
+            State::Open(_) => Step::Open,
+            State::Closed => Step::Failed("websocket closed".into()),
+        }
+    }
+
+    /// Reads message payload into `buf`: `Ok(n)` bytes (0 after a control frame), an error
+    /// of kind `WouldBlock` when nothing is there, any other error when the connection ended.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input_at < self.input.len() {
+            let n = buf.len().min(self.input.len() - self.input_at);
+            buf[..n].copy_from_slice(&self.input[self.input_at..self.input_at + n]);
+            self.input_at += n;
+            return Ok(n);
+        }
+        let State::Open(ws) = &mut self.state else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let payload: Vec<u8> = match ws.read() {
+            Ok(Message::Binary(data)) => data.into(),
+            Ok(Message::Text(text)) => text.as_bytes().to_vec(),
+            // Pings are answered by tungstenite on the next flush; a close is answered too,
+            // and the read after it reports the end.
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_)) => {
+                self.flush_quietly();
+                return Ok(0);
+            }
+            Err(e) if is_would_block(&e) => {
+                self.flush_quietly();
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Err(e) => {
+                self.state = State::Closed;
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()));
+            }
+        };
+        let n = buf.len().min(payload.len());
+        buf[..n].copy_from_slice(&payload[..n]);
+        if n < payload.len() {
+            self.input = payload;
+            self.input_at = n;
+        } else {
+            self.input.clear();
+            self.input_at = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush_quietly(&mut self) {
+        if let State::Open(ws) = &mut self.state {
+            if let Err(e) = ws.flush() {
+                if !is_would_block(&e) {
+                    log::debug!("websocket flush: {e}");
+                }
+            }
+        }
+    }
+
+    /// Sends `buf` as one binary message. While an earlier message is still unsent the
+    /// write fails with `WouldBlock`, so at most one message waits in tungstenite's buffer.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let State::Open(ws) = &mut self.state else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let broken =
+            |e: tungstenite::Error| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string());
+        match ws.flush() {
+            Ok(()) => {}
+            Err(e) if is_would_block(&e) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => return Err(broken(e)),
+        }
+        ws.write(Message::binary(buf.to_vec())).map_err(broken)?;
+        match ws.flush() {
+            Ok(()) => Ok(buf.len()),
+            Err(e) if is_would_block(&e) => Ok(buf.len()),
+            Err(e) => Err(broken(e)),
+        }
+    }
+
+    /// Sends what is queued (pongs, the rest of a message) when the socket is writable.
+    pub fn on_writable(&mut self) {
+        self.flush_quietly();
+    }
+}
