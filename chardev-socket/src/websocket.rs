@@ -86,7 +86,7 @@ pub struct WsConn {
 }
 
 enum State {
-    Handshaking(Option<Handshake>),
+    Handshaking(Option<Box<Handshake>>),
     Open(Box<WebSocket<SocketIo>>),
     Closed,
 }
@@ -124,7 +124,7 @@ impl WsConn {
                 Step::Open
             }
             Err(HandshakeError::Interrupted(mid)) => {
-                self.state = State::Handshaking(Some(mid));
+                self.state = State::Handshaking(Some(Box::new(mid)));
                 Step::Pending
             }
             Err(HandshakeError::Failure(e)) => {
@@ -144,7 +144,7 @@ impl WsConn {
         match &mut self.state {
             State::Handshaking(mid) => match mid.take() {
                 Some(mid) => {
-                    let result = mid.handshake();
+                    let result = (*mid).handshake();
                     self.settle(result)
                 }
                 None => Step::Failed("websocket handshake lost".into()),
