@@ -3,36 +3,14 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod frontends;
 
 use std::io::{Read, Seek};
-use std::os::fd::OwnedFd;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::channel;
 
-use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
+use chardev::{EventLoop, Registry};
 use common::*;
-
-/// Records bytes and fds; acknowledges each byte with "." as the peer expects.
-struct Acking {
-    handle: FrontendHandle,
-    tx: Sender<(Vec<u8>, Vec<OwnedFd>)>,
-}
-
-impl Frontend for Acking {
-    fn can_receive(&mut self) -> usize {
-        4096
-    }
-    fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
-        for _ in data {
-            self.handle.write_all(b".").unwrap();
-        }
-        self.tx.send((data.to_vec(), fds)).unwrap();
-    }
-    fn event(&mut self, event: Event) {
-        if event == Event::Closed {
-            self.tx.send((b"<closed>".to_vec(), Vec::new())).unwrap();
-        }
-    }
-}
+use frontends::Acking;
 
 #[test]
 fn more_than_16_fds_in_one_message_keeps_16_closes_the_rest_and_delivers_the_bytes() {

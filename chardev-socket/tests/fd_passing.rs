@@ -3,6 +3,7 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod frontends;
 
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::fd::OwnedFd;
@@ -11,6 +12,7 @@ use std::sync::mpsc::{channel, Sender};
 
 use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
 use common::*;
+use frontends::Acking;
 
 fn peer(script: &str) -> Command {
     let mut cmd = python();
@@ -79,30 +81,6 @@ fn the_seed_a_passed_nonblocking_socket_arrives_blocking_and_carries_64_mib() {
     drop(out);
     assert_eq!(lines.next().unwrap().unwrap(), format!("received={TOTAL} first-bad=-1"));
     assert!(child.wait().unwrap().success());
-}
-
-/// Records bytes and fds, acknowledging each receive with "." so the peer's messages stay
-/// apart.
-struct Acking {
-    handle: FrontendHandle,
-    tx: Sender<(Vec<u8>, Vec<OwnedFd>)>,
-}
-
-impl Frontend for Acking {
-    fn can_receive(&mut self) -> usize {
-        4096
-    }
-    fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
-        for _ in data {
-            self.handle.write_all(b".").unwrap();
-        }
-        self.tx.send((data.to_vec(), fds)).unwrap();
-    }
-    fn event(&mut self, event: Event) {
-        if event == Event::Closed {
-            self.tx.send((b"<closed>".to_vec(), Vec::new())).unwrap();
-        }
-    }
 }
 
 fn content(fd: OwnedFd) -> String {

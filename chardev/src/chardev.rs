@@ -146,6 +146,16 @@ pub struct Io<'a> {
 }
 
 impl<'a> Io<'a> {
+    pub(crate) fn new(
+        registry: &'a mio::Registry,
+        key: usize,
+        generation: u32,
+        events: &'a mut Vec<RaisedEvent>,
+        timers: &'a mut Vec<TimerEntry>,
+    ) -> Io<'a> {
+        Io { registry, key, generation, input_ready: false, events, timers }
+    }
+
     /// The mio registry to register sources with.
     pub fn registry(&self) -> &mio::Registry {
         self.registry

@@ -473,22 +473,11 @@ impl Core {
     }
 
     fn register(&mut self, key: usize) {
-        let Some(entry) = self.entries.get_mut(key) else { return };
-        let cell = Arc::clone(&entry.cell);
-        let generation = entry.generation;
-        let mut io = Io {
-            registry: &self.registry,
-            key,
-            generation,
-            input_ready: false,
-            events: &mut self.raised,
-            timers: &mut self.new_timers,
-        };
-        if let Err(e) = cell.backend().register(&mut io) {
-            log::error!("chardev '{}': cannot register with the event loop: {e}", cell.label);
-        }
-        let ready = io.input_ready;
-        self.after_backend(key, ready);
+        self.with_backend(key, |be, io| {
+            if let Err(e) = be.register(io) {
+                log::error!("{} chardev: cannot register with the event loop: {e}", be.kind());
+            }
+        });
     }
 
     /// Takes a cell off the loop (its backend was already dropped by the registry).
@@ -622,14 +611,8 @@ impl Core {
     fn with_backend(&mut self, key: usize, f: impl FnOnce(&mut dyn crate::Chardev, &mut Io<'_>)) {
         let Some(entry) = self.entries.get(key) else { return };
         let cell = Arc::clone(&entry.cell);
-        let mut io = Io {
-            registry: &self.registry,
-            key,
-            generation: entry.generation,
-            input_ready: false,
-            events: &mut self.raised,
-            timers: &mut self.new_timers,
-        };
+        let mut io =
+            Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
         f(&mut **cell.backend(), &mut io);
         let ready = io.input_ready;
         self.after_backend(key, ready);
@@ -738,14 +721,13 @@ impl Core {
             }
             let cell = Arc::clone(&entry.cell);
             let len = room.min(self.buf.len());
-            let mut io = Io {
-                registry: &self.registry,
+            let mut io = Io::new(
+                &self.registry,
                 key,
-                generation: entry.generation,
-                input_ready: false,
-                events: &mut self.raised,
-                timers: &mut self.new_timers,
-            };
+                entry.generation,
+                &mut self.raised,
+                &mut self.new_timers,
+            );
             let input = cell.backend().read(&mut io, &mut self.buf[..len], &mut self.fds);
             let again = io.input_ready;
             for t in self.new_timers.drain(..) {
