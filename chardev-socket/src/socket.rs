@@ -90,10 +90,12 @@ impl Stream {
         let listen = if server { ",server=on" } else { "" };
         match self {
             Stream::Unix(s) => {
-                // A server's accepted socket carries the listening path; a client's local
-                // address is unnamed, so QEMU shows the peer's (its local is empty).
-                let addr = if server { s.local_addr() } else { s.peer_addr() };
-                let path = addr.ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
+                // QEMU shows the local address: the listening path for a server's client,
+                // nothing for a client (its socket is unnamed), exactly as QEMU 7.2 does.
+                let path = s
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
                 format!("unix:{}{listen}", path.unwrap_or_default())
             }
             Stream::Tcp(s) => match (s.local_addr(), s.peer_addr()) {
@@ -232,21 +234,14 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
 }
 
 impl Socket {
-    /// The protocol word of `disconnected:` filenames (QEMU knows only telnet there).
+    /// The protocol word of tcp filenames, as QEMU 7.2 shows them.
     fn protocol(&self) -> &'static str {
         if self.telnet {
             "telnet"
-        } else {
-            "tcp"
-        }
-    }
-
-    /// The protocol word of a connection's filename.
-    fn connected_protocol(&self) -> &'static str {
-        if self.websocket {
+        } else if self.websocket {
             "websocket"
         } else {
-            self.protocol()
+            "tcp"
         }
     }
 
@@ -271,7 +266,11 @@ impl Socket {
                 self.listener =
                     Some(Listener::Unix(mio::net::UnixListener::from_std(std_listener)));
                 self.unix = true;
-                self.disconnected = format!("disconnected:unix:{}{listen}", path.display());
+                self.disconnected = format!(
+                    "disconnected:unix:{}{}{listen}",
+                    path.display(),
+                    abstract_flags(*abstract_, *tight)
+                );
             }
             SocketAddrSpec::Inet { host, port, to, ipv4, ipv6 } => {
                 let first: u16 = port
@@ -324,7 +323,11 @@ impl Socket {
                 self.target =
                     Some(Target::Unix(address::unix_addr(path, *abstract_, *tight)?, path.clone()));
                 self.unix = true;
-                self.disconnected = format!("disconnected:unix:{}", path.display());
+                self.disconnected = format!(
+                    "disconnected:unix:{}{}",
+                    path.display(),
+                    abstract_flags(*abstract_, *tight)
+                );
             }
             SocketAddrSpec::Inet { host, port, ipv4, ipv6, .. } => {
                 self.target =
@@ -433,7 +436,7 @@ impl Socket {
                 log::warn!("chardev '{}': cannot set TCP_NODELAY: {e}", self.label);
             }
         }
-        self.connected = conn.stream.filename(self.connected_protocol(), self.server);
+        self.connected = conn.stream.filename(self.protocol(), self.server);
         self.conn = Some(conn);
     }
 
@@ -781,5 +784,14 @@ impl Drop for Socket {
                 _ => {}
             }
         }
+    }
+}
+
+/// QEMU 7.2 names abstract sockets' options in `disconnected:` filenames.
+fn abstract_flags(abstract_: bool, tight: bool) -> String {
+    if abstract_ {
+        format!(",abstract=on,tight={}", if tight { "on" } else { "off" })
+    } else {
+        String::new()
     }
 }

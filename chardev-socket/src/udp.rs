@@ -20,7 +20,7 @@ const MAX_DATAGRAM: usize = 65536;
 #[derive(Debug)]
 pub struct Udp {
     socket: mio::net::UdpSocket,
-    filename: String,
+    ipv6: bool,
     /// The unread rest of a datagram larger than the frontend's room; allocated on need.
     rest: Vec<u8>,
     rest_at: usize,
@@ -49,7 +49,7 @@ pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chard
     socket.set_nonblocking(true).map_err(|e| Error::io("make a socket non-blocking", e))?;
     Ok(Box::new(Udp {
         socket: mio::net::UdpSocket::from_std(socket),
-        filename: format!("udp:{}", address::host_port(&remote)),
+        ipv6: remote.is_ipv6(),
         rest: Vec::new(),
         rest_at: 0,
     }))
@@ -77,8 +77,10 @@ impl Chardev for Udp {
             self.socket.recv(buf)
         } else {
             self.rest.resize(MAX_DATAGRAM, 0);
-            self.socket.recv(&mut self.rest).map(|len| {
-                self.rest.truncate(len);
+            let got = self.socket.recv(&mut self.rest);
+            let len = *got.as_ref().unwrap_or(&0);
+            self.rest.truncate(len);
+            got.map(|len| {
                 let n = len.min(buf.len());
                 buf[..n].copy_from_slice(&self.rest[..n]);
                 self.rest_at = n;
@@ -98,7 +100,9 @@ impl Chardev for Udp {
 
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         refuse_fds("udp", fds)?;
-        self.socket.send(&buf[..buf.len().min(MAX_DATAGRAM - 28)])
+        // The largest UDP payload: 65535 less the IP and UDP headers.
+        let max = if self.ipv6 { 65535 - 8 } else { 65535 - 20 - 8 };
+        self.socket.send(&buf[..buf.len().min(max)])
     }
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -107,9 +111,5 @@ impl Chardev for Udp {
 
     fn kind(&self) -> &'static str {
         "udp"
-    }
-
-    fn filename(&self) -> String {
-        self.filename.clone()
     }
 }

@@ -18,7 +18,7 @@ fn a_websocket_client_talks_to_a_websocket_server_chardev() {
     reg.add_str("socket,id=ws,host=127.0.0.1,port=0,server=on,wait=off,websocket=on").unwrap();
     let f = reg.query()[0].filename.clone();
     let port: u16 = f.trim_end_matches(",server=on").rsplit(':').next().unwrap().parse().unwrap();
-    assert_eq!(f, format!("disconnected:tcp:127.0.0.1:{port},server=on"));
+    assert_eq!(f, format!("disconnected:websocket:127.0.0.1:{port},server=on"));
     let h = reg.connect("ws").unwrap();
     // Room for 3 bytes at a time: messages arrive whole, in pieces.
     let rec = record(&h, 3);

@@ -304,7 +304,8 @@ impl Registry {
                 let (filename, frontend_open) = match r.role {
                     Role::Plain => (r.cell.backend().filename(), r.cell.frontend_open()),
                     Role::Mux => ("mux".to_string(), r.cell.frontend_open()),
-                    Role::MuxBase => (r.cell.backend().filename(), true),
+                    // QEMU 7.2 shows the base open only while the mux has a frontend.
+                    Role::MuxBase => (r.cell.backend().filename(), r.cell.frontend_open()),
                 };
                 ChardevInfo { label, filename, frontend_open }
             })
