@@ -37,6 +37,7 @@
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod chardev; // the backend trait and its view of the loop
+pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod error; // the one error type
 pub mod event_loop; // mio loop: readiness, flow control, timers, requests
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
