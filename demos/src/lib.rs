@@ -1,1 +1,6 @@
-//! Demo programs for the chardev crates.
+//! The demos' shared parts: QEMU's command line, the tiny machine, and the human monitor.
+//! The binaries in `src/bin` put them together.
+
+pub mod cli; // qemu-system-x86_64's options -> Config
+pub mod hmp; // the (qemu) prompt: line editing and commands
+pub mod machine; // guest RAM, run state, a 16550 UART and the guest's shell

@@ -1,177 +1,120 @@
-//! serial-console (first cut): a guest console and a monitor muxed on one chardev, as
-//! `qemu-system-x86_64 -nographic` puts them on the terminal.
+//! serial-console: a tiny emulated machine driven by QEMU's command line.
 //!
-//! Usage: `serial-console [CHARDEV-SPEC]`, default `stdio,id=serial0,mux=on,signal=off`;
-//! any `-chardev` backend works, e.g. `socket,path=/tmp/console.sock,server=on,mux=on`.
-//! `Ctrl-A c` switches between the guest and the monitor, `Ctrl-A h` lists the escapes,
-//! `Ctrl-A x` quits. The "guest" echoes each line back; the monitor knows `info chardev`,
-//! `help` and `quit`. The real machine (a 16550 UART and a shell) replaces the guest later.
+//! A 16550 UART (vm-superio) is the frontend of the `serial0` chardev; a guest thread runs a
+//! small shell on it. Monitors (`-monitor`, `-mon`) run on any chardev. With no options it
+//! behaves like `qemu-system-x86_64 -nographic`: the guest console and the monitor share the
+//! terminal through a mux (`Ctrl-A c` switches, `Ctrl-A x` quits, `Ctrl-A h` helps).
 
-use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
-use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
-
-/// Collects a line from raw terminal input, echoing as a terminal in cooked mode would.
-struct LineEditor {
-    handle: FrontendHandle,
-    line: Vec<u8>,
-}
-
-impl LineEditor {
-    /// Feeds input bytes; returns the lines completed by them.
-    fn feed(&mut self, data: &[u8]) -> Vec<String> {
-        let mut done = Vec::new();
-        for &b in data {
-            match b {
-                b'\r' | b'\n' => {
-                    self.say("\r\n");
-                    done.push(
-                        String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned(),
-                    );
-                }
-                0x7f | 0x08 if self.line.pop().is_some() => self.say("\x08 \x08"),
-                b if b >= 0x20 => {
-                    self.line.push(b);
-                    let _ = self.handle.write_all(&[b]);
-                }
-                _ => {}
-            }
-        }
-        done
-    }
-
-    fn say(&self, text: &str) {
-        if let Err(e) = self.handle.write_all(text.as_bytes()) {
-            log::warn!("console output lost: {e}");
-        }
-    }
-}
-
-/// The stand-in guest: echoes each line.
-struct Guest(LineEditor, bool);
-
-impl Frontend for Guest {
-    fn can_receive(&mut self) -> usize {
-        256
-    }
-    fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        for line in self.0.feed(data) {
-            self.0.say(&format!("guest: you said '{line}'\r\nguest> "));
-        }
-    }
-    fn event(&mut self, event: Event) {
-        match event {
-            Event::Opened => {
-                self.1 = true;
-                self.0.say("guest> ");
-            }
-            Event::MuxIn if self.1 => self.0.say("guest> "),
-            Event::Closed => self.1 = false,
-            _ => {}
-        }
-    }
-}
-
-/// A minimal human monitor.
-struct Monitor {
-    editor: LineEditor,
-    registry: Registry,
-    quit: std::sync::mpsc::Sender<()>,
-    /// Seen `Opened`: the banner is out, a `MuxIn` shows the prompt.
-    open: bool,
-}
-
-impl Frontend for Monitor {
-    fn can_receive(&mut self) -> usize {
-        256
-    }
-    fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        for line in self.editor.feed(data) {
-            match line.trim() {
-                "" => {}
-                "info chardev" => {
-                    for c in self.registry.query() {
-                        self.editor.say(&format!("{}: filename={}\r\n", c.label, c.filename));
-                    }
-                }
-                "quit" | "q" => {
-                    let _ = self.quit.send(());
-                    return;
-                }
-                "help" | "?" => self
-                    .editor
-                    .say("info chardev -- show the character devices\r\nquit -- quit\r\n"),
-                other => self.editor.say(&format!("unknown command: '{other}'\r\n")),
-            }
-            self.editor.say("(qemu) ");
-        }
-    }
-    fn event(&mut self, event: Event) {
-        match event {
-            Event::Opened => {
-                self.open = true;
-                self.editor.say(&format!(
-                    "chardev demo {} monitor - type 'help' for more information\r\n(qemu) ",
-                    env!("CARGO_PKG_VERSION")
-                ));
-            }
-            Event::MuxIn if self.open => self.editor.say("(qemu) "),
-            Event::Closed => self.open = false,
-            _ => {}
-        }
-    }
-}
+use chardev::{EventLoop, Registry};
+use demos::cli::{self, Command, Config, MonitorMode};
+use demos::hmp::{Hmp, Services, PROGRAM};
+use demos::machine::{self, Guest, Machine, RunState};
 
 fn main() -> ExitCode {
     env_logger::init();
-    let spec =
-        std::env::args().nth(1).unwrap_or_else(|| "stdio,id=serial0,mux=on,signal=off".into());
-    match run(&spec) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match cli::parse(&args) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", cli::usage(PROGRAM));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!(
+                "{PROGRAM} version {} (chardev {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("CARGO_PKG_VERSION")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{PROGRAM}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("serial-console: {e}");
+            eprintln!("{PROGRAM}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(spec: &str) -> chardev::Result<()> {
-    let spec = chardev::ChardevSpec::parse_with_id(spec, "serial0")?;
-    let (quit_tx, quit_rx) = std::sync::mpsc::channel();
-    let mut event_loop = EventLoop::new()?;
-    let ctrl_a_x = quit_tx.clone();
-    event_loop.set_exit_handler(move || {
-        let _ = ctrl_a_x.send(());
-    });
+fn run(config: &Config) -> Result<(), String> {
+    let mut event_loop = EventLoop::new().map_err(|e| e.to_string())?;
     let handle = event_loop.handle();
     let registry = Registry::new(&handle);
     chardev_socket::register(&registry);
-    registry.add(&spec)?;
 
-    // Only a mux has room for the monitor beside the guest.
-    if spec.mux {
-        let monitor = registry.connect(&spec.id)?;
-        monitor.set_frontend(Monitor {
-            editor: LineEditor { handle: monitor.clone(), line: Vec::new() },
-            registry: registry.clone(),
-            quit: quit_tx,
-            open: false,
-        });
+    // Files for -device loader are read before anything opens.
+    let mut images = Vec::new();
+    for loader in &config.loaders {
+        let data = std::fs::read(&loader.file)
+            .map_err(|e| format!("-device loader,file={}: {e}", loader.file.display()))?;
+        images.push((loader.addr, data));
     }
-    let guest = registry.connect(&spec.id)?;
-    guest.set_frontend(Guest(LineEditor { handle: guest.clone(), line: Vec::new() }, false));
+    let state = if config.incoming.is_some() {
+        RunState::Inmigrate
+    } else if config.start_stopped {
+        RunState::Prelaunch
+    } else {
+        RunState::Running
+    };
+    let machine = Machine::new(config.name.clone(), config.ram_size, state);
+    for (addr, data) in &images {
+        machine.load(*addr, data).map_err(|e| format!("-device loader: {e}"))?;
+    }
 
-    let stopper = handle.clone();
-    std::thread::spawn(move || {
-        let _ = quit_rx.recv();
-        stopper.stop();
-    });
-    event_loop.run()?;
+    for spec in &config.chardevs {
+        registry.add(spec).map_err(|e| format!("-chardev {}: {e}", spec.id))?;
+    }
+    let services = Services {
+        registry: registry.clone(),
+        machine: machine.clone(),
+        event_loop: handle.clone(),
+    };
+    let quit = services.clone();
+    event_loop.set_exit_handler(move || quit.quit());
+
+    // Monitors first, then the serial port: on a shared mux the serial port ends up with the
+    // focus and only it greets the user, as with QEMU's -nographic.
+    for monitor in &config.monitors {
+        let fe = registry
+            .connect(&monitor.chardev)
+            .map_err(|e| format!("-mon chardev={}: {e}", monitor.chardev))?;
+        match monitor.mode {
+            MonitorMode::Readline => fe.set_frontend(Hmp::new(fe.clone(), services.clone())),
+            MonitorMode::Control { .. } => {
+                return Err(format!(
+                    "-qmp on '{}': QMP is not available in this build yet",
+                    monitor.chardev
+                ))
+            }
+        }
+    }
+    let (uart, irq, uart_frontend) = machine::uart();
+    let serial = match &config.serial {
+        Some(id) => {
+            let fe = registry.connect(id).map_err(|e| format!("-serial chardev:{id}: {e}"))?;
+            fe.set_frontend(uart_frontend);
+            Some(fe)
+        }
+        None => None,
+    };
+    let guest = Guest::new(machine.clone(), uart, irq, serial)
+        .spawn()
+        .map_err(|e| format!("cannot start the guest: {e}"))?;
+
+    event_loop.run().map_err(|e| e.to_string())?;
+    machine.quit();
     drop(event_loop);
-    // Dropping the chardevs restores the terminal.
+    // Removing the chardevs closes sockets, removes socket files and restores the terminal.
     for id in registry.ids() {
         let _ = registry.remove_forced(&id);
     }
+    let _ = guest.join();
     Ok(())
 }
