@@ -56,14 +56,40 @@ pub fn clear_stale_socket(path: &Path) -> Result<()> {
             "exists and is not a socket; refusing to replace it",
         ));
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+    if is_listening(path) {
         return Err(Error::io_path(
             "listen on",
             path,
-            io::Error::new(io::ErrorKind::AddrInUse, "another server is listening there"),
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "Address already in use (another server is listening there)",
+            ),
         ));
     }
     std::fs::remove_file(path).map_err(|e| Error::io_path("remove the stale socket", path, e))
+}
+
+/// Whether a server listens on the unix socket at `path`. Read from `/proc/net/unix` (a
+/// listening entry, `__SO_ACCEPTCON` in its flags, with that path), so that the check does
+/// not itself connect and leave a vanishing client in that server's backlog; where /proc is
+/// not there, a connect decides.
+fn is_listening(path: &Path) -> bool {
+    const ACCEPTCON: u32 = 0x0001_0000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return std::os::unix::net::UnixStream::connect(path).is_ok();
+    };
+    let wanted = path.as_os_str().as_encoded_bytes();
+    let absolute = std::fs::canonicalize(path).ok();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(entry)) = (fields.get(3), fields.get(7)) else { return false };
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & ACCEPTCON != 0);
+        let same = entry.as_bytes() == wanted
+            || absolute
+                .as_deref()
+                .is_some_and(|a| a.as_os_str().as_encoded_bytes() == entry.as_bytes());
+        listening && same
+    })
 }
 
 /// The addresses `host`:`port` resolves to, of the families the options allow.

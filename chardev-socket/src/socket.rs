@@ -718,6 +718,10 @@ impl Chardev for Socket {
             chardev::chardev::refuse_fds("websocket", fds)?;
             return ws.write(buf);
         }
+        if conn.telnet.is_some() {
+            // Escaped output may go out in pieces; fds have no byte to ride on reliably.
+            chardev::chardev::refuse_fds("telnet", fds)?;
+        }
         conn.flush()?;
         if conn.telnet.is_some() {
             let take = buf.len().min(TELNET_CHUNK);
@@ -749,7 +753,7 @@ impl Chardev for Socket {
     }
 
     fn can_pass_fds(&self) -> bool {
-        self.unix
+        self.unix && !self.telnet && !self.websocket
     }
 
     fn kind(&self) -> &'static str {

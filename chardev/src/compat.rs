@@ -43,7 +43,9 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
         }
         return Ok((Compat::New(spec), true));
     }
-    let simple = |backend| Ok((Compat::New(ChardevSpec { id: id.into(), backend, mux: false, log: None }), false));
+    let simple = |backend| {
+        Ok((Compat::New(ChardevSpec { id: id.into(), backend, mux: false, log: None }), false))
+    };
     match s {
         "none" => return Ok((Compat::None, false)),
         "null" => return simple(BackendSpec::Null),
@@ -72,7 +74,9 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
         let (path, opts) = split_first_option(rest);
         return spec(format!("socket,{id_part},path={}{}", escape(&path), opts));
     }
-    for (prefix, extra) in [("tcp:", ""), ("telnet:", ",telnet=on"), ("websocket:", ",websocket=on")] {
+    for (prefix, extra) in
+        [("tcp:", ""), ("telnet:", ",telnet=on"), ("websocket:", ",websocket=on")]
+    {
         if let Some(rest) = s.strip_prefix(prefix) {
             let (addr, opts) = split_first_option(rest);
             let (host, port) = split_host_port(&addr).ok_or_else(|| invalid(s))?;
@@ -176,12 +180,20 @@ mod tests {
     #[test]
     fn tcp_and_telnet_with_options() {
         let (spec, _) = new("tcp::4444,server=on,wait=off");
-        let BackendSpec::Socket(SocketSpec { addr: SocketAddrSpec::Inet { host, port, .. }, server, wait, telnet, .. }) =
-            spec.backend
+        let BackendSpec::Socket(SocketSpec {
+            addr: SocketAddrSpec::Inet { host, port, .. },
+            server,
+            wait,
+            telnet,
+            ..
+        }) = spec.backend
         else {
             panic!()
         };
-        assert_eq!((host.as_str(), port.as_str(), server, wait, telnet), ("", "4444", true, false, false));
+        assert_eq!(
+            (host.as_str(), port.as_str(), server, wait, telnet),
+            ("", "4444", true, false, false)
+        );
         let (spec, _) = new("telnet:127.0.0.1:5555,server,nowait");
         let BackendSpec::Socket(s) = spec.backend else { panic!() };
         assert!(s.telnet && s.server && !s.wait);
@@ -190,7 +202,9 @@ mod tests {
     #[test]
     fn unix_paths_keep_doubled_commas() {
         let (spec, _) = new("unix:/tmp/a,,b.sock,server=on,wait=off");
-        let BackendSpec::Socket(SocketSpec { addr: SocketAddrSpec::Unix { path, .. }, server, .. }) = spec.backend
+        let BackendSpec::Socket(SocketSpec {
+            addr: SocketAddrSpec::Unix { path, .. }, server, ..
+        }) = spec.backend
         else {
             panic!()
         };
@@ -202,7 +216,10 @@ mod tests {
     fn udp_with_local_address() {
         let (spec, _) = new("udp:127.0.0.1:5555@:6666");
         let BackendSpec::Udp(u) = spec.backend else { panic!() };
-        assert_eq!((u.host.as_str(), u.port.as_str(), u.localport.as_deref()), ("127.0.0.1", "5555", Some("6666")));
+        assert_eq!(
+            (u.host.as_str(), u.port.as_str(), u.localport.as_deref()),
+            ("127.0.0.1", "5555", Some("6666"))
+        );
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! serial-console end to end, run as a user runs it: a real terminal driven by pexpect,
+//! socat and telnet on its sockets, a 64 MiB flood through a slow reader, and every
+//! command-line error with its message and exit status.
+
+#[path = "../../chardev/tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
+
+/// The machine, killed when the test ends whatever happens.
+struct Machine(Child);
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Machine {
+    Machine(
+        Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn connect_tcp(port: u16) -> TcpStream {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(DEADLINE)).unwrap();
+                return s;
+            }
+            Err(e) if Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("nothing listens on {port}: {e}"),
+        }
+    }
+}
+
+/// Reads until `needle` has been seen; returns everything read. Reads a byte at a time, so
+/// that nothing after the needle is consumed.
+fn read_until(r: &mut impl Read, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(needle.as_bytes()) {
+        match r.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            Ok(_) => panic!(
+                "closed while waiting for {needle:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                panic!("waiting for {needle:?}: {e}; got {:?}", String::from_utf8_lossy(&got))
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn no_options_behaves_like_qemu_nographic_on_a_real_terminal() {
+    let out = python()
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/console.py"))
+        .arg(BIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pexpect session failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn serial_on_a_tcp_server_with_socat() {
+    let port = free_port();
+    let _m =
+        start(&["-nodefaults", "-serial", &format!("tcp:127.0.0.1:{port},server=on,wait=off")]);
+    // Wait until the port listens, then let socat talk to the guest.
+    drop(connect_tcp(port));
+    let mut socat = Command::new("socat")
+        .args(["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = socat.stdin.take().unwrap();
+    let mut stdout = socat.stdout.take().unwrap();
+    stdin.write_all(b"echo over tcp\r").unwrap();
+    let seen = read_until(&mut stdout, "over tcp\r\nguest$ ");
+    assert!(seen.contains("echo over tcp"), "the guest echoes what is typed: {seen:?}");
+    drop(stdin);
+    socat.wait().unwrap();
+}
+
+#[test]
+fn monitor_on_a_telnet_server_with_the_telnet_client() {
+    let port = free_port();
+    let _m =
+        start(&["-nodefaults", "-monitor", &format!("telnet:127.0.0.1:{port},server=on,wait=off")]);
+    drop(connect_tcp(port)); // the monitor then waits for the next client: telnet
+    let mut telnet = Command::new("telnet")
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = telnet.stdin.take().unwrap();
+    let mut stdout = telnet.stdout.take().unwrap();
+    let banner = read_until(&mut stdout, "(qemu) ");
+    assert!(banner.contains("monitor - type 'help' for more information"), "{banner:?}");
+    stdin.write_all(b"info chardev\n").unwrap();
+    let info = read_until(&mut stdout, "(qemu) ");
+    assert!(
+        info.contains(&format!(
+            "compat_monitor0: filename=telnet:127.0.0.1:{port},server=on <-> 127.0.0.1:"
+        )),
+        "{info:?}"
+    );
+    stdin.write_all(b"info status\n").unwrap();
+    assert!(read_until(&mut stdout, "(qemu) ").contains("VM status: running"));
+    stdin.write_all(b"quit\n").unwrap();
+    let _ = telnet.wait();
+}
+
+#[test]
+fn a_64_mib_flood_through_a_slow_unix_socket_reader_loses_nothing() {
+    const TOTAL: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let _m =
+        start(&["-nodefaults", "-serial", &format!("unix:{},server=on,wait=off", path.display())]);
+    wait_until("the serial socket", || path.exists());
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(format!("flood {TOTAL}\r").as_bytes()).unwrap();
+    read_until(&mut s, &format!("flood {TOTAL}\r\n"));
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut got, mut first_bad) = (0u64, None);
+    while got < TOTAL {
+        let n = match s.read(&mut buf[..((TOTAL - got) as usize).min(64 * 1024)]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        };
+        assert!(n > 0, "closed after {got} bytes");
+        for (j, &b) in buf[..n].iter().enumerate() {
+            if b != demos::machine::flood_pattern(got + j as u64) && first_bad.is_none() {
+                first_bad = Some(got + j as u64);
+            }
+        }
+        got += n as u64;
+        if got % (4 << 20) < n as u64 {
+            std::thread::sleep(Duration::from_millis(20)); // slow reader: the guest must wait
+        }
+    }
+    assert_eq!(first_bad, None, "first byte out of pattern");
+    read_until(&mut s, "guest$ ");
+}
+
+fn fails(args: &[&str]) -> String {
+    let Output { status, stdout, stderr } =
+        Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?} must fail with status 1");
+    assert!(stdout.is_empty(), "nothing on stdout for {args:?}");
+    String::from_utf8(stderr).unwrap()
+}
+
+#[test]
+fn command_line_errors_name_the_option_and_exit_1_before_opening_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("never.sock");
+    let cases: &[(&[&str], &str)] = &[
+        (&["-bogus"], "-bogus: invalid option"),
+        (&["-m"], "-m: requires an argument"),
+        (&["-m", "lots"], "-m lots: invalid RAM size 'lots'"),
+        (&["-serial", "bogus:x"], "'bogus:x' is not a valid char driver"),
+        (&["-chardev", "socket,id=s"], "None or one of 'path', 'fd' or 'host' option required"),
+        (&["-chardev", "ringbuf,id=r,size=1000"], "must be a power of two"),
+        (&["-chardev", "null,id=a", "-chardev", "null,id=a"], "Duplicate ID 'a' for chardev"),
+        (&["-mon", "chardev=nope"], "chardev 'nope' not found"),
+        (
+            &["-mon", "chardev=a,mode=fancy", "-chardev", "null,id=a"],
+            "unknown monitor mode 'fancy'",
+        ),
+        (&["-machine", "sparc"], "unsupported machine type 'sparc'"),
+        (&["-device", "e1000"], "'e1000' is not a valid device model name"),
+        (&["-device", "loader,file=/no/such/file,addr=0"], "/no/such/file"),
+        (
+            &["-serial", "stdio", "-monitor", "stdio"],
+            "cannot use stdio by multiple character devices",
+        ),
+        (
+            &[
+                "-nodefaults",
+                "-chardev",
+                "null,id=x",
+                "-serial",
+                &format!("unix:{},server=on,wait=off", sock.display()),
+                "-serial",
+                "null",
+            ],
+            "one serial port",
+        ),
+        (&["positional"], "positional: invalid option"),
+    ];
+    for (args, message) in cases {
+        let err = fails(args);
+        assert!(err.contains(message), "{args:?}: expected {message:?} in {err:?}");
+    }
+    assert!(!sock.exists(), "nothing was opened before the error");
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(BIN).arg("-h").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-chardev BACKEND,id=ID"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("serial-console version "));
+}
