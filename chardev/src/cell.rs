@@ -15,7 +15,7 @@ use crate::chardev::Chardev;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::frontend::Frontend;
-use crate::serial::SerialParams;
+use crate::serial::{ModemLines, SerialParams};
 
 /// How many frontends one mux serves (QEMU's `MAX_MUX`).
 pub const MAX_MUX: usize = 4;
@@ -183,6 +183,14 @@ impl Cell {
 
     pub(crate) fn set_serial_params(&self, params: &SerialParams) -> Result<()> {
         self.backend().set_serial_params(params)
+    }
+
+    pub(crate) fn modem_lines(&self) -> Result<ModemLines> {
+        self.backend().get_modem_lines()
+    }
+
+    pub(crate) fn set_modem_lines(&self, lines: ModemLines) -> Result<()> {
+        self.backend().set_modem_lines(lines)
     }
 
     pub(crate) fn can_pass_fds(&self) -> bool {

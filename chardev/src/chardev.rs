@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 
 use crate::error::{Error, Result};
 use crate::frontend::Event;
-use crate::serial::SerialParams;
+use crate::serial::{ModemLines, SerialParams};
 
 /// How many mio sources one chardev may register (listener, connection, input, output).
 pub const SOURCES_PER_CHARDEV: usize = 4;
@@ -89,6 +89,18 @@ pub trait Chardev: Any + Send {
     fn set_serial_params(&mut self, params: &SerialParams) -> Result<()> {
         let _ = params;
         Err(Error::Unsupported { what: self.kind().into(), operation: "set serial parameters" })
+    }
+
+    /// Reads the modem control lines of a real serial line (QEMU's `CHR_IOCTL_SERIAL_GET_TIOCM`).
+    fn get_modem_lines(&mut self) -> Result<ModemLines> {
+        Err(Error::Unsupported { what: self.kind().into(), operation: "read modem lines" })
+    }
+
+    /// Sets the modem control lines of a real serial line; only DTR and RTS are outputs
+    /// (QEMU's `CHR_IOCTL_SERIAL_SET_TIOCM`).
+    fn set_modem_lines(&mut self, lines: ModemLines) -> Result<()> {
+        let _ = lines;
+        Err(Error::Unsupported { what: self.kind().into(), operation: "set modem lines" })
     }
 
     /// The slave path of a pty backend (QMP's `chardev-add` returns it).

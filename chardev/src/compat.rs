@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::options::{BackendSpec, ChardevSpec};
+use crate::options::{BackendSpec, ChardevSpec, DEFAULT_PTY_BACKLOG};
 
 /// What a legacy string asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
         "none" => return Ok((Compat::None, false)),
         "null" => return simple(BackendSpec::Null),
         "stdio" => return simple(BackendSpec::Stdio { signal: true }),
-        "pty" => return simple(BackendSpec::Pty { path: None }),
+        "pty" => return simple(BackendSpec::Pty { path: None, backlog: DEFAULT_PTY_BACKLOG }),
         // There is no graphical console here; QEMU's `vc` default becomes a sink.
         "vc" => return simple(BackendSpec::Null),
         _ => {}
@@ -163,7 +163,10 @@ mod tests {
     fn simple_words() {
         assert_eq!(new("stdio").0.backend, BackendSpec::Stdio { signal: true });
         assert_eq!(new("null").0.backend, BackendSpec::Null);
-        assert_eq!(new("pty").0.backend, BackendSpec::Pty { path: None });
+        assert_eq!(
+            new("pty").0.backend,
+            BackendSpec::Pty { path: None, backlog: DEFAULT_PTY_BACKLOG }
+        );
         assert_eq!(parse_compat("none", "s").unwrap().0, Compat::None);
         assert_eq!(parse_compat("chardev:c0", "s").unwrap().0, Compat::Existing("c0".into()));
         assert_eq!(new("/dev/ttyS0").0.backend, BackendSpec::Serial { path: "/dev/ttyS0".into() });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::cell::Cell;
 use crate::error::Result;
-use crate::serial::SerialParams;
+use crate::serial::{ModemLines, SerialParams};
 
 /// Something that happened to a chardev, told to its frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,6 +180,20 @@ impl FrontendHandle {
         self.cell()
             .ok_or_else(|| crate::Error::NotConnected(self.label().into()))?
             .set_serial_params(params)
+    }
+
+    /// Reads the modem control lines (DTR, RTS out; CTS, CAR, RI, DSR in) of a real serial
+    /// line; other backends answer `Unsupported`.
+    pub fn modem_lines(&self) -> Result<ModemLines> {
+        self.cell().ok_or_else(|| crate::Error::NotConnected(self.label().into()))?.modem_lines()
+    }
+
+    /// Sets the modem control lines of a real serial line (DTR and RTS; input lines in
+    /// `lines` are ignored, as the kernel ignores them).
+    pub fn set_modem_lines(&self, lines: ModemLines) -> Result<()> {
+        self.cell()
+            .ok_or_else(|| crate::Error::NotConnected(self.label().into()))?
+            .set_modem_lines(lines)
     }
 
     /// Drops the current connection: a socket server listens again, a client reconnects if

@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 /// The ring buffer size QEMU uses when `size=` is not given.
 const DEFAULT_RINGBUF_SIZE: usize = 65536;
 
+/// How much output a pty keeps for its first terminal when `backlog=` is not given.
+pub const DEFAULT_PTY_BACKLOG: usize = 64 * 1024;
+
 /// QEMU's limit on a chardev id ("any string up to 127 characters").
 const MAX_ID_LEN: usize = 127;
 
@@ -87,7 +90,7 @@ const BACKEND_TYPES: &[BackendType] = &[
     BackendType { name: "stdio", kind: "stdio", keys: &["signal"], deprecated: false },
     BackendType { name: "socket", kind: "socket", keys: SOCKET_KEYS, deprecated: false },
     BackendType { name: "udp", kind: "udp", keys: UDP_KEYS, deprecated: false },
-    BackendType { name: "pty", kind: "pty", keys: &["path"], deprecated: false },
+    BackendType { name: "pty", kind: "pty", keys: &["path", "backlog"], deprecated: false },
     BackendType { name: "serial", kind: "serial", keys: &["path"], deprecated: false },
     // QEMU's CLI accepts `tty` for `serial`; it is not deprecated there.
     BackendType { name: "tty", kind: "serial", keys: &["path"], deprecated: false },
@@ -152,6 +155,9 @@ pub enum BackendSpec {
     Pty {
         /// A symlink to create to the pty's slave (`path=`), if any.
         path: Option<PathBuf>,
+        /// Output kept while no terminal has the pty open, for the next one to attach
+        /// (`backlog=`, a size; [`DEFAULT_PTY_BACKLOG`] by default, 0 drops it as QEMU does).
+        backlog: usize,
     },
     /// `serial` (alias `tty`): a host serial device.
     Serial {
@@ -254,6 +260,43 @@ impl ChardevSpec {
     /// (for tools whose chardev strings carry no id).
     pub fn parse_with_id(s: &str, id: &str) -> Result<ChardevSpec> {
         parse_spec(s, Some(id))
+    }
+
+    /// Checks a spec built some other way (QMP's JSON) against the rules the parser applies
+    /// to command-line strings: a well-formed id, a power-of-two ringbuf, socket options that
+    /// go together.
+    pub fn check(&self) -> Result<()> {
+        check_id(&self.id)?;
+        match &self.backend {
+            BackendSpec::Ringbuf { size } if !size.is_power_of_two() => {
+                Err(Error::option("size", &size.to_string(), "must be a power of two"))
+            }
+            BackendSpec::Socket(s) => {
+                if s.websocket && !s.server {
+                    return Err(Error::option(
+                        "websocket",
+                        "on",
+                        "Websocket client is not implemented",
+                    ));
+                }
+                if s.wait && !s.server {
+                    return Err(Error::option(
+                        "wait",
+                        "on",
+                        "'wait' option is incompatible with socket in client connect mode",
+                    ));
+                }
+                if s.reconnect_ms > 0 && (s.server || matches!(s.addr, SocketAddrSpec::Fd(_))) {
+                    return Err(Error::option(
+                        "reconnect-ms",
+                        &s.reconnect_ms.to_string(),
+                        "'reconnect' option is incompatible with socket in server listen mode",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -538,7 +581,7 @@ fn backend_spec(kind: &str, opts: &Opts) -> Result<BackendSpec> {
         "stdio" => Ok(BackendSpec::Stdio { signal: opts.bool_or("signal", true)? }),
         "socket" => Ok(BackendSpec::Socket(socket_spec(opts)?)),
         "udp" => Ok(BackendSpec::Udp(udp_spec(opts)?)),
-        "pty" => Ok(BackendSpec::Pty { path: opts.path_opt("path")? }),
+        "pty" => pty_spec(opts),
         "serial" => Ok(BackendSpec::Serial { path: opts.required_path("path")? }),
         other => Err(Error::UnknownBackend(other.to_string())),
     }
@@ -551,6 +594,16 @@ fn file_spec(opts: &Opts) -> Result<BackendSpec> {
         input: opts.path_opt("input-path")?,
         append: opts.bool_or("append", false)?,
     })
+}
+
+/// `pty`: `path` (a symlink to the slave) and `backlog`, a size that may be 0.
+fn pty_spec(opts: &Opts) -> Result<BackendSpec> {
+    let backlog = match opts.get("backlog") {
+        None => DEFAULT_PTY_BACKLOG,
+        Some(value) => usize::try_from(parse_size("backlog", value)?)
+            .map_err(|_| Error::option("backlog", value, "is too large"))?,
+    };
+    Ok(BackendSpec::Pty { path: opts.path_opt("path")?, backlog })
 }
 
 /// `ringbuf`: `size`, a power of two that fits in memory, 65536 by default.

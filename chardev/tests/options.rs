@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use chardev::error::Error;
 use chardev::options::{
     parse_bool, parse_size, split_options, BackendSpec, ChardevSpec, LogSpec, SocketAddrSpec,
-    SocketSpec, UdpSpec,
+    SocketSpec, UdpSpec, DEFAULT_PTY_BACKLOG,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -292,9 +292,28 @@ fn udp_with_local_side() {
 fn pty_with_and_without_symlink() {
     assert_eq!(
         parse("pty,id=p,path=/tmp/link").backend,
-        BackendSpec::Pty { path: Some("/tmp/link".into()) }
+        BackendSpec::Pty { path: Some("/tmp/link".into()), backlog: 65536 }
     );
-    assert_eq!(parse("pty,id=p").backend, BackendSpec::Pty { path: None });
+    assert_eq!(parse("pty,id=p").backend, BackendSpec::Pty { path: None, backlog: 65536 });
+}
+
+#[test]
+fn pty_backlog_is_a_size_64k_by_default_and_may_be_zero() {
+    assert_eq!(DEFAULT_PTY_BACKLOG, 64 * 1024);
+    let backlog = |s: &str| match parse(s).backend {
+        BackendSpec::Pty { backlog, .. } => backlog,
+        other => panic!("{s:?} is not a pty: {other:?}"),
+    };
+    assert_eq!(backlog("pty,id=p"), DEFAULT_PTY_BACKLOG);
+    assert_eq!(backlog("pty,id=p,backlog=1M"), 1 << 20);
+    assert_eq!(backlog("pty,id=p,backlog=4096"), 4096);
+    assert_eq!(backlog("pty,id=p,backlog=0"), 0);
+    assert_eq!(backlog("pty,id=p,path=/tmp/l,backlog=16k"), 16 << 10);
+    assert_option_error("pty,id=p,backlog=lots", "backlog", "lots", "expects a size");
+    assert_option_error("pty,id=p,backlog=-1", "backlog", "-1", "expects a size");
+    // Only ptys keep a backlog.
+    assert_unknown_option("tty,id=t,path=/dev/ttyS0,backlog=1K", "tty", "backlog");
+    assert_unknown_option("socket,id=s,path=/x,backlog=1K", "socket", "backlog");
 }
 
 #[test]

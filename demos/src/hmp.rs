@@ -5,31 +5,15 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use chardev::{ChardevSpec, Event, Frontend, FrontendHandle, LoopHandle, Registry};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::machine::{Machine, RunState};
+use chardev::{ChardevSpec, Event, Frontend, FrontendHandle};
+
+use crate::machine::RunState;
+use crate::services::Services;
 
 /// The program name the banner and `info version` show.
 pub const PROGRAM: &str = "serial-console";
-
-/// What every monitor can reach: the chardevs, the machine, and the way out.
-#[derive(Clone)]
-pub struct Services {
-    /// The chardevs.
-    pub registry: Registry,
-    /// The machine.
-    pub machine: Arc<Machine>,
-    /// The loop, stopped by `quit`.
-    pub event_loop: LoopHandle,
-}
-
-impl Services {
-    /// Ends the program (`quit`, `Ctrl-A x`).
-    pub fn quit(&self) {
-        self.machine.quit();
-        self.event_loop.stop();
-    }
-}
 
 /// Fds passed to one monitor with `getfd` (QEMU keeps them per monitor).
 #[derive(Debug, Default)]
@@ -222,10 +206,10 @@ const PROMPT: &str = "(qemu) ";
 
 /// The human monitor, as a frontend of its chardev.
 pub struct Hmp {
-    handle: FrontendHandle,
+    handle: Option<FrontendHandle>,
     services: Services,
     editor: LineEditor,
-    fds: NamedFds,
+    fds: Arc<Mutex<NamedFds>>,
     /// Seen `Opened` for the current connection (the banner is out).
     open: bool,
 }
@@ -258,21 +242,38 @@ impl Hmp {
     /// A monitor that talks through `handle`.
     pub fn new(handle: FrontendHandle, services: Services) -> Hmp {
         Hmp {
-            handle,
+            handle: Some(handle),
             services,
             editor: LineEditor::default(),
-            fds: NamedFds::default(),
+            fds: Arc::default(),
             open: false,
         }
     }
 
+    /// A monitor with no chardev of its own, for QMP's `human-monitor-command`; it shares
+    /// the QMP monitor's passed fds.
+    pub fn detached(services: Services, fds: Arc<Mutex<NamedFds>>) -> Hmp {
+        Hmp { handle: None, services, editor: LineEditor::default(), fds, open: false }
+    }
+
     fn say(&self, text: &str) {
-        if let Err(e) = self.handle.write_all(text.as_bytes()) {
-            log::debug!("monitor output lost: {e}");
+        self.say_bytes(text.as_bytes());
+    }
+
+    fn say_bytes(&self, bytes: &[u8]) {
+        if let Some(handle) = &self.handle {
+            if let Err(e) = handle.write_all(bytes) {
+                log::debug!("monitor output lost: {e}");
+            }
         }
     }
 
-    fn run(&mut self, line: &str) -> Result<String, String> {
+    fn fds(&self) -> MutexGuard<'_, NamedFds> {
+        self.fds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one command line; returns its output or its error text.
+    pub fn run_line(&mut self, line: &str) -> Result<String, String> {
         let line = line.trim();
         let (command, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
@@ -312,25 +313,13 @@ impl Hmp {
                 let data = reg.ringbuf_read(id, size).map_err(e)?;
                 Ok(format!("{}\r\n", String::from_utf8_lossy(&data)))
             }
-            "getfd" => self.fds.getfd(one(&args, "fdname")?).map(|_| String::new()),
-            "closefd" => self.fds.closefd(one(&args, "fdname")?).map(|_| String::new()),
+            "getfd" => self.fds().getfd(one(&args, "fdname")?).map(|_| String::new()),
+            "closefd" => self.fds().closefd(one(&args, "fdname")?).map(|_| String::new()),
             "stop" => {
-                let m = &self.services.machine;
-                if m.state() == RunState::Running {
-                    m.set_state(RunState::Paused);
-                }
+                self.services.stop();
                 Ok(String::new())
             }
-            "cont" | "c" => {
-                let m = &self.services.machine;
-                match m.state() {
-                    RunState::Inmigrate => Err("Migration is not finished yet".into()),
-                    _ => {
-                        m.set_state(RunState::Running);
-                        Ok(String::new())
-                    }
-                }
-            }
+            "cont" | "c" => self.services.cont().map(|()| String::new()),
             "quit" | "q" => {
                 self.services.quit();
                 Ok(String::new())
@@ -392,15 +381,13 @@ impl Frontend for Hmp {
     }
 
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
-        self.fds.arrived(fds);
+        self.fds().arrived(fds);
         let edited = self.editor.feed(data, PROMPT);
         if !edited.echo.is_empty() {
-            if let Err(e) = self.handle.write_all(&edited.echo) {
-                log::debug!("monitor echo lost: {e}");
-            }
+            self.say_bytes(&edited.echo);
         }
         for line in edited.lines {
-            let reply = match self.run(&line) {
+            let reply = match self.run_line(&line) {
                 Ok(text) => text,
                 Err(e) => format!("Error: {e}\r\n"),
             };

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use chardev::{EventLoop, Registry};
 use demos::cli::{self, Command, Config, MonitorMode};
-use demos::hmp::{Hmp, Services, PROGRAM};
+use demos::hmp::{Hmp, PROGRAM};
 use demos::machine::{self, Guest, Machine, RunState};
+use demos::qmp::Qmp;
+use demos::services::Services;
 
 fn main() -> ExitCode {
     env_logger::init();
@@ -71,10 +73,14 @@ fn run(config: &Config) -> Result<(), String> {
     for spec in &config.chardevs {
         registry.add(spec).map_err(|e| format!("-chardev {}: {e}", spec.id))?;
     }
+    let (uart, irq, uart_frontend) = machine::uart();
     let services = Services {
         registry: registry.clone(),
         machine: machine.clone(),
         event_loop: handle.clone(),
+        events: Default::default(),
+        uart: uart.clone(),
+        irq: irq.clone(),
     };
     let quit = services.clone();
     event_loop.set_exit_handler(move || quit.quit());
@@ -87,15 +93,11 @@ fn run(config: &Config) -> Result<(), String> {
             .map_err(|e| format!("-mon chardev={}: {e}", monitor.chardev))?;
         match monitor.mode {
             MonitorMode::Readline => fe.set_frontend(Hmp::new(fe.clone(), services.clone())),
-            MonitorMode::Control { .. } => {
-                return Err(format!(
-                    "-qmp on '{}': QMP is not available in this build yet",
-                    monitor.chardev
-                ))
+            MonitorMode::Control { pretty } => {
+                fe.set_frontend(Qmp::new(fe.clone(), services.clone(), pretty))
             }
         }
     }
-    let (uart, irq, uart_frontend) = machine::uart();
     let serial = match &config.serial {
         Some(id) => {
             let fe = registry.connect(id).map_err(|e| format!("-serial chardev:{id}: {e}"))?;
