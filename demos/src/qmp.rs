@@ -262,6 +262,8 @@ pub struct Qmp {
     negotiated: bool,
     fds: Arc<Mutex<NamedFds>>,
     subscription: Option<u64>,
+    /// `quit` was answered: end the program once the reply is out.
+    quitting: bool,
 }
 
 impl Qmp {
@@ -275,6 +277,7 @@ impl Qmp {
             negotiated: false,
             fds: Arc::default(),
             subscription: None,
+            quitting: false,
         }
     }
 
@@ -373,10 +376,10 @@ impl Qmp {
                 Ok(json!({}))
             }
             "cont" => s.cont().map(|()| json!({})).map_err(QmpError::generic),
-            "quit" => {
+                        "quit" => {
                 s.events.emit("SHUTDOWN", Some(json!({"guest": false, "reason": "host-qmp-quit"})));
-                self.send(&json!({"return": {}}));
-                s.quit();
+                // The reply goes out first; then the program ends (see `receive`).
+                self.quitting = true;
                 Ok(json!({}))
             }
             "query-chardev" => Ok(Value::Array(
@@ -772,9 +775,13 @@ impl Frontend for Qmp {
                 Err(desc) => json!({"error": {"class": "GenericError", "desc": desc}}),
             };
             if self.services.machine.quitting.load(Ordering::Acquire) {
-                return; // `quit` has answered already
+                return; // the program is ending (Ctrl-A x, or another monitor's quit)
             }
             self.send(&reply);
+            if self.quitting {
+                self.services.quit();
+                return;
+            }
         }
     }
 

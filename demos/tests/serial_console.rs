@@ -149,8 +149,13 @@ fn a_64_mib_flood_through_a_slow_unix_socket_reader_loses_nothing() {
     let path = dir.path().join("serial.sock");
     let _m =
         start(&["-nodefaults", "-serial", &format!("unix:{},server=on,wait=off", path.display())]);
-    wait_until("the serial socket", || path.exists());
-    let mut s = UnixStream::connect(&path).unwrap();
+    // The file appears at bind(), a moment before listen(): retry until the connect works.
+    let mut conn = None;
+    wait_until("the serial socket to listen", || {
+        conn = UnixStream::connect(&path).ok();
+        conn.is_some()
+    });
+    let mut s = conn.unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     s.write_all(format!("flood {TOTAL}\r").as_bytes()).unwrap();
     read_until(&mut s, &format!("flood {TOTAL}\r\n"));
