@@ -243,3 +243,85 @@ fn help_and_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("serial-console version "));
 }
+
+#[test]
+fn hmp_getfd_and_closefd_over_a_unix_socket_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hmp.sock");
+    let _m =
+        start(&["-nodefaults", "-monitor", &format!("unix:{},server=on,wait=off", path.display())]);
+    wait_until("the monitor socket", || path.exists());
+    // bind() makes the file a moment before listen(): let the peer retry its connect.
+    let out = python()
+        .arg("-c")
+        .arg(format!(
+            "import time, runpy, sys, socket\n\
+             for _ in range(100):\n\
+             \x20   try:\n\
+             \x20       socket.socket(socket.AF_UNIX).connect({path:?}); break\n\
+             \x20   except OSError: time.sleep(0.02)\n\
+             sys.argv = ['x', {path:?}]\n\
+             runpy.run_path({script:?}, run_name='__main__')",
+            path = path.display().to_string(),
+            script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hmp_getfd.py"),
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn start_stopped_with_a_loaded_image_and_check_it_from_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let image: Vec<u8> =
+        (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file = dir.path().join("image.bin");
+    std::fs::write(&file, &image).unwrap();
+    let serial = dir.path().join("serial.sock");
+    let monitor = dir.path().join("mon.sock");
+    let _m = start(&[
+        "-nodefaults",
+        "-S",
+        "-m",
+        "16",
+        "-device",
+        &format!("loader,file={},addr=0x1000,force-raw=on", file.display()),
+        "-serial",
+        &format!("unix:{},server=on,wait=off", serial.display()),
+        "-monitor",
+        &format!("unix:{},server=on,wait=off", monitor.display()),
+    ]);
+    let connect = |p: &std::path::Path| {
+        let mut conn = None;
+        wait_until("a socket to listen", || {
+            conn = UnixStream::connect(p).ok();
+            conn.is_some()
+        });
+        let s = conn.unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s
+    };
+    let mut mon = connect(&monitor);
+    read_until(&mut mon, "(qemu) ");
+    mon.write_all(b"info status\r").unwrap();
+    assert!(read_until(&mut mon, "(qemu) ").contains("VM status: paused (prelaunch)"));
+    let mut guest = connect(&serial);
+    // A stopped guest does not answer.
+    guest.write_all(b"sum 0x1000 100000\r").unwrap();
+    guest.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(guest.read(&mut byte).is_err(), "the guest ran before cont");
+    guest.set_read_timeout(Some(DEADLINE)).unwrap();
+    mon.write_all(b"cont\r").unwrap();
+    read_until(&mut mon, "(qemu) ");
+    let expected = format!("{:016x}", demos::machine::fnv1a(&image));
+    let seen = read_until(&mut guest, &expected);
+    assert!(seen.ends_with(&expected));
+    mon.write_all(b"info status\r").unwrap();
+    assert!(read_until(&mut mon, "(qemu) ").contains("VM status: running"));
+}
