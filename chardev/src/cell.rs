@@ -173,6 +173,10 @@ impl Cell {
         }
     }
 
+    pub(crate) fn notify_writable(self: &Arc<Self>, slot: usize) {
+        LoopHandle::post_cell(self, move |core, key| core.watch_writable(key, slot));
+    }
+
     pub(crate) fn disconnect(self: &Arc<Self>) {
         LoopHandle::post_cell(self, |core, key| core.disconnect(key));
     }

@@ -22,7 +22,7 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::cell::{Cell, NO_KEY};
-use crate::chardev::{Input, Io, RaisedEvent, TimerEntry, SOURCES_PER_CHARDEV};
+use crate::chardev::{Input, Io, RaisedEvent, TimerEntry, SOURCES_PER_CHARDEV, WRITE_WATCH};
 use crate::error::{Error, Result};
 use crate::frontend::{Event, Frontend};
 use crate::mux::{self, MuxAction, ESCAPE};
@@ -151,6 +151,9 @@ struct Entry {
     gens: [u32; crate::cell::MAX_MUX],
     /// Present on a mux.
     mux: Option<Box<MuxInput>>,
+    /// A frontend waits for the backend to take output: a duplicate of the backend's output
+    /// fd, registered for writability, and the slot to tell.
+    write_watch: Option<(OwnedFd, usize)>,
 }
 
 /// Input-side state of a mux.
@@ -358,7 +361,11 @@ impl EventLoop {
             }
             let key = event.token().0 / SOURCES_PER_CHARDEV;
             let source = event.token().0 % SOURCES_PER_CHARDEV;
-            self.core.ready(key, source, event);
+            if source == WRITE_WATCH {
+                self.core.writable_ready(key);
+            } else {
+                self.core.ready(key, source, event);
+            }
         }
         // Requests may queue more requests (a callback that writes, or accepts input); a few
         // rounds settle the common chains, the rest waits for the next (zero-timeout) poll.
@@ -468,6 +475,7 @@ impl Core {
             stalled: false,
             gens: [0; crate::cell::MAX_MUX],
             mux,
+            write_watch: None,
         });
         self.register(key);
     }
@@ -482,7 +490,8 @@ impl Core {
 
     /// Takes a cell off the loop (its backend was already dropped by the registry).
     pub(crate) fn unplace(&mut self, key: usize) {
-        if let Some(entry) = self.entries.try_remove(key) {
+        if let Some(mut entry) = self.entries.try_remove(key) {
+            Self::drop_write_watch(&self.registry, &mut entry);
             entry.cell.key.store(NO_KEY, Ordering::Release);
             entry.cell.backend().deregister(&self.registry);
         }
@@ -493,6 +502,10 @@ impl Core {
     pub(crate) fn swapped(&mut self, key: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
         Self::deliver_event(entry, Event::Closed);
+        // The old backend's fd is gone; a frontend waiting to write may try the new one.
+        if let Some(slot) = Self::drop_write_watch(&self.registry, entry) {
+            Self::tell_writable(entry, slot);
+        }
         entry.generation = entry.generation.wrapping_add(1);
         entry.input_ready = false;
         if let Some(m) = &mut entry.mux {
@@ -594,6 +607,57 @@ impl Core {
             if let Some(entry) = self.entries.get_mut(key) {
                 Self::open_focused(entry);
             }
+        }
+    }
+
+    /// Arms a one-shot writability watch for `slot`'s frontend (see `notify_writable`).
+    pub(crate) fn watch_writable(&mut self, key: usize, slot: usize) {
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        if entry.write_watch.is_some() {
+            return; // armed already; one call will come
+        }
+        // A duplicate, so the watch is ours to remove whatever the backend does with its fd.
+        let dup = entry.cell.backend().write_fd().map(|fd| fd.try_clone_to_owned());
+        let fd = match dup {
+            Some(Ok(fd)) => fd,
+            Some(Err(e)) => {
+                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
+                return Self::tell_writable(entry, slot);
+            }
+            // No fd: writes never block (a ringbuf, a file): writable now.
+            None => return Self::tell_writable(entry, slot),
+        };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let token = Token(key * SOURCES_PER_CHARDEV + WRITE_WATCH);
+        match self.registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::WRITABLE)
+        {
+            Ok(()) => entry.write_watch = Some((fd, slot)),
+            Err(e) => {
+                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
+                Self::tell_writable(entry, slot);
+            }
+        }
+    }
+
+    fn writable_ready(&mut self, key: usize) {
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        if let Some(slot) = Self::drop_write_watch(&self.registry, entry) {
+            Self::tell_writable(entry, slot);
+        }
+    }
+
+    /// Removes a writability watch. Closing the duplicate alone would not: epoll keeps a
+    /// registration while any fd refers to the file.
+    fn drop_write_watch(registry: &mio::Registry, entry: &mut Entry) -> Option<usize> {
+        let (fd, slot) = entry.write_watch.take()?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&raw));
+        Some(slot)
+    }
+
+    fn tell_writable(entry: &mut Entry, slot: usize) {
+        if let Some(fe) = entry.frontend(slot) {
+            fe.writable();
         }
     }
 

@@ -45,6 +45,10 @@ pub trait Frontend: Send {
 
     /// An [`Event`].
     fn event(&mut self, event: Event);
+
+    /// The backend can take output again, after [`FrontendHandle::notify_writable`]. A
+    /// frontend that relays data uses it to resume after a partial write without blocking.
+    fn writable(&mut self) {}
 }
 
 /// A device's link to its chardev (QEMU's `CharBackend`): write output, control the line.
@@ -161,6 +165,14 @@ impl FrontendHandle {
     /// `Unsupported`, writing nothing.
     pub fn write_with_fds(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         self.cell().ok_or_else(|| self.detached())?.write(buf, fds)
+    }
+
+    /// Asks for one [`Frontend::writable`] call once the backend can take output again (at
+    /// once if it can now): the non-blocking way to wait after a partial write.
+    pub fn notify_writable(&self) {
+        if let Some(cell) = self.cell() {
+            cell.notify_writable(self.claim.slot);
+        }
     }
 
     /// Tells the loop that the frontend can take input again after `can_receive()` was 0.
