@@ -8,7 +8,7 @@
 //! spun at 100% CPU (its #3170, #4521). Here:
 //!
 //! - **Terminals are events.** We hold a slave fd of our own, so the master never hangs up,
-//!   and learn of opens and closes of the slave from inotify ([`watch`](crate::watch)): the
+//!   and learn of opens and closes of the slave from inotify (`src/watch.rs` tells how): the
 //!   loop sleeps until a terminal comes or goes and hears of it at once. Without an inotify
 //!   instance to spare the pty checks the master for a hang-up every 20 ms instead
 //!   ([`Watch::Poll`]).
@@ -97,7 +97,8 @@ pub struct Pty {
     /// Non-blocking, in packet mode.
     master: File,
     slave: PathBuf,
-    link: Option<Symlink>,
+    /// Held for its drop, which removes the `path=` symlink.
+    _link: Option<Symlink>,
     watching: Watching,
     terminal: Terminal,
     /// The id of the settle timer that ends the current settling (a flush supersedes one).
@@ -170,7 +171,7 @@ impl Pty {
             label: label.to_string(),
             master: File::from(OwnedFd::from(pty.master)),
             slave: pty.slave,
-            link,
+            _link: link,
             watching,
             terminal: Terminal::Absent,
             settle_timer: POLL_TIMER,

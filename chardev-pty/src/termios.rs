@@ -23,14 +23,14 @@ use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, PtyMaster};
 use nix::sys::termios::{
-    cfmakeraw, cfsetspeed, tcgetattr, tcsendbreak, tcsetattr, BaudRate, ControlFlags,
-    InputFlags, LocalFlags, OutputFlags, SetArg, Termios,
+    cfmakeraw, cfsetspeed, tcgetattr, tcsendbreak, tcsetattr, BaudRate, ControlFlags, InputFlags,
+    LocalFlags, OutputFlags, SetArg, Termios,
 };
 
 /// Packet mode: the first byte of a master read when data follows.
 pub(crate) const TIOCPKT_DATA: u8 = 0;
 /// Packet mode: the slave's input queue was flushed (`tcflush(TCIFLUSH)`, `TCSAFLUSH`).
-pub(crate) const TIOCPKT_FLUSHREAD: u8 = libc::TIOCPKT_FLUSHREAD as u8;
+pub(crate) const TIOCPKT_FLUSHREAD: u8 = 0x01;
 
 nix::ioctl_write_ptr_bad!(ioctl_tiocpkt, libc::TIOCPKT, libc::c_int);
 nix::ioctl_read_bad!(ioctl_tiocmget, libc::TIOCMGET, libc::c_int);
@@ -48,8 +48,7 @@ pub(crate) struct LockedPty {
 /// close-on-exec, the slave granted but not yet unlocked.
 pub(crate) fn open_pty() -> Result<LockedPty> {
     let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let master =
-        posix_openpt(flags).map_err(|e| Error::io_path("open", "/dev/ptmx", e.into()))?;
+    let master = posix_openpt(flags).map_err(|e| Error::io_path("open", "/dev/ptmx", e.into()))?;
     // glibc passes the flags through; make sure of the two the loop relies on all the same.
     chardev::fd::set_nonblocking(&master, true)?;
     chardev::fd::set_cloexec(&master, true)?;
@@ -255,7 +254,7 @@ pub(crate) fn modem_lines(fd: impl AsFd, path: &Path) -> Result<ModemLines> {
     // SAFETY: TIOCMGET writes one c_int through the pointer, which points at `bits`, alive
     // and writable for the call; the fd is borrowed, so open.
     unsafe { ioctl_tiocmget(fd.as_fd().as_raw_fd(), &mut bits) }
-        .map_err(|e| Error::io_path("read the modem lines of", path, e.into()))?;
+        .map_err(|e| modem_error("read the modem lines of", path, e))?;
     Ok(ModemLines::from_bits_truncate(bits as u32))
 }
 
@@ -267,7 +266,19 @@ pub(crate) fn set_modem_lines(fd: impl AsFd, path: &Path, lines: ModemLines) -> 
     // the call; the fd is borrowed, so open.
     unsafe { ioctl_tiocmset(fd.as_fd().as_raw_fd(), &bits) }
         .map(drop)
-        .map_err(|e| Error::io_path("set the modem lines of", path, e.into()))
+        .map_err(|e| modem_error("set the modem lines of", path, e))
+}
+
+/// ENOTTY from a modem-line ioctl means the tty has no such lines (a pty, a console).
+fn modem_error(op: &'static str, path: &Path, e: Errno) -> Error {
+    match e {
+        Errno::ENOTTY => Error::io_path(
+            op,
+            path,
+            io::Error::new(io::ErrorKind::Unsupported, "the device has no modem lines"),
+        ),
+        e => Error::io_path(op, path, e.into()),
+    }
 }
 
 #[cfg(test)]

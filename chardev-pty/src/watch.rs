@@ -103,7 +103,9 @@ impl SlaveWatch {
                 }
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     // 16384 opens and closes between two loop iterations; the count may be off.
-                    log::warn!("inotify queue of a pty slave overflowed; terminals may be miscounted");
+                    log::warn!(
+                        "inotify queue of a pty slave overflowed; terminals may be miscounted"
+                    );
                 }
                 match (before, self.terminals()) {
                     (0, 1..) => out.push(Change::Attached),
