@@ -21,8 +21,10 @@ const READ_SIZE: usize = 1 << 20;
 pub enum RelayEvent {
     /// Side 0 or 1 opened.
     Opened(usize),
-    /// Side 0 or 1 closed (after all its data was passed on).
+    /// Side 0 or 1 closed (after all its data was read).
     Closed(usize),
+    /// Everything read from side 0 or 1 has been written to the other side.
+    Drained(usize),
 }
 
 /// Bytes moved in each direction: `[0]` is side 0 to side 1.
@@ -116,6 +118,7 @@ impl Shared {
         let done = b.data.is_empty();
         drop(backlog);
         if done {
+            let _ = self.events.send(RelayEvent::Drained(from));
             self.handles[from].accept_input();
         } else if written > 0 || self.handles[to].is_open() {
             self.handles[to].notify_writable();
@@ -160,8 +163,23 @@ impl Frontend for Side {
     }
 }
 
+/// A running relay: what [`join`] returns.
+pub struct Relay(Arc<Shared>, Arc<Counters>);
+
+impl Relay {
+    /// Bytes moved so far.
+    pub fn counters(&self) -> &Counters {
+        &self.1
+    }
+
+    /// Bytes read from `side` and not yet written to the other side.
+    pub fn pending(&self, side: usize) -> usize {
+        self.0.backlog()[side].data.len()
+    }
+}
+
 /// Joins the chardevs behind `a` and `b`; returns the byte counters. Events go to `events`.
-pub fn join(a: FrontendHandle, b: FrontendHandle, events: Sender<RelayEvent>) -> Arc<Counters> {
+pub fn join(a: FrontendHandle, b: FrontendHandle, events: Sender<RelayEvent>) -> Relay {
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         handles: [a.clone(), b.clone()],
@@ -170,6 +188,6 @@ pub fn join(a: FrontendHandle, b: FrontendHandle, events: Sender<RelayEvent>) ->
         events,
     });
     a.set_frontend(Side { side: 0, shared: Arc::clone(&shared) });
-    b.set_frontend(Side { side: 1, shared });
-    counters
+    b.set_frontend(Side { side: 1, shared: Arc::clone(&shared) });
+    Relay(shared, counters)
 }

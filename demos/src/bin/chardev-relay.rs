@@ -83,15 +83,22 @@ fn run(a: &str, b: &str, keep_open: bool, verbose: bool) -> Result<(), String> {
         registry.connect("a").map_err(|e| e.to_string())?,
         registry.connect("b").map_err(|e| e.to_string())?,
     ];
-    let counters = relay::join(handles[0].clone(), handles[1].clone(), tx);
+    let relay = relay::join(handles[0].clone(), handles[1].clone(), tx);
+    let counters = relay.counters();
+    // A side closed: what it sent must still reach the other side before the relay ends.
+    let mut closing: Option<usize> = None;
 
     let mut last = (Instant::now(), [0u64; 2]);
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(RelayEvent::Closed(side)) if !keep_open => {
-                log::info!("side {side} closed; done");
-                break;
+                log::info!("side {side} closed");
+                if relay.pending(side) == 0 {
+                    break;
+                }
+                closing = Some(side);
             }
+            Ok(RelayEvent::Drained(side)) if closing == Some(side) => break,
             Ok(event) => log::info!("{event:?}"),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
