@@ -18,7 +18,7 @@
 //!   it. A terminal program flushes the pty's input as it sets the line up (pyserial's open,
 //!   picocom's `TCSAFLUSH`), which would throw a backlog written at the open away; the master
 //!   runs in packet mode, which reports that flush, and the backlog follows 20 ms after the
-//!   last one, at the terminal's first keystroke, or 100 ms after the open, whichever comes
+//!   last one, at the terminal's first keystroke, or 200 ms after the open, whichever comes
 //!   first (at once if waiting would overflow it). After that the pty's own buffer and
 //!   `write_all`'s wait for POLLOUT carry the flow, with nothing dropped.
 //! - **Events.** `Opened` when the first terminal opens the slave, `Closed` when the last
@@ -59,7 +59,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const SETTLE_AFTER_FLUSH: Duration = Duration::from_millis(20);
 
 /// ... or this long after it opened the slave if it neither flushes nor types.
-const SETTLE_MAX: Duration = Duration::from_millis(100);
+const SETTLE_MAX: Duration = Duration::from_millis(200);
 
 /// How a pty notices terminals opening and closing its slave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +132,11 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
     // Libraries do not print, but this line is part of QEMU's interface: scripts and test
     // harnesses find the slave in it (QEMU 8+ prints it on stdout). Programs have the path
     // from `Added::pty` and `query-chardev`; embedders that open a `Pty` themselves print
-    // nothing.
-    println!("char device redirected to {} (label {})", pty.slave.display(), cx.id);
+    // nothing. Not println!, which panics when stdout is a closed pipe.
+    let banner = format!("char device redirected to {} (label {})", pty.slave.display(), cx.id);
+    if let Err(e) = writeln!(io::stdout().lock(), "{banner}") {
+        log::warn!("{banner} (cannot print it: {e})");
+    }
     Ok(Box::new(pty))
 }
 

@@ -55,4 +55,4 @@ pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
 pub use crate::options::{BackendSpec, ChardevSpec};
 pub use crate::registry::{Added, ChardevInfo, Registry};
-pub use crate::serial::{Parity, SerialParams};
+pub use crate::serial::{ModemLines, Parity, SerialParams};

@@ -50,6 +50,7 @@ fn run(config: &Config) -> Result<(), String> {
     let handle = event_loop.handle();
     let registry = Registry::new(&handle);
     chardev_socket::register(&registry);
+    chardev_pty::register(&registry);
 
     // Files for -device loader are read before anything opens.
     let mut images = Vec::new();
