@@ -78,6 +78,8 @@ pub struct Machine {
     state: Mutex<RunState>,
     state_changed: Condvar,
     started: Instant,
+    /// Uptime carried over from the machine this one was migrated from, in ms.
+    uptime_before: std::sync::atomic::AtomicU64,
     /// Set once the machine is shutting down: the guest thread leaves.
     pub quitting: AtomicBool,
 }
@@ -91,6 +93,7 @@ impl Machine {
             state: Mutex::new(state),
             state_changed: Condvar::new(),
             started: Instant::now(),
+            uptime_before: std::sync::atomic::AtomicU64::new(0),
             quitting: AtomicBool::new(false),
         })
     }
@@ -122,9 +125,14 @@ impl Machine {
         self.state_changed.notify_all();
     }
 
-    /// Seconds since the machine was made.
+    /// Time since power-on, counting the time on the machine this one migrated from.
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.started.elapsed() + Duration::from_millis(self.uptime_before.load(Ordering::Relaxed))
+    }
+
+    /// Adds the source machine's uptime after an incoming migration.
+    pub fn add_uptime(&self, before: Duration) {
+        self.uptime_before.fetch_add(before.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Copies `data` into RAM at `addr`; fails if it does not fit.

@@ -12,7 +12,7 @@ use demos::cli::{self, Command, Config, MonitorMode};
 use demos::hmp::{Hmp, PROGRAM};
 use demos::machine::{self, Guest, Machine, RunState};
 use demos::qmp::Qmp;
-use demos::services::Services;
+use demos::services::{MigrationEndpoint, Services};
 
 fn main() -> ExitCode {
     env_logger::init();
@@ -82,6 +82,15 @@ fn run(config: &Config) -> Result<(), String> {
         events: Default::default(),
         uart: uart.clone(),
         irq: irq.clone(),
+        machine_type: config.machine.as_str().into(),
+        migration: Default::default(),
+        failed: Default::default(),
+    };
+    // -incoming: read before anything runs (`defer` waits for migrate-incoming).
+    let incoming = match &config.incoming {
+        Some(uri) => MigrationEndpoint::from_command_line(uri)
+            .map_err(|e| format!("-incoming {uri}: {e}"))?,
+        None => None,
     };
     let quit = services.clone();
     event_loop.set_exit_handler(move || quit.quit());
@@ -111,6 +120,10 @@ fn run(config: &Config) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot start the guest: {e}"))?;
 
+    if let Some(source) = incoming {
+        services.migrate_incoming(source)?;
+    }
+
     event_loop.run().map_err(|e| e.to_string())?;
     machine.quit();
     drop(event_loop);
@@ -119,5 +132,8 @@ fn run(config: &Config) -> Result<(), String> {
         let _ = registry.remove_forced(&id);
     }
     let _ = guest.join();
+    if services.failed.load(std::sync::atomic::Ordering::Acquire) {
+        return Err("stopped after an error".into());
+    }
     Ok(())
 }
