@@ -325,3 +325,82 @@ fn start_stopped_with_a_loaded_image_and_check_it_from_the_guest() {
     mon.write_all(b"info status\r").unwrap();
     assert!(read_until(&mut mon, "(qemu) ").contains("VM status: running"));
 }
+
+#[test]
+fn serial_on_a_pty_keeps_what_the_guest_said_before_a_terminal_attached() {
+    let mut child = Command::new(BIN)
+        .args(["-nodefaults", "-serial", "pty"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let _m = Machine(child);
+    // QEMU's banner names the slave: "char device redirected to /dev/pts/N (label serial0)".
+    let banner = read_until(&mut out, "(label serial0)\n");
+    let path = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("/dev/pts/"))
+        .expect("a pty path")
+        .to_string();
+    // The guest printed its greeting before anyone opened the pty; pyserial still sees it.
+    let script = format!(
+        "import serial\n\
+         s = serial.Serial({path:?}, timeout=10)\n\
+         seen = s.read_until(b'guest$ ')\n\
+         assert b\"chardev demo guest: type 'help'\" in seen, seen\n\
+         s.write(b'echo over the pty\\r')\n\
+         seen = s.read_until(b'guest$ ')\n\
+         assert b'over the pty\\r\\n' in seen, seen\n\
+         print('ok')\n"
+    );
+    let res = python().arg("-c").arg(script).output().unwrap();
+    assert!(
+        res.status.success() && String::from_utf8_lossy(&res.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn hmp_manages_chardevs_and_ringbufs_and_survives_bad_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mon.sock");
+    let _m =
+        start(&["-nodefaults", "-monitor", &format!("unix:{},server=on,wait=off", path.display())]);
+    let mut conn = None;
+    wait_until("the monitor to listen", || {
+        conn = UnixStream::connect(&path).ok();
+        conn.is_some()
+    });
+    let mut mon = conn.unwrap();
+    mon.set_read_timeout(Some(DEADLINE)).unwrap();
+    read_until(&mut mon, "(qemu) ");
+    let mut run = |line: &str| {
+        mon.write_all(format!("{line}\r").as_bytes()).unwrap();
+        let out = read_until(&mut mon, "(qemu) ");
+        // Drop the echoed command line and the prompt.
+        out.split_once("\r\n")
+            .map(|(_, rest)| rest.trim_end_matches("(qemu) ").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(run("chardev-add ringbuf,id=rb0,size=8"), "");
+    assert_eq!(run("ringbuf_write rb0 abcdefghij"), "");
+    assert_eq!(run("ringbuf_read rb0 100"), "cdefghij\r\n");
+    assert!(run("info chardev").contains("rb0: filename=ringbuf\r\n"));
+    assert_eq!(run("chardev-change rb0 null"), "");
+    assert!(run("info chardev").contains("rb0: filename=null\r\n"));
+    assert_eq!(run("chardev-remove rb0"), "");
+    assert_eq!(run("chardev-remove rb0"), "Error: Chardev 'rb0' not found\r\n");
+    assert_eq!(run("chardev-add bogus,id=x"), "Error: 'bogus' is not a valid char driver name\r\n");
+    assert_eq!(run("frobnicate"), "Error: unknown command: 'frobnicate'\r\n");
+    assert_eq!(
+        run("chardev-remove compat_monitor0"),
+        "Error: Chardev 'compat_monitor0' is busy\r\n"
+    );
+    assert_eq!(run("stop"), "");
+    assert_eq!(run("info status"), "VM status: paused\r\n");
+    assert_eq!(run("c"), "");
+    assert_eq!(run("info status"), "VM status: running\r\n");
+}
