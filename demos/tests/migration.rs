@@ -346,3 +346,58 @@ fn a_corrupt_stream_is_a_clear_error_and_exit_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("load of migration failed") && err.contains("ends at byte"), "{err}");
 }
+
+#[test]
+fn migrate_incoming_after_defer_over_a_unix_socket() {
+    let mut src = source();
+    let before = guest_sum(&src.serial);
+    let dir = tempfile::tempdir().unwrap();
+    let (qmp_b, serial_b, mig) =
+        (dir.path().join("bq.sock"), dir.path().join("bs.sock"), dir.path().join("mig.sock"));
+    let _b = Machine(
+        Command::new(BIN)
+            .args(["-nodefaults", "-m", "64", "-incoming", "defer", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp_b.display()))
+            .arg("-serial")
+            .arg(format!("unix:{},server=on,wait=off", serial_b.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut qb = Qmp::open(&qmp_b);
+    assert_eq!(qb.call(json!({"execute": "query-status"}))["status"], "inmigrate");
+    let cont = qb.call_with_fds(json!({"execute": "cont"}), &[]);
+    assert_eq!(cont, Err("Migration is not finished yet".into()));
+    let uri = format!("unix:{}", mig.display());
+    qb.call(json!({"execute": "migrate-incoming", "arguments": {"uri": uri}}));
+    wait_until("B to listen", || mig.exists());
+    assert_eq!(src.qmp.call(json!({"execute": "migrate", "arguments": {"uri": uri}})), json!({}));
+    src.qmp.wait_migrated();
+    wait_until("B to run", || qb.call(json!({"execute": "query-status"}))["status"] == "running");
+    assert_eq!(guest_sum(&serial_b), before);
+    // One migration per process.
+    let again =
+        src.qmp.call_with_fds(json!({"execute": "migrate", "arguments": {"uri": uri}}), &[]);
+    assert!(again.unwrap_err().contains("migrated already"));
+}
+
+#[test]
+fn migrate_cancel_unblocks_a_stalled_reader_and_the_guest_runs_again() {
+    let mut src = source();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("sink.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sink).unwrap();
+    let uri = format!("unix:{}", sink.display());
+    assert_eq!(src.qmp.call(json!({"execute": "migrate", "arguments": {"uri": uri}})), json!({}));
+    let (_stalled, _) = listener.accept().unwrap(); // never read
+    let r = src.qmp.call(json!({"execute": "query-migrate"}));
+    assert_eq!(r["status"], "active", "{r}");
+    assert_eq!(src.qmp.call(json!({"execute": "query-status"}))["status"], "paused");
+    assert_eq!(src.qmp.call(json!({"execute": "migrate_cancel"})), json!({}));
+    wait_until("the migration to end", || {
+        src.qmp.call(json!({"execute": "query-migrate"}))["status"] == "cancelled"
+    });
+    wait_until("the guest to run", || {
+        src.qmp.call(json!({"execute": "query-status"}))["status"] == "running"
+    });
+}
