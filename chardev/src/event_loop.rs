@@ -55,6 +55,9 @@ struct Shared {
     waker: Waker,
     registry: mio::Registry,
     stop: AtomicBool,
+    /// The loop is gone: requests are dropped instead of queued, so that a request holding
+    /// a cell cannot keep that cell (and, through its handle, this queue) alive for ever.
+    closed: AtomicBool,
 }
 
 /// A cheap, cloneable, `Send + Sync` way to reach an [`EventLoop`] from any thread.
@@ -77,6 +80,9 @@ impl LoopHandle {
     pub(crate) fn post(&self, request: Request) {
         let wake = {
             let mut q = lock(&self.shared.queue);
+            if self.shared.closed.load(Ordering::Acquire) {
+                return;
+            }
             q.requests.push(request);
             let on_loop = q.loop_thread == Some(thread::current().id());
             let wake = !on_loop && !q.woken;
@@ -266,6 +272,7 @@ impl EventLoop {
             waker,
             registry,
             stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         });
         Ok(EventLoop {
             poll,
@@ -404,6 +411,14 @@ impl EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
+        // Requests nobody will run hold cells, whose handles hold this queue: drop them (outside
+        // the lock: a cell's drop may post) and refuse new ones.
+        let pending = {
+            let mut q = lock(&self.shared.queue);
+            self.shared.closed.store(true, Ordering::Release);
+            std::mem::take(&mut q.requests)
+        };
+        drop(pending);
         // Backends stay in their cells (handles may still write); the loop only lets go of
         // its registrations and frontends.
         for (_, entry) in self.core.entries.iter_mut() {

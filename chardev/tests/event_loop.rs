@@ -250,3 +250,46 @@ fn fds_reach_the_frontend_blocking_and_cloexec_whatever_the_backend_did() {
         other => panic!("{other:?}"),
     }
 }
+
+// Found by fuzz/mux_escape: an EventLoop dropped with requests still queued leaked the
+// chardevs they named (request -> cell -> loop handle -> queue -> request).
+/// A backend that says when it is dropped.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl chardev::Chardev for DropFlag {
+    fn register(&mut self, _io: &mut chardev::Io<'_>) -> chardev::Result<()> {
+        Ok(())
+    }
+    fn deregister(&mut self, _registry: &mio::Registry) {}
+    fn write(
+        &mut self,
+        buf: &[u8],
+        _fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn kind(&self) -> &'static str {
+        "drop-flag"
+    }
+}
+
+/// fuzz/regressions/mux_escape/leak-*: an `EventLoop` stepped with `poll_once` and dropped
+/// while requests are still queued never frees the chardevs those requests name (a queued
+/// request holds the `Cell`, the cell holds a `LoopHandle`, the handle holds the queue), so
+/// the backend and its fds leak.
+#[test]
+fn dropping_a_loop_with_queued_requests_frees_their_chardevs() {
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lp = chardev::EventLoop::new().unwrap();
+    let registry = chardev::Registry::new(&lp.handle());
+    registry.add_chardev("c0", Box::new(DropFlag(dropped.clone()))).unwrap();
+    drop(registry);
+    drop(lp); // the `place` request for c0 was never run
+    assert!(dropped.load(std::sync::atomic::Ordering::Acquire), "the backend was leaked");
+}

@@ -1,0 +1,32 @@
+//! QMP's input side without a machine: `JsonStream::push` splits bytes into JSON values the
+//! same way whatever the read boundaries, and `backend_spec` (chardev-add's `backend`)
+//! never panics on any value the stream yields.
+#![no_main]
+
+use demos::qmp::{backend_spec, JsonStream};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, data)) = data.split_first() else { return };
+    let whole = JsonStream::default().push(data);
+    let mut stream = JsonStream::default();
+    let at = usize::from(split) % (data.len() + 1);
+    let mut parts = stream.push(&data[..at]);
+    parts.extend(stream.push(&data[at..]));
+    assert_eq!(whole, parts, "split at {at} changes the values");
+    for value in whole.into_iter().flatten() {
+        let _ = backend_spec("fuzz0", &value);
+        if let Some(backend) = value.pointer("/arguments/backend") {
+            let _ = backend_spec("fuzz0", backend);
+        }
+        let _ = backend_spec(
+            "fuzz0",
+            &Value::Object(
+                [("type".to_string(), Value::String("socket".into())), ("data".to_string(), value)]
+                    .into_iter()
+                    .collect(),
+            ),
+        );
+    }
+});
