@@ -1,1 +1,87 @@
-//! Benchmarks for the chardev crates.
+//! Benchmarks for the chardev crates, each a ratio against a baseline measured in the same
+//! run: the chardev path and the plain-syscall (or socat) path move the same verified bytes on
+//! the same machine, minutes apart, so the ratio says what the chardev machinery costs.
+//!
+//! The scenarios (issue 8) and what each compares:
+//!
+//! | | scenario | baseline |
+//! |---|---|---|
+//! | P1 | a peer writes into a unix socket chardev, a frontend consumes | a blocking read loop on a socketpair |
+//! | P2 | `chardev-relay` unix <-> unix | `socat -b 65536`, same route |
+//! | P3 | `chardev-relay` pty <-> unix | `socat -b 65536`, same route |
+//! | P4 | 64-byte echo round trips through a chardev | a blocking echo thread |
+//! | P5 | P4 on one chardev among thousands of idle ones | P4 on a loop of its own |
+//! | P6 | fds received through a unix socket chardev | a blocking `recvmsg` loop |
+//!
+//! `cargo run --release -p benches --bin compare` runs them all; `--smoke` runs them tiny,
+//! checking only that every transfer was complete and correct. A scenario is one function
+//! per side, returning what it measured:
+//!
+//! ```no_run
+//! use benches::{ingest, pattern::Verify};
+//! let dir = tempfile::tempdir().unwrap();
+//! let ours = ingest::chardev(dir.path(), 64 << 20, Verify::Edges)?;
+//! let base = ingest::raw(64 << 20, Verify::Edges)?;
+//! println!("P1: {:.2}", ours.rate() / base.rate());
+//! # Ok::<(), String>(())
+//! ```
+
+pub mod echo; // P4, P5: echo round trips through a chardev or a plain thread; idle crowds
+pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop
+pub mod fixture; // a loop, a registry, socket chardevs and the frontends the scenarios use
+pub mod ingest; // P1: a peer's bytes into a frontend, or into a plain read loop
+pub mod migrate; // P7: the demo's migration stream into a socketpair, or plain writes
+pub mod pattern; // the verifiable byte stream every transfer moves
+pub mod peer; // the other end: connecting, deadlines, child processes that die with us
+pub mod proc_status; // VmRSS and the fd limit, from /proc and getrlimit
+pub mod relay; // P2, P3: chardev-relay or socat between two endpoints, in a process of its own
+pub mod stats; // medians, percentiles, spreads
+
+use std::time::Duration;
+
+/// What a scenario reports on failure: what was being done, and why it failed.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Adds what was being done to an error, turning it into the scenario's error type.
+pub trait Context<T> {
+    /// `Err(e)` becomes `Err("what: e")`.
+    fn context(self, what: impl std::fmt::Display) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// One bulk transfer: how many bytes (or fds) arrived, how long it took, and the CPU time
+/// it cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    /// Units moved: bytes, or fds for P6.
+    pub units: u64,
+    /// From the first write to the last unit's arrival at the consumer.
+    pub elapsed: Duration,
+    /// CPU time (user and system) of the side being measured: this whole process for the
+    /// in-process scenarios (writer included, the same on both sides), the relay process
+    /// alone for relays. Less sensitive than `elapsed` to other work on the machine.
+    pub cpu: Duration,
+}
+
+impl Transfer {
+    /// Units per second.
+    pub fn rate(&self) -> f64 {
+        self.units as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU seconds per unit.
+    pub fn cpu_per_unit(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.units.max(1) as f64
+    }
+}
+
+/// How long a transfer of `bytes` may take before it counts as stuck: generous, since the
+/// machine may be busy, but bounded so that a lost byte fails the run instead of hanging it.
+pub fn transfer_deadline(bytes: u64) -> Duration {
+    Duration::from_secs(20) + Duration::from_secs_f64(bytes as f64 / 20e6)
+}

@@ -279,3 +279,28 @@ pub fn send_with_fds(
         }
     }
 }
+
+/// Sends several buffers on a stream socket in one `sendmsg` (at most `IOV_MAX` of them),
+/// never raising SIGPIPE (`MSG_NOSIGNAL`). Returns the bytes sent; may be partial.
+pub fn send_vectored(socket: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    use nix::libc;
+    const IOV_MAX: usize = 1024;
+    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+    // SAFETY: an all-zero msghdr is a valid "no name, no iov, no control" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: msg points at the caller's live slices with their true lengths; the kernel
+        // only reads them.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

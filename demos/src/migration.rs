@@ -261,6 +261,42 @@ pub trait RamSource {
     fn size(&self) -> usize;
     /// Copies the RAM from `offset` into `buf`; bytes beyond the RAM's end read as zero.
     fn read_at(&self, offset: usize, buf: &mut [u8]);
+
+    /// Lends `len` bytes of RAM from `offset` to `f` without a copy where the RAM allows
+    /// (the default copies with [`read_at`](RamSource::read_at)).
+    fn with_slice(
+        &self,
+        offset: usize,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; len];
+        self.read_at(offset, &mut buf);
+        f(&buf)
+    }
+}
+
+/// Where a piece of a SECTION_PART comes from: the record headers, or a page of RAM.
+enum Span {
+    Header(std::ops::Range<usize>),
+    Page(usize),
+}
+
+/// Lends a range of `ram`, zero-padded past its end only when it has to be.
+fn lend(
+    ram: &[u8],
+    offset: usize,
+    len: usize,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    match ram.get(offset..offset.saturating_add(len)) {
+        Some(slice) => f(slice),
+        None => {
+            let mut buf = vec![0u8; len];
+            copy_from(ram, offset, &mut buf);
+            f(&buf)
+        }
+    }
 }
 
 fn copy_from(ram: &[u8], offset: usize, buf: &mut [u8]) {
@@ -277,6 +313,14 @@ impl RamSource for [u8] {
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
         copy_from(self, offset, buf)
     }
+    fn with_slice(
+        &self,
+        offset: usize,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        lend(self, offset, len, f)
+    }
 }
 
 impl RamSource for Vec<u8> {
@@ -285,6 +329,14 @@ impl RamSource for Vec<u8> {
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
         copy_from(self, offset, buf)
+    }
+    fn with_slice(
+        &self,
+        offset: usize,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        lend(self, offset, len, f)
     }
 }
 
@@ -295,6 +347,16 @@ impl RamSource for Mutex<Vec<u8>> {
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
         copy_from(&lock(self), offset, buf)
+    }
+    /// Holds the lock while `f` runs (the stream is written from the RAM itself): the guest
+    /// is stopped during a migration, so nobody waits for it.
+    fn with_slice(
+        &self,
+        offset: usize,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        lend(&lock(self), offset, len, f)
     }
 }
 
@@ -411,6 +473,28 @@ struct Counted<'p, W> {
 }
 
 impl<W: Write> Counted<'_, W> {
+    /// `write_all` of several slices, vectored (no copy into a stream buffer), counting each
+    /// partial write as it happens.
+    fn put_vectored(&mut self, mut slices: &mut [io::IoSlice<'_>]) -> Result<()> {
+        io::IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            match self.inner.write_vectored(slices) {
+                Ok(0) => {
+                    let e = io::ErrorKind::WriteZero.into();
+                    return Err(Error::io("write the migration stream", self.written, e));
+                }
+                Ok(n) => {
+                    io::IoSlice::advance_slices(&mut slices, n);
+                    self.written += n as u64;
+                    self.progress.transferred.store(self.written, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("write the migration stream", self.written, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// `write_all`, counting each partial write as it happens.
     fn put(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
@@ -456,8 +540,9 @@ fn put_footer(buf: &mut Vec<u8>, section_id: u32) {
 }
 
 fn is_zero(page: &[u8]) -> bool {
-    // An OR over the whole page, without an early exit, is a loop the compiler vectorises.
-    page.iter().fold(0u8, |acc, &b| acc | b) == 0
+    // An OR over each 256-byte run is a loop the compiler vectorises; stopping at the first
+    // run with data spares pages with data (most of a busy guest's) a full scan.
+    page.chunks(256).all(|run| run.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 fn check_snapshot(snapshot: &Snapshot<'_>, ram_size: usize) -> Result<()> {
@@ -560,39 +645,54 @@ pub fn save<W: Write>(out: W, snapshot: &Snapshot<'_>, progress: &Progress) -> R
 
     // SECTION_PARTs of page records. Only the very first record names the block: QEMU's
     // last_sent_block carries across parts.
-    let mut part = vec![0u8; PAGES_PER_PART * PAGE_SIZE];
     let mut named = false;
     let (mut zero, mut normal) = (0u64, 0u64);
+    // Record headers go into `buf`; pages with data are written from the RAM itself, by
+    // vectored writes: `spans` says, in stream order, which bytes come from where.
+    let mut spans: Vec<Span> = Vec::with_capacity(2 * PAGES_PER_PART + 2);
     for first in (0..pages).step_by(PAGES_PER_PART) {
         if progress.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let count = PAGES_PER_PART.min(pages - first);
-        let part = &mut part[..count * PAGE_SIZE];
-        snapshot.ram.read_at(first * PAGE_SIZE, part);
-        buf.clear();
-        put_u8(&mut buf, wire::SECTION_PART);
-        put_be32(&mut buf, ram_id);
-        for (i, page) in part.chunks_exact(PAGE_SIZE).enumerate() {
-            let offset = ((first + i) * PAGE_SIZE) as u64;
-            let kind = if is_zero(page) { wire::FLAG_ZERO } else { wire::FLAG_PAGE };
-            let continued = if named { wire::FLAG_CONTINUE } else { 0 };
-            put_be64(&mut buf, offset | kind | continued);
-            if !named {
-                put_idstr(&mut buf, RAM_BLOCK);
-                named = true;
+        snapshot.ram.with_slice(first * PAGE_SIZE, count * PAGE_SIZE, &mut |part| {
+            buf.clear();
+            spans.clear();
+            put_u8(&mut buf, wire::SECTION_PART);
+            put_be32(&mut buf, ram_id);
+            let mut header_from = 0;
+            for (i, page) in part.chunks_exact(PAGE_SIZE).enumerate() {
+                let offset = ((first + i) * PAGE_SIZE) as u64;
+                let kind = if is_zero(page) { wire::FLAG_ZERO } else { wire::FLAG_PAGE };
+                let continued = if named { wire::FLAG_CONTINUE } else { 0 };
+                put_be64(&mut buf, offset | kind | continued);
+                if !named {
+                    put_idstr(&mut buf, RAM_BLOCK);
+                    named = true;
+                }
+                if kind == wire::FLAG_ZERO {
+                    put_u8(&mut buf, 0);
+                    zero += 1;
+                } else {
+                    spans.push(Span::Header(header_from..buf.len()));
+                    spans.push(Span::Page(i));
+                    header_from = buf.len();
+                    normal += 1;
+                }
             }
-            if kind == wire::FLAG_ZERO {
-                put_u8(&mut buf, 0);
-                zero += 1;
-            } else {
-                buf.extend_from_slice(page);
-                normal += 1;
-            }
-        }
-        put_be64(&mut buf, wire::FLAG_EOS);
-        put_footer(&mut buf, ram_id);
-        out.put(&buf)?;
+            put_be64(&mut buf, wire::FLAG_EOS);
+            put_footer(&mut buf, ram_id);
+            spans.push(Span::Header(header_from..buf.len()));
+            let mut slices: Vec<io::IoSlice<'_>> = spans
+                .iter()
+                .map(|span| match span {
+                    Span::Header(range) => io::IoSlice::new(&buf[range.clone()]),
+                    Span::Page(i) => io::IoSlice::new(&part[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]),
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            out.put_vectored(&mut slices)
+        })?;
         progress.duplicate.store(zero, Ordering::Relaxed);
         progress.normal.store(normal, Ordering::Relaxed);
         let left = (pages - first - count) * PAGE_SIZE;
@@ -764,6 +864,26 @@ impl Write for BlockingWriter {
         }
         self.buf.extend_from_slice(data);
         Ok(())
+    }
+
+    /// Vectored writes go straight to the fd (after what is buffered), so that pages are
+    /// sent from the RAM without a copy into the buffer.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.flush_buf()?;
+        loop {
+            let r = if self.socket {
+                chardev::fd::send_vectored(self.file.as_fd(), bufs)
+            } else {
+                (&self.file).write_vectored(bufs)
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    chardev::fd::wait_writable(self.file.as_fd(), None)?;
+                }
+                r => return r,
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
