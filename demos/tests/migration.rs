@@ -10,9 +10,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::KillOnDrop as Machine;
 use common::*;
 use demos::migration;
 use serde_json::{json, Value};
@@ -21,15 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
 const RAM: usize = 64 << 20;
 const IMAGE: usize = 32 << 20;
 const IMAGE_AT: usize = 16 << 20;
-
-struct Machine(Child);
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -43,17 +35,6 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn connect(path: &Path) -> UnixStream {
-    let mut conn = None;
-    wait_until("a socket to listen", || {
-        conn = UnixStream::connect(path).ok();
-        conn.is_some()
-    });
-    let s = conn.unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s
-}
-
 /// A QMP session on a raw socket.
 struct Qmp {
     out: UnixStream,
@@ -62,7 +43,7 @@ struct Qmp {
 
 impl Qmp {
     fn open(path: &Path) -> Qmp {
-        let s = connect(path);
+        let s = connect_unix(path);
         let mut q = Qmp { out: s.try_clone().unwrap(), input: BufReader::new(s) };
         q.read();
         assert_eq!(q.call(json!({"execute": "qmp_capabilities"})), json!({}));
@@ -243,7 +224,7 @@ fn a_regular_file_is_a_valid_target() {
 }
 
 fn guest_sum(serial: &Path) -> String {
-    let mut s = connect(serial);
+    let mut s = connect_unix(serial);
     s.write_all(format!("sum {IMAGE_AT:#x} {IMAGE:#x}\r").as_bytes()).unwrap();
     // The guest may greet first; read on until the sum's line and the prompt after it.
     let mut got = Vec::new();
@@ -290,7 +271,7 @@ fn round_trip_into_a_second_instance_with_incoming_fd() {
     wait_until("B to run", || qb.call(json!({"execute": "query-status"}))["status"] == "running");
     assert_eq!(guest_sum(&serial_b), before, "B's guest sees A's RAM");
     // And B's shell keeps running.
-    let mut s = connect(&serial_b);
+    let mut s = connect_unix(&serial_b);
     s.write_all(b"echo still here\r").unwrap();
     let mut got = Vec::new();
     let mut byte = [0u8; 1];

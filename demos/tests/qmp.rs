@@ -7,21 +7,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::KillOnDrop as Machine;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
-
-/// The machine, killed when the test ends whatever happens.
-struct Machine(Child);
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn qmp_machine(dir: &std::path::Path) -> (Machine, std::path::PathBuf) {
     let path = dir.join("qmp.sock");

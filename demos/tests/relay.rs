@@ -7,35 +7,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::KillOnDrop as Relay;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chardev-relay");
 
-struct Relay(Child);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn relay(a: &str, b: &str) -> Relay {
     Relay(Command::new(BIN).args([a, b]).stdin(Stdio::null()).spawn().unwrap())
-}
-
-fn connect(path: &std::path::Path) -> UnixStream {
-    let mut conn = None;
-    wait_until("the relay to listen", || {
-        conn = UnixStream::connect(path).ok();
-        conn.is_some()
-    });
-    let s = conn.unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s
 }
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -97,7 +78,7 @@ fn both_directions_at_once_checksummed() {
     let (pa, sa) = server(dir.path(), "a.sock");
     let (pb, sb) = server(dir.path(), "b.sock");
     let _r = relay(&sa, &sb);
-    let (mut a, mut b) = (connect(&pa), connect(&pb));
+    let (mut a, mut b) = (connect_unix(&pa), connect_unix(&pb));
     let (to_b, to_a) = (data(16 << 20, 2), data(16 << 20, 3));
     let exchange = |mut me: UnixStream, send: Vec<u8>, len: usize| {
         std::thread::spawn(move || {
@@ -122,8 +103,8 @@ fn a_stalled_reader_slows_the_writer_and_nothing_is_lost() {
     let (pa, sa) = server(dir.path(), "a.sock");
     let (pb, sb) = server(dir.path(), "b.sock");
     let r = relay(&sa, &sb);
-    let mut writer = connect(&pa);
-    let mut reader = connect(&pb);
+    let mut writer = connect_unix(&pa);
+    let mut reader = connect_unix(&pb);
     let payload = data(64 << 20, 3);
     writer.set_nonblocking(true).unwrap();
     // Write until the whole chain is full: the reader reads nothing yet.

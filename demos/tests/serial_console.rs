@@ -7,23 +7,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::KillOnDrop as Machine;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
-
-/// The machine, killed when the test ends whatever happens.
-struct Machine(Child);
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(args: &[&str]) -> Machine {
     Machine(
@@ -149,14 +139,7 @@ fn a_64_mib_flood_through_a_slow_unix_socket_reader_loses_nothing() {
     let path = dir.path().join("serial.sock");
     let _m =
         start(&["-nodefaults", "-serial", &format!("unix:{},server=on,wait=off", path.display())]);
-    // The file appears at bind(), a moment before listen(): retry until the connect works.
-    let mut conn = None;
-    wait_until("the serial socket to listen", || {
-        conn = UnixStream::connect(&path).ok();
-        conn.is_some()
-    });
-    let mut s = conn.unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = connect_unix(&path);
     s.write_all(format!("flood {TOTAL}\r").as_bytes()).unwrap();
     read_until(&mut s, &format!("flood {TOTAL}\r\n"));
     let mut buf = vec![0u8; 64 * 1024];
@@ -296,21 +279,11 @@ fn start_stopped_with_a_loaded_image_and_check_it_from_the_guest() {
         "-monitor",
         &format!("unix:{},server=on,wait=off", monitor.display()),
     ]);
-    let connect = |p: &std::path::Path| {
-        let mut conn = None;
-        wait_until("a socket to listen", || {
-            conn = UnixStream::connect(p).ok();
-            conn.is_some()
-        });
-        let s = conn.unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s
-    };
-    let mut mon = connect(&monitor);
+    let mut mon = connect_unix(&monitor);
     read_until(&mut mon, "(qemu) ");
     mon.write_all(b"info status\r").unwrap();
     assert!(read_until(&mut mon, "(qemu) ").contains("VM status: paused (prelaunch)"));
-    let mut guest = connect(&serial);
+    let mut guest = connect_unix(&serial);
     // A stopped guest does not answer.
     guest.write_all(b"sum 0x1000 100000\r").unwrap();
     guest.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
@@ -369,13 +342,7 @@ fn hmp_manages_chardevs_and_ringbufs_and_survives_bad_commands() {
     let path = dir.path().join("mon.sock");
     let _m =
         start(&["-nodefaults", "-monitor", &format!("unix:{},server=on,wait=off", path.display())]);
-    let mut conn = None;
-    wait_until("the monitor to listen", || {
-        conn = UnixStream::connect(&path).ok();
-        conn.is_some()
-    });
-    let mut mon = conn.unwrap();
-    mon.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut mon = connect_unix(&path);
     read_until(&mut mon, "(qemu) ");
     let mut run = |line: &str| {
         mon.write_all(format!("{line}\r").as_bytes()).unwrap();

@@ -411,3 +411,26 @@ pub fn python() -> std::process::Command {
         std::env::var_os("CHARDEV_TEST_PYTHON").unwrap_or_else(|| "python3".into()),
     )
 }
+
+/// A child process that is killed and reaped when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects to a unix socket server as soon as it listens (bind() makes the file a moment
+/// before listen()), with reads bounded by the deadline.
+pub fn connect_unix(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    let mut conn = None;
+    wait_until("a unix socket to listen", || {
+        conn = std::os::unix::net::UnixStream::connect(path).ok();
+        conn.is_some()
+    });
+    let s = conn.expect("connected");
+    s.set_read_timeout(Some(DEADLINE)).expect("set a read timeout");
+    s
+}
