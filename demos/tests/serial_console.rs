@@ -371,3 +371,26 @@ fn hmp_manages_chardevs_and_ringbufs_and_survives_bad_commands() {
     assert_eq!(run("c"), "");
     assert_eq!(run("info status"), "VM status: running\r\n");
 }
+
+#[test]
+fn a_waiting_server_says_so_as_qemu_does_and_starts_when_the_client_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wait.sock");
+    // server=on without wait=off: creation waits for the first client (QEMU's default).
+    let mut child = Command::new(BIN)
+        .args(["-nodefaults", "-serial", &format!("unix:{},server=on", path.display())])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let _m = Machine(child);
+    let line = read_until(&mut err, "\n");
+    assert_eq!(
+        line,
+        format!("QEMU waiting for connection on: disconnected:unix:{},server=on\n", path.display())
+    );
+    let mut s = connect_unix(&path);
+    s.write_all(b"echo started\r").unwrap();
+    read_until(&mut s, "started\r\nguest$ ");
+}
