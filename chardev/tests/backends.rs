@@ -8,25 +8,8 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use chardev::{Event, FrontendHandle, LoopThread, Registry};
+use chardev::Event;
 use common::*;
-
-/// A loop on its own thread and a registry on it.
-fn setup() -> (LoopThread, Registry) {
-    let lp = chardev::EventLoop::spawn().expect("start the loop");
-    let reg = Registry::new(lp.handle());
-    (lp, reg)
-}
-
-fn add(reg: &Registry, spec: &str) {
-    if let Err(e) = reg.add_str(spec) {
-        panic!("add {spec}: {e}");
-    }
-}
-
-fn connect(reg: &Registry, id: &str) -> FrontendHandle {
-    reg.connect(id).unwrap_or_else(|e| panic!("connect {id}: {e}"))
-}
 
 /// The error text of a call that must fail.
 fn error<T: std::fmt::Debug>(r: chardev::Result<T>) -> String {
@@ -58,7 +41,7 @@ fn tempdir() -> tempfile::TempDir {
 
 #[test]
 fn null_accepts_writes_and_never_opens() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "null,id=n0");
     let h = connect(&reg, "n0");
     let rec = record(&h, 64);
@@ -72,7 +55,7 @@ fn null_accepts_writes_and_never_opens() {
 
 #[test]
 fn null_refuses_fds() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "null,id=n0");
     let h = connect(&reg, "n0");
     assert!(!h.can_pass_fds());
@@ -88,7 +71,7 @@ fn null_refuses_fds() {
 fn file_creates_its_output() {
     let dir = tempdir();
     let out = dir.path().join("out");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", out.display()));
     assert_eq!(read(&out), b"", "created empty at add");
     let h = connect(&reg, "f0");
@@ -101,7 +84,7 @@ fn file_truncates_its_output_by_default() {
     let dir = tempdir();
     let out = dir.path().join("out");
     write_file(&out, b"what was there before\n");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", out.display()));
     assert_eq!(read(&out), b"", "truncated at add, before any write");
     let h = connect(&reg, "f0");
@@ -114,7 +97,7 @@ fn file_append_on_appends() {
     let dir = tempdir();
     let out = dir.path().join("out");
     write_file(&out, b"old\n");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={},append=on", out.display()));
     let h = connect(&reg, "f0");
     h.write_all(b"new\n").expect("write_all");
@@ -126,7 +109,7 @@ fn file_input_from_a_regular_file_then_exactly_one_closed() {
     let dir = tempdir();
     let input = dir.path().join("in");
     write_file(&input, b"typed ahead");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -159,7 +142,7 @@ fn file_input_from_a_fifo_delivers_a_writers_bytes_then_closed() {
             .and_then(|mut w| w.write_all(b"fifo-in\0"));
         let _ = done_tx.send(result.map_err(|e| e.to_string()));
     });
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -181,7 +164,7 @@ fn file_input_eof_closes_once_and_is_not_read_again() {
     let dir = tempdir();
     let fifo = dir.path().join("in");
     mkfifo(&fifo);
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -209,7 +192,7 @@ fn file_input_eof_closes_once_and_is_not_read_again() {
 fn file_with_an_unopenable_output_names_the_path_and_adds_nothing() {
     let dir = tempdir();
     let out = dir.path().join("no-such-dir").join("out");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "null,id=other");
     let before = reg.query();
     let err = error(reg.add_str(&format!("file,id=f0,path={}", out.display())));
@@ -222,7 +205,7 @@ fn file_with_an_unopenable_output_names_the_path_and_adds_nothing() {
 fn file_with_an_unopenable_input_names_the_path_and_adds_nothing() {
     let dir = tempdir();
     let input = dir.path().join("missing-input");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let before = reg.query();
     let err = error(reg.add_str(&format!(
         "file,id=f0,path={},input-path={}",
@@ -238,7 +221,7 @@ fn file_with_an_unopenable_input_names_the_path_and_adds_nothing() {
 fn file_refuses_fds_and_writes_nothing() {
     let dir = tempdir();
     let out = dir.path().join("out");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", out.display()));
     let h = connect(&reg, "f0");
     assert!(!h.can_pass_fds());
@@ -251,7 +234,7 @@ fn file_refuses_fds_and_writes_nothing() {
 #[test]
 fn file_handle_send_break_is_unsupported() {
     let dir = tempdir();
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", dir.path().join("out").display()));
     let h = connect(&reg, "f0");
     let err = h.send_break().expect_err("a file is no serial line").to_string();
@@ -267,7 +250,7 @@ fn pipe_uses_path_in_and_path_out() {
     let (p_in, p_out) = (dir.path().join("p.in"), dir.path().join("p.out"));
     mkfifo(&p_in);
     mkfifo(&p_out);
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("pipe,id=p0,path={}", base.display()));
     let mut out = FifoReader::open(&p_out);
     let h = connect(&reg, "p0");
@@ -287,7 +270,7 @@ fn pipe_falls_back_to_one_fifo_for_both_ways() {
     let dir = tempdir();
     let path = dir.path().join("p");
     mkfifo(&path);
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("pipe,id=p0,path={}", path.display()));
     let h = connect(&reg, "p0");
     // No room: the chardev does not read, so what the frontend writes stays for us to read.
@@ -311,7 +294,7 @@ fn pipe_with_only_path_in_falls_back_to_path_and_lets_path_in_go() {
     let p_in = dir.path().join("p.in");
     mkfifo(&path);
     mkfifo(&p_in);
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("pipe,id=p0,path={}", path.display()));
     let h = connect(&reg, "p0");
     let rec = record(&h, 64);
@@ -325,7 +308,7 @@ fn pipe_with_only_path_in_falls_back_to_path_and_lets_path_in_go() {
 fn pipe_without_fifos_names_the_path_and_creates_nothing() {
     let dir = tempdir();
     let path = dir.path().join("p");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let err = error(reg.add_str(&format!("pipe,id=p0,path={}", path.display())));
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(!reg.contains("p0"));
@@ -337,7 +320,7 @@ fn pipe_without_fifos_names_the_path_and_creates_nothing() {
 #[test]
 fn ringbuf_keeps_the_newest_bytes() {
     // QEMU's char_ringbuf_test.
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb,size=2");
     let h = connect(&reg, "rb");
     assert_eq!(h.write(b"buff").expect("write"), 4);
@@ -347,7 +330,7 @@ fn ringbuf_keeps_the_newest_bytes() {
 
 #[test]
 fn memory_is_an_alias_of_ringbuf() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "memory,id=mem,size=2");
     let h = connect(&reg, "mem");
     h.write_all(b"buff").expect("write");
@@ -356,7 +339,7 @@ fn memory_is_an_alias_of_ringbuf() {
 
 #[test]
 fn ringbuf_opens_at_once() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let rec = record(&h, 64);
@@ -366,7 +349,7 @@ fn ringbuf_opens_at_once() {
 
 #[test]
 fn ringbuf_size_must_be_a_power_of_two() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     for size in ["0", "5", "1000"] {
         let err = error(reg.add_str(&format!("ringbuf,id=rb,size={size}")));
         assert!(err.contains("size"), "size={size}: {err}");
@@ -376,7 +359,7 @@ fn ringbuf_size_must_be_a_power_of_two() {
 
 #[test]
 fn ringbuf_write_then_read() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb,size=4096");
     reg.ringbuf_write("rb", b"abcdefgh").expect("ringbuf-write");
     assert_eq!(reg.ringbuf_read("rb", 1000).expect("ringbuf-read"), b"abcdefgh");
@@ -385,7 +368,7 @@ fn ringbuf_write_then_read() {
 
 #[test]
 fn ringbuf_write_is_not_seen_by_the_frontend() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let rec = record(&h, 64);
@@ -396,7 +379,7 @@ fn ringbuf_write_is_not_seen_by_the_frontend() {
 
 #[test]
 fn ringbuf_read_takes_the_oldest_first_in_pieces() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb,size=4");
     reg.ringbuf_write("rb", b"abc").expect("write");
     assert_eq!(reg.ringbuf_read("rb", 2).expect("read"), b"ab");
@@ -407,7 +390,7 @@ fn ringbuf_read_takes_the_oldest_first_in_pieces() {
 
 #[test]
 fn ringbuf_write_larger_than_the_ring_keeps_the_newest() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb,size=4");
     reg.ringbuf_write("rb", b"xy").expect("write");
     reg.ringbuf_write("rb", b"abcdefgh").expect("write");
@@ -419,7 +402,7 @@ fn ringbuf_write_larger_than_the_ring_keeps_the_newest() {
 
 #[test]
 fn ringbuf_read_of_zero_bytes_is_refused() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let err = error(reg.ringbuf_read("rb", 0));
     assert!(err.contains("size must be greater than zero"), "{err}");
@@ -427,7 +410,7 @@ fn ringbuf_read_of_zero_bytes_is_refused() {
 
 #[test]
 fn ringbuf_commands_on_other_devices() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "null,id=n0");
     let err = error(reg.ringbuf_read("n0", 4));
     assert!(err.contains("n0 is not a ringbuf device"), "{err}");
@@ -445,7 +428,7 @@ fn ringbuf_commands_on_other_devices() {
 fn logfile_records_what_the_frontend_writes_to_a_ringbuf() {
     let dir = tempdir();
     let log = dir.path().join("log");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("ringbuf,id=rb,logfile={}", log.display()));
     let h = connect(&reg, "rb");
     h.write_all(b"to the guest's console\n").expect("write");
@@ -460,7 +443,7 @@ fn logfile_records_output_but_not_input() {
     let dir = tempdir();
     let (input, out, log) = (dir.path().join("in"), dir.path().join("out"), dir.path().join("log"));
     write_file(&input, b"typed");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -485,7 +468,7 @@ fn logappend_off_truncates_the_log() {
     let dir = tempdir();
     let log = dir.path().join("log");
     write_file(&log, b"an old session\n");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("ringbuf,id=rb,logfile={},logappend=off", log.display()));
     assert_eq!(read(&log), b"", "truncated at add");
     let h = connect(&reg, "rb");
@@ -498,7 +481,7 @@ fn logappend_on_appends_to_the_log() {
     let dir = tempdir();
     let log = dir.path().join("log");
     write_file(&log, b"an old session\n");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -516,7 +499,7 @@ fn logappend_on_appends_to_the_log() {
 fn a_write_refused_for_its_fds_is_not_logged() {
     let dir = tempdir();
     let (out, log) = (dir.path().join("out"), dir.path().join("log"));
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={},logfile={}", out.display(), log.display()));
     let h = connect(&reg, "f0");
     let passed = fs::File::create(dir.path().join("passed")).expect("create");

@@ -9,24 +9,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use chardev::{ChardevInfo, ChardevSpec, Event, FrontendHandle, LoopThread, Registry};
+use chardev::{ChardevInfo, ChardevSpec, Event, FrontendHandle, Registry};
 use common::*;
-
-fn setup() -> (LoopThread, Registry) {
-    let lp = chardev::EventLoop::spawn().expect("start the loop");
-    let reg = Registry::new(lp.handle());
-    (lp, reg)
-}
-
-fn add(reg: &Registry, spec: &str) {
-    if let Err(e) = reg.add_str(spec) {
-        panic!("add {spec}: {e}");
-    }
-}
-
-fn connect(reg: &Registry, id: &str) -> FrontendHandle {
-    reg.connect(id).unwrap_or_else(|e| panic!("connect {id}: {e}"))
-}
 
 fn spec(s: &str) -> ChardevSpec {
     s.parse().unwrap_or_else(|e| panic!("parse {s}: {e}"))
@@ -55,7 +39,7 @@ fn info(label: &str, filename: &str, frontend_open: bool) -> ChardevInfo {
 fn a_duplicate_id_is_refused_before_anything_is_opened() {
     let dir = tempdir();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", a.display()));
     connect(&reg, "f0").write_all(b"keep").expect("write");
     let err = error(reg.add_str(&format!("file,id=f0,path={}", b.display())));
@@ -67,7 +51,7 @@ fn a_duplicate_id_is_refused_before_anything_is_opened() {
 
 #[test]
 fn a_mux_needs_its_base_id_free_too() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "null,id=m-base");
     let err = error(reg.add_str("null,id=m,mux=on"));
     assert!(err.contains("Chardev with id 'm-base' already exists"), "{err}");
@@ -80,7 +64,7 @@ fn a_mux_needs_its_base_id_free_too() {
 
 #[test]
 fn an_unknown_backend_type_is_an_error() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let err = error(reg.add_str("bogus,id=x"));
     assert!(err.contains("bogus"), "{err}");
     // A type the parser knows but nobody registered a constructor for (chardev-socket's).
@@ -96,7 +80,7 @@ fn an_unknown_backend_type_is_an_error() {
 fn a_bad_option_creates_nothing() {
     let dir = tempdir();
     let out = dir.path().join("out");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let err = error(reg.add_str(&format!("file,id=f0,path={},bogus=1", out.display())));
     assert!(err.contains("bogus"), "{err}");
     let err = error(reg.add_str(&format!("file,id=f0,path={},append=maybe", out.display())));
@@ -113,7 +97,7 @@ fn a_bad_option_creates_nothing() {
 
 #[test]
 fn a_chardev_takes_one_frontend() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let err = error(reg.connect("rb"));
@@ -130,7 +114,7 @@ fn a_chardev_takes_one_frontend() {
 
 #[test]
 fn removing_an_unknown_id_is_an_error() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let err = error(reg.remove("nope"));
     assert!(err.contains("Chardev 'nope' not found"), "{err}");
     let err = error(reg.remove_forced("nope"));
@@ -139,7 +123,7 @@ fn removing_an_unknown_id_is_an_error() {
 
 #[test]
 fn a_claimed_chardev_is_busy_and_keeps_working() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     // Claimed without callbacks is claimed all the same (QEMU's qemu_chr_fe_init).
     let h = connect(&reg, "rb");
@@ -156,7 +140,7 @@ fn a_claimed_chardev_is_busy_and_keeps_working() {
 
 #[test]
 fn detach_then_remove() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let _rec = record(&h, 64);
@@ -167,7 +151,7 @@ fn detach_then_remove() {
 
 #[test]
 fn forced_removal_closes_the_frontend_and_its_writes_fail() {
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let rec = record(&h, 64);
@@ -192,7 +176,7 @@ fn forced_removal_closes_the_frontend_and_its_writes_fail() {
 fn remove_closes_every_fd_before_it_returns() {
     let dir = tempdir();
     let (out, log) = (dir.path().join("out"), dir.path().join("log"));
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={},logfile={}", out.display(), log.display()));
     settle(lp.handle());
     // With the loop held up, anything closed now was closed by `remove` itself.
@@ -207,7 +191,7 @@ fn remove_closes_every_fd_before_it_returns() {
 fn forced_removal_closes_the_logfile_though_a_handle_lives_on() {
     let dir = tempdir();
     let log = dir.path().join("log");
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     add(&reg, &format!("ringbuf,id=rb,logfile={}", log.display()));
     let h = connect(&reg, "rb");
     reg.remove_forced("rb").expect("forced remove");
@@ -221,7 +205,7 @@ fn adding_and_removing_many_chardevs_leaks_no_fd() {
     let dir = tempdir();
     let input = dir.path().join("in");
     fs::write(&input, b"x").expect("write input");
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     for i in 0..100 {
         let (out, log) = (dir.path().join(format!("out{i}")), dir.path().join(format!("log{i}")));
         add(
@@ -251,7 +235,7 @@ fn query_shows_labels_filenames_and_frontend_open() {
     let dir = tempdir();
     let pipe = dir.path().join("p");
     mkfifo(&pipe);
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=r0");
     add(&reg, "null,id=n0");
     add(&reg, &format!("file,id=f0,path={}", dir.path().join("out").display()));
@@ -282,7 +266,7 @@ fn query_shows_labels_filenames_and_frontend_open() {
 
 #[test]
 fn a_late_subscriber_gets_opened_at_once() {
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     settle(lp.handle());
     let h = connect(&reg, "rb");
@@ -304,7 +288,7 @@ fn pipe_chardev(reg: &Registry, dir: &Path) -> std::path::PathBuf {
 #[test]
 fn clear_frontend_stops_reading_and_the_input_stays_in_the_fifo() {
     let dir = tempdir();
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     let p_in = pipe_chardev(&reg, dir.path());
     let h = connect(&reg, "p0");
     let rec = record(&h, 64);
@@ -338,7 +322,7 @@ fn clear_frontend_stops_reading_and_the_input_stays_in_the_fifo() {
 #[test]
 fn a_new_frontend_gets_the_input_that_waited() {
     let dir = tempdir();
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     let p_in = pipe_chardev(&reg, dir.path());
     let h = connect(&reg, "p0");
     let rec = record(&h, 64);
@@ -373,7 +357,7 @@ fn a_frontend_that_unsubscribes_in_its_callback_gets_nothing_more() {
     let dir = tempdir();
     let input = dir.path().join("in");
     fs::write(&input, b"abc").expect("write input");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(
         &reg,
         &format!(
@@ -399,7 +383,7 @@ fn a_frontend_that_unsubscribes_in_its_callback_gets_nothing_more() {
 
 #[test]
 fn a_detached_handles_clones_cannot_displace_the_next_frontend() {
-    let (lp, reg) = setup();
+    let (lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let stale = h.clone();
@@ -417,7 +401,7 @@ fn a_detached_handles_clones_cannot_displace_the_next_frontend() {
 
 #[test]
 fn a_detached_handles_clones_cannot_write() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let h = connect(&reg, "rb");
     let stale = h.clone();
@@ -431,7 +415,7 @@ fn a_detached_handles_clones_cannot_write() {
 
 #[test]
 fn send_break_reaches_the_frontend() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=rb");
     let err = error(reg.send_break("nope"));
     assert!(err.contains("Chardev 'nope' not found"), "{err}");
@@ -448,7 +432,7 @@ fn send_break_reaches_the_frontend() {
 fn hot_swap_under_a_live_frontend() {
     let dir = tempdir();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", a.display()));
     let h = connect(&reg, "f0");
     let rec = record(&h, 64);
@@ -471,7 +455,7 @@ fn hot_swap_brings_the_new_backends_input() {
     let dir = tempdir();
     let input = dir.path().join("in");
     fs::write(&input, b"new input").expect("write input");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, "ringbuf,id=c0");
     let h = connect(&reg, "c0");
     let rec = record(&h, 64);
@@ -494,7 +478,7 @@ fn a_failed_hot_swap_leaves_the_old_backend_in_place() {
     let dir = tempdir();
     let a = dir.path().join("a");
     let bad = dir.path().join("no-such-dir").join("b");
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", a.display()));
     let h = connect(&reg, "f0");
     let rec = record(&h, 64);
@@ -510,7 +494,7 @@ fn a_failed_hot_swap_leaves_the_old_backend_in_place() {
 fn change_without_a_frontend_is_remove_then_add() {
     let dir = tempdir();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     add(&reg, &format!("file,id=f0,path={}", a.display()));
     reg.change("f0", &spec(&format!("file,id=f0,path={}", b.display()))).expect("change");
     assert_eq!(fds_open_under(&a), 0, "the old backend is closed");
@@ -525,7 +509,7 @@ fn change_without_a_frontend_is_remove_then_add() {
 
 #[test]
 fn change_of_an_unknown_id_is_an_error() {
-    let (_lp, reg) = setup();
+    let (_lp, reg) = spawn_registry();
     let err = error(reg.change("nope", &spec("null,id=nope")));
     assert!(err.contains("Chardev 'nope' not found"), "{err}");
     assert!(reg.ids().is_empty());

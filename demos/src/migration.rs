@@ -325,10 +325,10 @@ impl RamSource for [u8] {
 
 impl RamSource for Vec<u8> {
     fn size(&self) -> usize {
-        self.len()
+        self.as_slice().size()
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
-        copy_from(self, offset, buf)
+        self.as_slice().read_at(offset, buf)
     }
     fn with_slice(
         &self,
@@ -336,7 +336,7 @@ impl RamSource for Vec<u8> {
         len: usize,
         f: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        lend(self, offset, len, f)
+        self.as_slice().with_slice(offset, len, f)
     }
 }
 

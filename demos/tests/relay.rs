@@ -164,12 +164,7 @@ fn fds_pass_through_from_one_unix_socket_to_the_other() {
         .args([&pa, &pb])
         .output()
         .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_said_ok(&out);
 }
 
 #[test]

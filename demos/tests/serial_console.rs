@@ -250,12 +250,7 @@ fn hmp_getfd_and_closefd_over_a_unix_socket_monitor() {
         ))
         .output()
         .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_said_ok(&out);
 }
 
 #[test]
@@ -328,12 +323,7 @@ fn serial_on_a_pty_keeps_what_the_guest_said_before_a_terminal_attached() {
          print('ok')\n"
     );
     let res = python().arg("-c").arg(script).output().unwrap();
-    assert!(
-        res.status.success() && String::from_utf8_lossy(&res.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    assert_said_ok(&res);
 }
 
 #[test]

@@ -434,3 +434,32 @@ pub fn connect_unix(path: &std::path::Path) -> std::os::unix::net::UnixStream {
     s.set_read_timeout(Some(DEADLINE)).expect("set a read timeout");
     s
 }
+
+/// A loop on its own thread and a registry on it.
+pub fn spawn_registry() -> (chardev::LoopThread, chardev::Registry) {
+    let lp = chardev::EventLoop::spawn().expect("start the loop");
+    let reg = chardev::Registry::new(lp.handle());
+    (lp, reg)
+}
+
+/// Adds a chardev from `-chardev` syntax, failing the test with the spec on error.
+pub fn add(reg: &chardev::Registry, spec: &str) {
+    if let Err(e) = reg.add_str(spec) {
+        panic!("add {spec}: {e}");
+    }
+}
+
+/// Claims a chardev for a frontend, failing the test with the id on error.
+pub fn connect(reg: &chardev::Registry, id: &str) -> FrontendHandle {
+    reg.connect(id).unwrap_or_else(|e| panic!("connect {id}: {e}"))
+}
+
+/// Asserts that a peer process succeeded and printed just "ok"; shows what it said if not.
+pub fn assert_said_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "the peer failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
