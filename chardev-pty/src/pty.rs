@@ -420,6 +420,9 @@ impl Chardev for Pty {
                         }
                     }
                 }
+                if event.is_writable() || hangup {
+                    io.output_ready();
+                }
             }
             _ => {}
         }
@@ -498,6 +501,10 @@ impl Chardev for Pty {
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.master.as_fd())
+    }
+
+    fn reports_writable(&self) -> bool {
+        true // the master is registered for writability for its whole life
     }
 
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {

@@ -122,6 +122,9 @@ struct Conn {
     ws: Option<WsConn>,
     /// The frontend was told `Opened` for this connection, so it is owed a `Closed`.
     announced: bool,
+    /// The peer's end of the stream (or an error) was reported: read until it shows, since
+    /// no further readiness edge will come.
+    hung_up: bool,
 }
 
 impl Conn {
@@ -134,6 +137,7 @@ impl Conn {
             sent: 0,
             ws: None,
             announced: false,
+            hung_up: false,
         };
         if telnet {
             conn.pending.extend_from_slice(&telnet::NEGOTIATION);
@@ -664,6 +668,12 @@ impl Chardev for Socket {
                         }
                     }
                 }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    io.output_ready();
+                }
+                if event.is_read_closed() || event.is_error() {
+                    conn.hung_up = true;
+                }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     io.input_ready();
                 }
@@ -676,23 +686,35 @@ impl Chardev for Socket {
         let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
             return Input::WouldBlock;
         };
+        let mut drained = false;
         let result = match &mut conn.ws {
             // A websocket read of 0 bytes was a control frame, not the end of the stream.
             Some(ws) => match ws.read(buf) {
                 Ok(0) => return Input::Data(0),
                 other => other,
             },
-            None => Self::recv(conn, buf, fds, &self.label),
+            None => {
+                let before = fds.len();
+                let result = Self::recv(conn, buf, fds, &self.label);
+                // A unix stream read stops early only when it is empty or at a message with
+                // fds (no SO_PASSCRED here); tcp also stops at urgent data, so it reads on. A
+                // hang-up reported with the data has no edge of its own left: read it too.
+                if let (Stream::Unix(_), Ok(n)) = (&conn.stream, &result) {
+                    drained = *n < buf.len() && fds.len() == before && !conn.hung_up;
+                }
+                result
+            }
         };
         match result {
             Ok(0) => {}
             Ok(n) => {
-                return match &mut conn.telnet {
-                    Some(telnet) => Input::Data(
-                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break)),
-                    ),
-                    None => Input::Data(n),
-                }
+                let n = match &mut conn.telnet {
+                    Some(telnet) => {
+                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break))
+                    }
+                    None => n,
+                };
+                return if drained { Input::Drained(n) } else { Input::Data(n) };
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Input::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Input::Data(0),
@@ -738,6 +760,10 @@ impl Chardev for Socket {
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
         self.conn.as_ref().map(|c| c.stream.fd())
+    }
+
+    fn reports_writable(&self) -> bool {
+        true // the connection is registered for writability for its whole life
     }
 
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {

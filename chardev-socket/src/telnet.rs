@@ -39,8 +39,23 @@ impl TelnetInput {
     /// data bytes before it.
     pub fn filter(&mut self, buf: &mut [u8], mut on_break: impl FnMut(usize)) -> usize {
         let mut out = 0;
-        for i in 0..buf.len() {
+        let mut i = 0;
+        while i < buf.len() {
+            if *self == TelnetInput::Data {
+                // Plain data runs up to the next IAC: moved in one go, or not at all while
+                // nothing has been stripped yet.
+                let run = buf[i..].iter().position(|&b| b == IAC).unwrap_or(buf.len() - i);
+                if out != i {
+                    buf.copy_within(i..i + run, out);
+                }
+                out += run;
+                i += run;
+                if i == buf.len() {
+                    break;
+                }
+            }
             let b = buf[i];
+            i += 1;
             *self = match (*self, b) {
                 (TelnetInput::Data, IAC) => TelnetInput::Command,
                 (TelnetInput::Data, _) => {

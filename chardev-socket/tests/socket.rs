@@ -259,6 +259,27 @@ fn data_before_the_hangup_is_delivered_before_closed() {
 }
 
 #[test]
+fn a_hangup_reported_with_the_last_data_still_closes_after_a_short_read() {
+    // The peer's data and its hang-up reach the loop in one readiness event while the
+    // frontend takes nothing; the short read that follows must not be taken for "empty, wait
+    // for the next edge": no edge comes after a hang-up, and Closed would be lost.
+    let (lp, reg, dir) = setup();
+    let path = dir.path().join("short.sock");
+    reg.add_str(&format!("socket,id=s,path={},server=on,wait=off", path.display())).unwrap();
+    let h = reg.connect("s").unwrap();
+    let rec = record(&h, 0);
+    let mut peer = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    peer.write_all(b"hello").unwrap();
+    drop(peer);
+    settle(lp.handle());
+    rec.room.store(4096, std::sync::atomic::Ordering::SeqCst);
+    h.accept_input();
+    assert_eq!(rec.data(5), b"hello");
+    rec.expect_event(Event::Closed);
+}
+
+#[test]
 fn a_client_reconnects_after_its_server_drops_it() {
     let (_lp, reg, dir) = setup();
     let path = dir.path().join("late.sock");

@@ -30,6 +30,10 @@ pub(crate) const WRITE_WATCH: usize = SOURCES_PER_CHARDEV - 1;
 pub enum Input {
     /// This many bytes were placed at the start of the buffer (0 is fine: all were filtered).
     Data(usize),
+    /// This many bytes, and they emptied the source: the loop reads again only after the next
+    /// readiness edge. Saves the read that would only say `WouldBlock` after a short read on a
+    /// stream (epoll(7)); only for sources where a short read really means empty.
+    Drained(usize),
     /// Nothing more to read until the next readiness event.
     WouldBlock,
     /// The input side ended (EOF, hang-up or error). The backend has already raised `Closed`
@@ -72,6 +76,13 @@ pub trait Chardev: Any + Send {
     /// The fd whose writability tells when [`Chardev::write`] can take more, if it can block.
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    /// Whether this backend watches its own output for writability and calls
+    /// [`Io::output_ready`] on every writable edge. The loop then tells waiting frontends from
+    /// that, instead of registering a watch of its own for each partial write.
+    fn reports_writable(&self) -> bool {
+        false
     }
 
     /// A timer set with [`Io::add_timer`] has fired.
@@ -157,6 +168,7 @@ pub struct Io<'a> {
     pub(crate) key: usize,
     pub(crate) generation: u32,
     pub(crate) input_ready: bool,
+    pub(crate) output_ready: bool,
     pub(crate) events: &'a mut Vec<RaisedEvent>,
     pub(crate) timers: &'a mut Vec<TimerEntry>,
 }
@@ -169,7 +181,7 @@ impl<'a> Io<'a> {
         events: &'a mut Vec<RaisedEvent>,
         timers: &'a mut Vec<TimerEntry>,
     ) -> Io<'a> {
-        Io { registry, key, generation, input_ready: false, events, timers }
+        Io { registry, key, generation, input_ready: false, output_ready: false, events, timers }
     }
 
     /// The mio registry to register sources with.
@@ -198,6 +210,13 @@ impl<'a> Io<'a> {
     /// files), once at registration.
     pub fn input_ready(&mut self) {
         self.input_ready = true;
+    }
+
+    /// Says that the output fd became writable (or failed): frontends waiting in
+    /// `notify_writable` may write again. For backends whose [`Chardev::reports_writable`] is
+    /// true.
+    pub fn output_ready(&mut self) {
+        self.output_ready = true;
     }
 
     /// Raises `event` for the frontend, after all data read so far.

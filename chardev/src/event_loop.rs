@@ -157,9 +157,11 @@ struct Entry {
     gens: [u32; crate::cell::MAX_MUX],
     /// Present on a mux.
     mux: Option<Box<MuxInput>>,
-    /// A frontend waits for the backend to take output: a duplicate of the backend's output
-    /// fd, registered for writability, and the slot to tell.
-    write_watch: Option<(OwnedFd, usize)>,
+    /// Bit per slot: this frontend waits for the backend to take output.
+    want_writable: u8,
+    /// The loop's own writability watch, for backends that do not report writability: a
+    /// duplicate of the backend's output fd, so the watch is ours whatever the backend does.
+    write_watch: Option<OwnedFd>,
 }
 
 /// Input-side state of a mux.
@@ -490,6 +492,7 @@ impl Core {
             stalled: false,
             gens: [0; crate::cell::MAX_MUX],
             mux,
+            want_writable: 0,
             write_watch: None,
         });
         self.register(key);
@@ -518,9 +521,8 @@ impl Core {
         let Some(entry) = self.entries.get_mut(key) else { return };
         Self::deliver_event(entry, Event::Closed);
         // The old backend's fd is gone; a frontend waiting to write may try the new one.
-        if let Some(slot) = Self::drop_write_watch(&self.registry, entry) {
-            Self::tell_writable(entry, slot);
-        }
+        Self::drop_write_watch(&self.registry, entry);
+        Self::tell_writable(entry);
         entry.generation = entry.generation.wrapping_add(1);
         entry.input_ready = false;
         if let Some(m) = &mut entry.mux {
@@ -625,54 +627,75 @@ impl Core {
         }
     }
 
-    /// Arms a one-shot writability watch for `slot`'s frontend (see `notify_writable`).
+    /// Tells `slot`'s frontend once when the backend can take output (see `notify_writable`).
     pub(crate) fn watch_writable(&mut self, key: usize, slot: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
-        if entry.write_watch.is_some() {
-            return; // armed already; one call will come
-        }
-        // A duplicate, so the watch is ours to remove whatever the backend does with its fd.
-        let dup = entry.cell.backend().write_fd().map(|fd| fd.try_clone_to_owned());
-        let fd = match dup {
-            Some(Ok(fd)) => fd,
-            Some(Err(e)) => {
-                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
-                return Self::tell_writable(entry, slot);
+        entry.want_writable |= 1 << slot;
+        let cell = Arc::clone(&entry.cell);
+        let backend = cell.backend();
+        let Some(fd) = backend.write_fd() else {
+            // Writes never block (a ringbuf, a file): writable now.
+            drop(backend);
+            return Self::tell_writable(entry);
+        };
+        if backend.reports_writable() {
+            // The backend's own registration reports the next edge; only an edge that came
+            // before this request (the write may have failed on another thread) must be
+            // looked for now.
+            if crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true) {
+                drop(backend);
+                Self::tell_writable(entry);
             }
-            // No fd: writes never block (a ringbuf, a file): writable now.
-            None => return Self::tell_writable(entry, slot),
+            return;
+        }
+        if entry.write_watch.is_some() {
+            return; // armed already; it tells every waiting slot
+        }
+        let dup = fd.try_clone_to_owned();
+        drop(backend);
+        let fd = match dup {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
+                return Self::tell_writable(entry);
+            }
         };
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let token = Token(key * SOURCES_PER_CHARDEV + WRITE_WATCH);
         match self.registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::WRITABLE)
         {
-            Ok(()) => entry.write_watch = Some((fd, slot)),
+            Ok(()) => entry.write_watch = Some(fd),
             Err(e) => {
                 log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
-                Self::tell_writable(entry, slot);
+                Self::tell_writable(entry);
             }
         }
     }
 
     fn writable_ready(&mut self, key: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
-        if let Some(slot) = Self::drop_write_watch(&self.registry, entry) {
-            Self::tell_writable(entry, slot);
+        Self::drop_write_watch(&self.registry, entry);
+        Self::tell_writable(entry);
+    }
+
+    /// Removes the loop's writability watch. Closing the duplicate alone would not: epoll
+    /// keeps a registration while any fd refers to the file.
+    fn drop_write_watch(registry: &mio::Registry, entry: &mut Entry) {
+        if let Some(fd) = entry.write_watch.take() {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&raw));
         }
     }
 
-    /// Removes a writability watch. Closing the duplicate alone would not: epoll keeps a
-    /// registration while any fd refers to the file.
-    fn drop_write_watch(registry: &mio::Registry, entry: &mut Entry) -> Option<usize> {
-        let (fd, slot) = entry.write_watch.take()?;
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let _ = registry.deregister(&mut mio::unix::SourceFd(&raw));
-        Some(slot)
-    }
-
-    fn tell_writable(entry: &mut Entry, slot: usize) {
-        if let Some(fe) = entry.frontend(slot) {
-            fe.writable();
+    /// Tells every frontend waiting for writability, once.
+    fn tell_writable(entry: &mut Entry) {
+        let mut waiting = std::mem::take(&mut entry.want_writable);
+        while waiting != 0 {
+            let slot = waiting.trailing_zeros() as usize;
+            waiting &= waiting - 1;
+            if let Some(fe) = entry.frontend(slot) {
+                fe.writable();
+            }
         }
     }
 
@@ -693,8 +716,8 @@ impl Core {
         let mut io =
             Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
         f(&mut **cell.backend(), &mut io);
-        let ready = io.input_ready;
-        self.after_backend(key, ready);
+        let (ready, writable) = (io.input_ready, io.output_ready);
+        self.after_backend(key, ready, writable);
     }
 
     fn ready(&mut self, key: usize, source: usize, event: &mio::event::Event) {
@@ -716,7 +739,7 @@ impl Core {
     }
 
     /// Applies what a backend call asked for: timers, events, and input to read.
-    fn after_backend(&mut self, key: usize, input_ready: bool) {
+    fn after_backend(&mut self, key: usize, input_ready: bool, output_ready: bool) {
         for t in self.new_timers.drain(..) {
             self.timers.push(Reverse(t));
         }
@@ -726,6 +749,9 @@ impl Core {
         };
         for raised in self.raised.drain(..) {
             Self::deliver_event(entry, raised.event);
+        }
+        if output_ready && entry.want_writable != 0 {
+            Self::tell_writable(entry);
         }
         if input_ready {
             entry.input_ready = true;
@@ -808,18 +834,25 @@ impl Core {
                 &mut self.new_timers,
             );
             let input = cell.backend().read(&mut io, &mut self.buf[..len], &mut self.fds);
-            let again = io.input_ready;
+            let (again, writable) = (io.input_ready, io.output_ready);
             for t in self.new_timers.drain(..) {
                 self.timers.push(Reverse(t));
             }
             let Some(entry) = self.entries.get_mut(key) else { return false };
             let n = match input {
                 Input::Data(n) => n.min(len),
+                Input::Drained(n) => {
+                    entry.input_ready = again;
+                    n.min(len)
+                }
                 Input::WouldBlock | Input::End => {
                     entry.input_ready = again;
                     0
                 }
             };
+            if writable && entry.want_writable != 0 {
+                Self::tell_writable(entry);
+            }
             let fds = passed_fds(&entry.cell.label, std::mem::take(&mut self.fds));
             Self::dispatch(entry, &self.buf[..n], fds, &mut self.raised, &mut self.exit);
             if !matches!(input, Input::Data(_)) {
@@ -884,19 +917,22 @@ impl Core {
             return;
         }
         let mut run_start = 0;
-        for (i, &b) in data.iter().enumerate() {
+        let mut i = 0;
+        while i < data.len() {
             let Some(m) = entry.mux.as_mut() else { return };
             let action = if m.escape {
                 m.escape = false;
-                mux::command(b)
-            } else if b == ESCAPE {
+                mux::command(data[i])
+            } else {
+                // Plain bytes up to the next escape go to the focus in one piece.
+                let Some(k) = data[i..].iter().position(|&b| b == ESCAPE) else { break };
+                i += k;
                 m.escape = true;
                 MuxAction::Swallow
-            } else {
-                continue;
             };
             Self::to_focus(entry, &data[run_start..i], fds);
-            run_start = i + 1;
+            i += 1;
+            run_start = i;
             Self::mux_action(entry, action, exit);
         }
         Self::to_focus(entry, &data[run_start..], fds);
