@@ -43,6 +43,8 @@ pub(crate) struct Cell {
     /// Per frontend slot: the id of the handle that claimed it, 0 when free. Clones of a
     /// detached handle keep a stale id and can no longer act on the slot.
     owners: [AtomicU32; MAX_MUX],
+    /// Force-removed from its registry: handles that still exist are no longer attached.
+    pub(crate) retired: AtomicBool,
     /// Per frontend slot: bumped whenever callbacks are set or cleared, so that the loop
     /// stops calling a frontend the moment it is replaced, even mid-read.
     pub(crate) frontend_gen: [AtomicU32; MAX_MUX],
@@ -75,6 +77,7 @@ impl Cell {
             log: Mutex::new(log),
             open: AtomicBool::new(false),
             owners: Default::default(),
+            retired: AtomicBool::new(false),
             frontend_gen: Default::default(),
             installed: AtomicU8::new(0),
             accept_queued: AtomicBool::new(false),

@@ -121,7 +121,7 @@ impl FrontendHandle {
 
     /// Whether this handle still holds its chardev (not detached, not force-removed).
     pub fn is_attached(&self) -> bool {
-        self.cell().is_some()
+        self.cell().is_some_and(|cell| !cell.retired.load(Ordering::Acquire))
     }
 
     /// Installs the callbacks that receive input and events. If the chardev is open the

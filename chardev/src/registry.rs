@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backends::ringbuf::Ringbuf;
@@ -353,6 +354,7 @@ impl Registry {
 /// Drops a cell's backend now, in the caller's thread, so that its fds are closed and its
 /// files removed when `remove` returns; the cell keeps an inert backend for stray handles.
 fn retire(cell: &Arc<Cell>, lp: &LoopHandle) {
+    cell.retired.store(true, Ordering::Release);
     let mut old = cell.replace_backend(Box::new(Removed { label: cell.label.clone() }));
     old.deregister(lp.registry());
     drop(old);

@@ -156,8 +156,10 @@ fn forced_removal_closes_the_frontend_and_its_writes_fail() {
     let h = connect(&reg, "rb");
     let rec = record(&h, 64);
     rec.expect_event(Event::Opened);
+    assert!(h.is_attached());
     reg.remove_forced("rb").expect("forced remove");
     assert!(!reg.contains("rb"));
+    assert!(!h.is_attached(), "a handle of a force-removed chardev says it is attached");
     let err = h.write(b"x").expect_err("the chardev is gone");
     assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
     rec.expect_event(Event::Closed);
