@@ -1,5 +1,6 @@
-//! 200 clients in a row against a unix and a tcp server chardev: each gets one `Opened` and
-//! one `Closed`, in order, and the process holds as many fds afterwards as before.
+//! 10,000 clients in a row against a unix server chardev and 2,000 against a tcp one (each
+//! times `CHARDEV_SOAK`): each gets one `Opened` and one `Closed`, in order, and the process
+//! holds as many fds afterwards (and at every thousandth cycle) as before.
 //! Alone in its test binary, and its two tests take turns, so the fd count is theirs alone.
 
 #[path = "../../chardev/tests/common/mod.rs"]
@@ -7,24 +8,51 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
-use chardev::{Event, EventLoop, FrontendHandle, Registry};
+use chardev::{Event, EventLoop, FrontendHandle, LoopHandle, Registry};
 use common::*;
 
-const CYCLES: usize = 200;
+/// Unix clients per run at `CHARDEV_SOAK=1`.
+const UNIX_CYCLES: usize = 10_000;
+
+/// Tcp clients per run at `CHARDEV_SOAK=1`. Fewer than over unix: every tcp connection
+/// leaves its 4-tuple in TIME_WAIT for 60 s on whichever side closed first (the client on
+/// even cycles, the server on odd ones), and all of them share one server address and the
+/// ~28,000 ephemeral ports of 127.0.0.1. 2,000 a run, however often the suite runs in a
+/// minute, stays far from running out of ports and from `tcp_max_tw_buckets`; with a soak
+/// multiplier the count is capped at [`TCP_CYCLES_MAX`] for the same reason.
+const TCP_CYCLES: usize = 2_000;
+
+/// The most tcp clients a run makes, whatever `CHARDEV_SOAK` says (see [`TCP_CYCLES`]).
+const TCP_CYCLES_MAX: usize = 12_000;
+
+/// How often, in cycles, the fd count is checked on the way (a leak shows where it starts).
+const CHECK_EVERY: usize = 1_000;
 
 /// The two tests count the whole process's fds: one at a time.
 static FD_COUNT: Mutex<()> = Mutex::new(());
 
-/// Connects `CYCLES` clients one after another with `connect`; even ones hang up themselves,
-/// odd ones are dropped by the frontend (`disconnect`). Each says which cycle it is.
-fn cycle<S: Write>(h: &FrontendHandle, rec: &Record, mut connect: impl FnMut() -> S) {
-    for i in 0..CYCLES {
+/// Connects `cycles` clients one after another with `connect`; even ones hang up themselves,
+/// odd ones are dropped by the frontend (`disconnect`). Each says which cycle it is. Every
+/// [`CHECK_EVERY`] cycles, and at the end, the process must hold `fds` fds again.
+fn cycle<S: Write>(
+    lp: &LoopHandle,
+    h: &FrontendHandle,
+    rec: &Record,
+    cycles: usize,
+    fds: usize,
+    mut connect: impl FnMut() -> S,
+) {
+    let (mut opened, mut closed) = (0, 0);
+    let start = Instant::now();
+    for i in 0..cycles {
         let mut peer = connect();
         rec.expect_event(Event::Opened);
-        let hello = format!("{i:03}");
+        opened += 1;
+        let hello = format!("{i:05}");
         peer.write_all(hello.as_bytes()).unwrap();
-        assert_eq!(rec.data(3), hello.as_bytes(), "cycle {i}");
+        assert_eq!(rec.data(hello.len()), hello.as_bytes(), "cycle {i}");
         if i % 2 == 0 {
             drop(peer);
             rec.expect_event(Event::Closed);
@@ -33,11 +61,21 @@ fn cycle<S: Write>(h: &FrontendHandle, rec: &Record, mut connect: impl FnMut() -
             rec.expect_event(Event::Closed);
             drop(peer);
         }
+        closed += 1;
+        if (i + 1) % CHECK_EVERY == 0 || i + 1 == cycles {
+            settle(lp);
+            rec.nothing_yet();
+            assert_eq!(open_fds(), fds, "fds open after {} connections", i + 1);
+        }
     }
+    eprintln!(
+        "{cycles} cycles in {:.2?}: {opened} Opened, {closed} Closed, {fds} fds before and after",
+        start.elapsed()
+    );
 }
 
 #[test]
-fn two_hundred_unix_clients_open_and_close_once_each_and_leave_no_fd_behind() {
+fn ten_thousand_unix_clients_open_and_close_once_each_and_leave_no_fd_behind() {
     let _turn = FD_COUNT.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cycles.sock");
@@ -50,18 +88,18 @@ fn two_hundred_unix_clients_open_and_close_once_each_and_leave_no_fd_behind() {
     settle(lp.handle());
     let before = open_fds();
 
-    cycle(&h, &rec, || std::os::unix::net::UnixStream::connect(&path).unwrap());
+    let cycles = UNIX_CYCLES * soak_scale();
+    cycle(lp.handle(), &h, &rec, cycles, before, || {
+        std::os::unix::net::UnixStream::connect(&path).unwrap()
+    });
 
-    settle(lp.handle());
-    rec.nothing_yet();
-    assert_eq!(open_fds(), before, "fds open after {CYCLES} unix connections");
     // Still serving.
     let _last = std::os::unix::net::UnixStream::connect(&path).unwrap();
     rec.expect_event(Event::Opened);
 }
 
 #[test]
-fn two_hundred_tcp_clients_open_and_close_once_each_and_leave_no_fd_behind() {
+fn two_thousand_tcp_clients_open_and_close_once_each_and_leave_no_fd_behind() {
     let _turn = FD_COUNT.lock().unwrap_or_else(PoisonError::into_inner);
     let lp = EventLoop::spawn().unwrap();
     let reg = Registry::new(lp.handle());
@@ -79,11 +117,11 @@ fn two_hundred_tcp_clients_open_and_close_once_each_and_leave_no_fd_behind() {
     settle(lp.handle());
     let before = open_fds();
 
-    cycle(&h, &rec, || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let cycles = (TCP_CYCLES * soak_scale()).min(TCP_CYCLES_MAX);
+    cycle(lp.handle(), &h, &rec, cycles, before, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()
+    });
 
-    settle(lp.handle());
-    rec.nothing_yet();
-    assert_eq!(open_fds(), before, "fds open after {CYCLES} tcp connections");
     let _last = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     rec.expect_event(Event::Opened);
 }

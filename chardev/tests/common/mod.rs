@@ -463,3 +463,19 @@ pub fn assert_said_ok(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The soak multiplier: the `CHARDEV_SOAK` environment variable, a positive integer (1 when
+/// unset). Soak tests scale their bytes, cycles or seconds by it; long runs use
+/// `CHARDEV_SOAK=10 scripts/test`.
+pub fn soak_scale() -> usize {
+    match std::env::var("CHARDEV_SOAK") {
+        Err(std::env::VarError::NotPresent) => 1,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            panic!("CHARDEV_SOAK must be a positive integer, got {v:?}")
+        }
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("CHARDEV_SOAK must be a positive integer (a multiplier), got {v:?}"),
+        },
+    }
+}
