@@ -1,10 +1,11 @@
 //! `qemu-system-x86_64`'s command line, the part a serial console needs, parsed with the same
 //! meanings and defaults. Every error names the option and is found before anything opens.
 
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use chardev::compat::{parse_compat, Compat};
-use chardev::options::{self, split_options, BackendSpec, ChardevSpec};
+use chardev::options::{self, split_options, BackendSpec, ChardevSpec, SocketAddrSpec};
 
 /// A monitor's protocol (`-mon mode=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub struct Config {
     pub loaders: Vec<Loader>,
     /// `-incoming URI`.
     pub incoming: Option<String>,
+    /// One-line notes and warnings for stderr, about what listens where (see
+    /// [`confine_listeners`]); printed before anything opens.
+    pub notices: Vec<String>,
 }
 
 /// What the program should do.
@@ -133,7 +137,11 @@ pub fn usage(program: &str) -> String {
          -device loader,file=PATH,addr=ADDR,force-raw=on  load a file into guest RAM\n\
          -incoming URI     wait for an incoming migration\n\
          -h, --help        this help\n\
-         --version         the version\n"
+         --version         the version\n\
+         \n\
+         A TCP server with no host (tcp::4444,server=on) listens on 127.0.0.1 only, where QEMU\n\
+         listens on every interface; name the address to be reachable from the network\n\
+         (tcp:0.0.0.0:4444,server=on or host=0.0.0.0), and mind that a monitor has no password.\n"
     )
 }
 
@@ -195,6 +203,7 @@ impl Raw {
             machine: "pc".into(),
             loaders: Vec::new(),
             incoming: None,
+            notices: Vec::new(),
         };
         let mut default_serial = !self.nodefaults;
         let mut default_monitor = !self.nodefaults;
@@ -207,6 +216,10 @@ impl Raw {
                 "chardev" => config.chardevs.push(ChardevSpec::parse(value).map_err(|e| fail(&e))?),
                 "serial" => {
                     default_serial = false;
+                    // QEMU (vl.c): `-serial mon:DEV` is the default monitor too.
+                    if value.starts_with("mon:") {
+                        default_monitor = false;
+                    }
                     if serial_seen {
                         return Err(fail(&"this machine has one serial port"));
                     }
@@ -326,6 +339,7 @@ impl Raw {
             });
         }
         config.check()?;
+        confine_listeners(&mut config, resolve);
         Ok(config)
     }
 }
@@ -452,4 +466,148 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What a TCP server's address exposes to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Loopback only, as the user asked: nothing to say. A host name that does not resolve
+    /// ends up here too; creating the chardev then fails with the resolver's error.
+    Loopback,
+    /// No host, which QEMU takes as every interface: the demo listens on this loopback
+    /// address instead, and says so.
+    Confined(&'static str),
+    /// An address that other machines can reach (`0.0.0.0`, `::`, a LAN address, a name that
+    /// resolves to one), named by the user: it stays, with a warning.
+    Network,
+}
+
+/// Decides what a server on `host` (as `host=` or a legacy `tcp:HOST:PORT` gives it, brackets
+/// allowed) exposes. `ipv4`/`ipv6` are the socket's family options: with IPv6 only, no host
+/// becomes `::1` rather than `127.0.0.1`. `resolve` maps a host name to its addresses (the
+/// system resolver in the demo, a table in tests); literal addresses are not resolved.
+pub fn exposure(
+    host: &str,
+    ipv4: Option<bool>,
+    ipv6: Option<bool>,
+    resolve: impl FnOnce(&str) -> Vec<IpAddr>,
+) -> Exposure {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() {
+        let v6_only = ipv4 == Some(false) || (ipv6 == Some(true) && ipv4 != Some(true));
+        return Exposure::Confined(if v6_only { "::1" } else { "127.0.0.1" });
+    }
+    let addrs = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolve(bare),
+    };
+    // `::ffff:127.0.0.1` is loopback too.
+    if addrs.iter().all(|ip| ip.to_canonical().is_loopback()) {
+        Exposure::Loopback
+    } else {
+        Exposure::Network
+    }
+}
+
+/// The system resolver, for [`exposure`]: every address `host` has, none if it has none.
+pub fn resolve(host: &str) -> Vec<IpAddr> {
+    (host, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect()).unwrap_or_default()
+}
+
+/// The demo's listening policy, where it departs from QEMU on purpose: a monitor has no
+/// password, and QEMU's `tcp::4444,server=on` (no host) listens on every interface. Here
+/// every TCP server the command line makes (`-chardev`, `-serial`, `-monitor`, `-qmp`, and
+/// `-incoming tcp:`) with no host listens on loopback only, with a note saying so and how to
+/// ask for more; one on an address that other machines can reach stays as asked, with a
+/// warning. Adds the lines to `config.notices`. The library keeps QEMU's meaning; this is
+/// the embedder's choice.
+pub fn confine_listeners(config: &mut Config, resolve: impl Fn(&str) -> Vec<IpAddr>) {
+    let mut notices = Vec::new();
+    for spec in &mut config.chardevs {
+        let BackendSpec::Socket(socket) = &mut spec.backend else { continue };
+        if !socket.server {
+            continue;
+        }
+        let SocketAddrSpec::Inet { host, port, ipv4, ipv6, .. } = &mut socket.addr else {
+            continue;
+        };
+        let (what, risk) = role(&config.monitors, config.serial.as_deref(), &spec.id);
+        match exposure(host, *ipv4, *ipv6, &resolve) {
+            Exposure::Loopback => {}
+            Exposure::Confined(local) => {
+                notices.push(confined_note(&what, local, port));
+                *host = local.into();
+            }
+            Exposure::Network => notices.push(network_warning(&what, host, port, risk)),
+        }
+    }
+    if let Some(addr) = config.incoming.as_deref().and_then(|uri| uri.strip_prefix("tcp:")) {
+        if let Some((host, port)) = split_host_port(addr) {
+            let what = "the incoming migration";
+            let risk = "anyone who connects first replaces the machine's memory";
+            match exposure(&host, None, None, &resolve) {
+                Exposure::Loopback => {}
+                Exposure::Confined(local) => {
+                    notices.push(confined_note(what, local, &port));
+                    config.incoming = Some(format!("tcp:{}", join_host_port(local, &port)));
+                }
+                Exposure::Network => notices.push(network_warning(what, &host, &port, risk)),
+            }
+        }
+    }
+    config.notices.extend(notices);
+}
+
+/// Who uses chardev `id`, for the notes: a name and what a stranger on it could do.
+fn role(monitors: &[MonitorConfig], serial: Option<&str>, id: &str) -> (String, &'static str) {
+    match monitors.iter().find(|m| m.chardev == id).map(|m| m.mode) {
+        Some(MonitorMode::Readline) => (
+            format!("the monitor on chardev '{id}'"),
+            "anyone who connects controls the machine, without a password",
+        ),
+        Some(MonitorMode::Control { .. }) => (
+            format!("the QMP monitor on chardev '{id}'"),
+            "anyone who connects controls the machine, without a password",
+        ),
+        None if serial == Some(id) => (
+            format!("the serial port on chardev '{id}'"),
+            "anyone who connects gets the guest's console",
+        ),
+        None => (format!("chardev '{id}'"), "anyone who connects can talk to it"),
+    }
+}
+
+fn confined_note(what: &str, local: &str, port: &str) -> String {
+    let any = if local.contains(':') { "::" } else { "0.0.0.0" };
+    format!(
+        "note: {what} listens on {} only (QEMU would listen on every interface); \
+         to ask for that, name the address: host={any}, or tcp:{}",
+        join_host_port(local, port),
+        join_host_port(any, port)
+    )
+}
+
+fn network_warning(what: &str, host: &str, port: &str, risk: &str) -> String {
+    format!(
+        "warning: {what} listens on {}, reachable from the network: {risk}",
+        join_host_port(host.trim_start_matches('[').trim_end_matches(']'), port)
+    )
+}
+
+/// `HOST:PORT`, with an IPv6 address in brackets.
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `HOST:PORT` or `[V6]:PORT` (host possibly empty) into its parts.
+fn split_host_port(s: &str) -> Option<(String, String)> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:")?,
+        None => s.rsplit_once(':')?,
+    };
+    Some((host.to_string(), port.to_string()))
 }

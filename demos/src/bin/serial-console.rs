@@ -4,18 +4,39 @@
 //! small shell on it. Monitors (`-monitor`, `-mon`) run on any chardev. With no options it
 //! behaves like `qemu-system-x86_64 -nographic`: the guest console and the monitor share the
 //! terminal through a mux (`Ctrl-A c` switches, `Ctrl-A x` quits, `Ctrl-A h` helps).
+//!
+//! SIGTERM, SIGINT and SIGHUP end it as they end QEMU: one line on stderr, `serial-console:
+//! terminating on signal 15 from pid 1234 (kill)` (or `terminating on signal 2` when the
+//! kernel sent it, as for Ctrl-C on a `signal=on` terminal), then a clean shutdown (the
+//! terminal restored, socket files removed) and exit status 0. One that comes before the
+//! machine runs (creating a chardev can wait for a client) exits at once with status 0, and
+//! a second one during the shutdown exits at once with status 1; the library's exit hook
+//! restores the terminal then. A panic on any thread ends the program with status 101 and
+//! the panic message, printed on a terminal restored first.
+//!
+//! TCP servers with no host listen on loopback only, unlike QEMU's; see
+//! [`demos::cli::confine_listeners`].
+//!
+//! Test hook, not in `-h`: `CHARDEV_DEMO_PANIC_AFTER_MS=N` panics N ms after the machine
+//! starts running, on the loop thread (which is the main thread), or on a thread of its own
+//! with `CHARDEV_DEMO_PANIC_THREAD=worker`. The tests use it to check the terminal is restored.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use chardev::{EventLoop, Registry};
+use chardev::{EventLoop, LoopHandle, Registry};
 use demos::cli::{self, Command, Config, MonitorMode};
 use demos::hmp::{Hmp, PROGRAM};
 use demos::machine::{self, Guest, Machine, RunState};
 use demos::qmp::Qmp;
 use demos::services::{MigrationEndpoint, Services};
+use nix::libc;
+use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
     env_logger::init();
+    install_panic_exit();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match cli::parse(&args) {
         Ok(Command::Run(config)) => config,
@@ -36,7 +57,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&config) {
+    for notice in &config.notices {
+        eprintln!("{PROGRAM}: {notice}");
+    }
+    // Before any thread starts: they all inherit the blocked mask.
+    let shutdown = Shutdown::catch_signals();
+    match run(&config, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{PROGRAM}: {e}");
@@ -45,7 +71,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config) -> Result<(), String> {
+fn run(config: &Config, shutdown: &Shutdown) -> Result<(), String> {
     let mut event_loop = EventLoop::new().map_err(|e| e.to_string())?;
     let handle = event_loop.handle();
     let registry = Registry::new(&handle);
@@ -124,6 +150,10 @@ fn run(config: &Config) -> Result<(), String> {
         services.migrate_incoming(source)?;
     }
 
+    // From here a signal stops the loop (before, it exits at once: creating a chardev can
+    // wait for a client, with no loop to stop).
+    shutdown.arm(services.clone());
+    test_panic_hook(&handle)?;
     event_loop.run().map_err(|e| e.to_string())?;
     machine.quit();
     drop(event_loop);
@@ -136,4 +166,128 @@ fn run(config: &Config) -> Result<(), String> {
         return Err("stopped after an error".into());
     }
     Ok(())
+}
+
+/// A panic on any thread ends the program, as one on the main thread does: a guest, loop or
+/// migration thread that is gone leaves a machine that cannot go on. The message comes
+/// first (the library's hook, chained in front of this one once a terminal is raw, has
+/// restored the terminal before it).
+fn install_panic_exit() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        if std::thread::current().name() != Some("main") {
+            // exit(3) runs the library's atexit hook too; other threads are not unwound.
+            std::process::exit(101);
+        }
+    }));
+}
+
+/// `CHARDEV_DEMO_PANIC_AFTER_MS=N` (and `CHARDEV_DEMO_PANIC_THREAD=worker`): see the module
+/// docs. Does nothing without the variable.
+fn test_panic_hook(event_loop: &LoopHandle) -> Result<(), String> {
+    let Some(ms) = std::env::var_os("CHARDEV_DEMO_PANIC_AFTER_MS") else { return Ok(()) };
+    let ms: u64 = ms
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("CHARDEV_DEMO_PANIC_AFTER_MS: a number of milliseconds, please")?;
+    let on_worker = std::env::var("CHARDEV_DEMO_PANIC_THREAD").is_ok_and(|t| t == "worker");
+    let event_loop = event_loop.clone();
+    std::thread::Builder::new()
+        .name("test-panic".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            if on_worker {
+                panic!("CHARDEV_DEMO_PANIC_AFTER_MS: test panic on a worker thread");
+            }
+            event_loop.run_on_loop(|| {
+                panic!("CHARDEV_DEMO_PANIC_AFTER_MS: test panic on the loop thread")
+            });
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the test panic thread: {e}"))
+}
+
+/// QEMU's handling of SIGTERM, SIGINT and SIGHUP (`termsig_handler`, `qemu_kill_report`):
+/// the signals are blocked in every thread and taken by one thread with sigwaitinfo(2), which
+/// reports the sender and stops the machine (see the module docs).
+struct Shutdown {
+    /// What stops the machine, once it runs.
+    services: Arc<Mutex<Option<Services>>>,
+}
+
+/// The signals that end the program cleanly. SIGQUIT keeps its default (a core dump), with
+/// the library's terminal restore in front.
+const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM];
+
+impl Shutdown {
+    /// Blocks the signals in this thread (every thread started later inherits that) and
+    /// starts the thread that takes them. If that thread cannot start, the signals stay
+    /// unblocked and kill the process as before (the library restores the terminal then).
+    fn catch_signals() -> Shutdown {
+        let services: Arc<Mutex<Option<Services>>> = Arc::default();
+        let set: SigSet = TERMINATING.into_iter().collect();
+        if let Err(e) = set.thread_block() {
+            log::warn!("cannot block the terminating signals: {e}");
+            return Shutdown { services };
+        }
+        let target = Arc::clone(&services);
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || take_signals(&set, &target));
+        if let Err(e) = spawned {
+            log::warn!("cannot start the signal thread: {e}");
+            let _ = set.thread_unblock();
+        }
+        Shutdown { services }
+    }
+
+    /// From now on the first signal stops `services`' loop rather than exiting at once.
+    fn arm(&self, services: Services) {
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(services);
+    }
+}
+
+fn take_signals(set: &SigSet, target: &Mutex<Option<Services>>) {
+    let mut stopping = false;
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is an initialised sigset_t and `info` is valid for writes.
+        let signal = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+        if signal < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::warn!("sigwaitinfo: {}", std::io::Error::last_os_error());
+            return;
+        }
+        // SAFETY: sigwaitinfo filled `info` for one of our signals, which carries si_pid
+        // (0 when the kernel sent it, as for Ctrl-C on the terminal).
+        let pid = unsafe { info.si_pid() };
+        if pid == 0 {
+            eprintln!("{PROGRAM}: terminating on signal {signal}");
+        } else {
+            eprintln!(
+                "{PROGRAM}: terminating on signal {signal} from pid {pid} ({})",
+                process_name(pid).as_deref().unwrap_or("<unknown process>")
+            );
+        }
+        let services = target.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match services {
+            Some(services) if !stopping => {
+                stopping = true;
+                services.quit();
+            }
+            // exit(3) runs the library's atexit hook, which restores the terminal.
+            _ => std::process::exit(if stopping { 1 } else { 0 }),
+        }
+    }
+}
+
+/// The first word of `pid`'s command line, as QEMU's `qemu_get_pid_name` reads it.
+fn process_name(pid: libc::pid_t) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let first = cmdline.split(|&b| b == 0).next().filter(|s| !s.is_empty())?;
+    Some(String::from_utf8_lossy(first).into_owned())
 }
