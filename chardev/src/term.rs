@@ -1,8 +1,9 @@
 //! Raw terminal mode, and the promise to undo it: a [`RawTerminal`] puts a terminal's saved
 //! attributes back when it is dropped, when the process exits (`std::process::exit`, which
-//! skips destructors, as a mux's `Ctrl-A x` does), when a thread panics, and when SIGTERM,
-//! SIGINT, SIGHUP or SIGQUIT kill the process. Only SIGKILL and crashes (SIGSEGV, an abort
-//! outside a panic) can leave the terminal raw; `stty sane` fixes it then.
+//! skips destructors, as a mux's `Ctrl-A x` does), when a thread panics, and when a signal
+//! whose default action ends the process kills it (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
+//! SIGALRM, SIGABRT, ...; see [`FATAL_SIGNALS`]). Only SIGKILL and crashes (SIGSEGV, SIGBUS)
+//! can leave the terminal raw; `stty sane` fixes it then.
 //!
 //! ```no_run
 //! use chardev::term::RawTerminal;
@@ -36,8 +37,27 @@ use crate::error::{Error, Result};
 /// How many terminals may be raw at once in one process (the stdio backend needs one).
 pub const MAX_RAW_TERMINALS: usize = 8;
 
-/// The signals whose default action kills the process and which restore the terminal first.
-const FATAL_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// The signals whose default action ends the process, and which restore the terminal first
+/// when their disposition is still the default. Not the faults (SIGSEGV, SIGBUS, SIGILL,
+/// SIGFPE): a handler that returns would only fault again, and a crash should leave the
+/// state as it was for the core dump.
+pub const FATAL_SIGNALS: [libc::c_int; 15] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGABRT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGPIPE,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGIO,
+    libc::SIGPWR,
+];
 
 /// Changes `termios` into QEMU's raw mode for a console (`term_init` in `char-stdio.c`).
 ///

@@ -275,8 +275,8 @@ impl Pty {
 enum End {
     /// Types `quit`: `std::process::exit(0)` with the chardev alive.
     Exit,
-    /// SIGTERM from the test.
-    Term,
+    /// A signal from the test, whose default action ends the process.
+    Signal(Signal),
     /// Types `panic`: a thread panics, then the process aborts (panic=abort).
     Panic,
     /// SIGKILL from the test: nothing can restore the terminal, and nothing needs to be
@@ -324,10 +324,10 @@ fn terminal_session(scenario: &str, end: End) {
             assert_eq!(status.code(), Some(0), "{status:?}");
             status
         }
-        End::Term => {
-            kill(child.pid(), Signal::SIGTERM).unwrap();
+        End::Signal(signal) => {
+            kill(child.pid(), signal).unwrap();
             let status = child.wait();
-            assert_eq!(status.signal(), Some(nix::libc::SIGTERM), "{status:?}");
+            assert_eq!(status.signal(), Some(signal as i32), "{status:?}");
             status
         }
         End::Panic => {
@@ -357,7 +357,15 @@ fn exit_restores_the_terminal() {
 
 #[test]
 fn sigterm_restores_the_terminal_and_still_kills() {
-    terminal_session("echo", End::Term);
+    terminal_session("echo", End::Signal(Signal::SIGTERM));
+}
+
+#[test]
+fn other_deadly_signals_restore_the_terminal_too() {
+    // Their default action ends the process as SIGTERM's does.
+    for signal in [Signal::SIGUSR1, Signal::SIGALRM, Signal::SIGHUP] {
+        terminal_session("echo", End::Signal(signal));
+    }
 }
 
 #[test]
