@@ -23,7 +23,9 @@ pub enum RelayEvent {
     Opened(usize),
     /// Side 0 or 1 closed (after all its data was read).
     Closed(usize),
-    /// Everything read from side 0 or 1 has been written to the other side.
+    /// Side 0 or 1 has closed, and everything read from it has now been written to the other
+    /// side. Only sent after `Closed` (waking whoever listens on every drained write would
+    /// cost two futex calls and a context switch per write).
     Drained(usize),
 }
 
@@ -118,7 +120,11 @@ impl Shared {
         let done = b.data.is_empty();
         drop(backlog);
         if done {
-            let _ = self.events.send(RelayEvent::Drained(from));
+            // Closed is delivered after the open flag drops, on this same thread: a side that
+            // closed with a backlog is reported drained here, and only such a side.
+            if !self.handles[from].is_open() {
+                let _ = self.events.send(RelayEvent::Drained(from));
+            }
             self.handles[from].accept_input();
         } else if written > 0 || self.handles[to].is_open() {
             self.handles[to].notify_writable();
