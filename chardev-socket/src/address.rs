@@ -105,7 +105,7 @@ pub fn inet_addrs(
         .map_err(|_| Error::option("port", port, "must be a port number from 0 to 65535"))?;
     // QEMU: an empty host means every address (servers) or localhost (clients).
     let host = match (host, server) {
-        ("", true) if ipv6 == Some(true) => "::",
+        ("", true) if ipv6 == Some(true) || ipv4 == Some(false) => "::",
         ("", true) => "0.0.0.0",
         ("", false) => "localhost",
         (h, _) => h.trim_start_matches('[').trim_end_matches(']'),

@@ -234,3 +234,17 @@ fn a_live_servers_socket_is_refused_as_in_use_and_left_alone() {
     assert!(text.contains(&path.display().to_string()), "the error names the path: {text}");
     assert!(text.to_lowercase().contains("in use"), "the error says 'in use': {text}");
 }
+
+#[test]
+fn a_server_with_no_host_takes_every_address_of_the_families_allowed() {
+    // QEMU resolves an empty host with AI_PASSIVE: 0.0.0.0 and ::, filtered by ipv4=/ipv6=.
+    // Resolved only, never bound: tests listen on loopback.
+    use chardev_socket::address::inet_addrs;
+    let any = |ipv4, ipv6| inet_addrs("", "4444", ipv4, ipv6, true).expect("resolve");
+    assert_eq!(any(None, None), vec!["0.0.0.0:4444".parse().unwrap()]);
+    assert_eq!(any(Some(true), None), vec!["0.0.0.0:4444".parse().unwrap()]);
+    assert_eq!(any(None, Some(true)), vec!["[::]:4444".parse().unwrap()]);
+    assert_eq!(any(Some(false), None), vec!["[::]:4444".parse().unwrap()], "ipv4=off alone");
+    let client = inet_addrs("", "4444", None, None, false).expect("resolve localhost");
+    assert!(client.iter().all(|a| a.ip().is_loopback()), "{client:?}");
+}
