@@ -85,11 +85,7 @@ fn peer(script: &str, args: &[&str]) -> Child {
 
 /// Waits for a child to exit, at most the deadline; it must succeed.
 fn finish(child: Child) -> Output {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx.recv_timeout(DEADLINE).expect("the peer did not exit in time").unwrap();
+    let out = wait_output(child, "the peer");
     assert!(out.status.success(), "peer failed: {:?}", out.status);
     out
 }
@@ -154,12 +150,15 @@ fn banner_child() {
 
 #[test]
 fn the_banner_names_the_slave_and_the_label() {
-    let out = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "banner_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env("CHARDEV_PTY_BANNER_CHILD", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .unwrap();
+    let out = wait_output(child, "the banner child");
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let slave = stdout
@@ -502,18 +501,7 @@ fn an_idle_pty_sleeps_and_notices_a_terminal_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(IDLE_WINDOW + 2 * DEADLINE) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("the idle child did not finish within {:?}", IDLE_WINDOW + 2 * DEADLINE);
-        }
-    };
+    let out = wait_output_for(child, "the idle child", IDLE_WINDOW + 2 * DEADLINE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprint!("{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);

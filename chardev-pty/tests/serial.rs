@@ -174,13 +174,15 @@ fn permission_denied_names_the_device() {
         return permission_refused(dev.path());
     }
     // Root opens anything: try as nobody, in a child process.
-    let out = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "permission_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env("CHARDEV_PTY_PERMISSION_DEVICE", &dev.path)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .unwrap();
+    let out = wait_output(child, "the permission child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("refused as it should be"), "{stdout}");
 }
@@ -249,23 +251,26 @@ fn a_break_reaches_the_device() {
     // A pty has no break to send (no break_ctl in the kernel's pty driver): the other side
     // cannot see it. What the test can see is the TCSBRK ioctl reaching the device, by
     // running the chardev under strace.
-    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
+    let Ok(mut version) = Command::new("strace").arg("-V").stdout(Stdio::null()).spawn() else {
         eprintln!("strace is not installed; skipped (apt-get install strace)");
         return;
-    }
+    };
+    wait_exit(&mut version, "strace -V");
     let dev = Device::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
-    let out = Command::new("strace")
+    let child = Command::new("strace")
         .args(["-f", "-y", "-qq", "-e", "trace=ioctl", "-o"])
         .arg(&log)
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "break_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env("CHARDEV_PTY_BREAK_DEVICE", &dev.path)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .unwrap();
+    let out = wait_output(child, "the break child under strace");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("break sent"), "{stdout}");
     let trace = std::fs::read_to_string(&log).unwrap();

@@ -49,13 +49,15 @@ fn serve_python_peer(tight: bool) {
     assert!(reg.query()[0].filename.contains(&name), "{}", reg.query()[0].filename);
     let h = reg.connect("a").unwrap();
     let rec = record(&h, 64);
-    let mut peer = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/abstract_peer.py"))
-        .args([name.as_str(), if tight { "tight" } else { "padded" }])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut peer = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/abstract_peer.py"))
+            .args([name.as_str(), if tight { "tight" } else { "padded" }])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(TimedPipe(peer.0.stdout.take().unwrap())).lines();
     rec.expect_event(Event::Opened);
     assert_eq!(rec.data(4), b"ping");
     h.write_all(b"pong").unwrap();
@@ -66,7 +68,7 @@ fn serve_python_peer(tight: bool) {
         "the tight and the padded name must be different names"
     );
     assert_eq!(lines.next().unwrap().unwrap(), "got=pong");
-    assert!(peer.wait().unwrap().success());
+    assert!(wait_exit(&mut peer.0, "abstract_peer.py").success());
     assert_nothing_on_disk(&dir);
 
     // The name lives as long as the chardev's socket: removed, it is free again.

@@ -24,11 +24,13 @@ fn more_than_16_fds_in_one_message_keeps_16_closes_the_rest_and_delivers_the_byt
     let (tx, rx) = channel();
     h.set_frontend(Acking { handle: h.clone(), tx });
     let before = open_fds();
-    let mut child = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/send_fds.py"))
-        .args([path.to_str().unwrap(), "253:M"])
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/send_fds.py"))
+            .args([path.to_str().unwrap(), "253:M"])
+            .spawn()
+            .unwrap(),
+    );
     let (data, fds) = rx.recv_timeout(DEADLINE).unwrap();
     assert_eq!(data, b"M");
     assert_eq!(fds.len(), 16, "fds kept");
@@ -40,6 +42,6 @@ fn more_than_16_fds_in_one_message_keeps_16_closes_the_rest_and_delivers_the_byt
     drop(first);
     let (closed, _) = rx.recv_timeout(DEADLINE).unwrap();
     assert_eq!(closed, b"<closed>");
-    assert!(child.wait().unwrap().success());
+    assert!(wait_exit(&mut child.0, "send_fds.py").success());
     wait_until("fds to be closed", || open_fds() <= before);
 }

@@ -60,27 +60,31 @@ fn the_seed_a_passed_nonblocking_socket_arrives_blocking_and_carries_64_mib() {
     let (tx, rx) = channel();
     h.set_frontend(TakeFd { handle: h.clone(), tx });
 
-    let mut child = peer("seed_peer.py")
-        .args([path.to_str().unwrap(), &TOTAL.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        peer("seed_peer.py")
+            .args([path.to_str().unwrap(), &TOTAL.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let fd = rx.recv_timeout(DEADLINE).expect("no fd arrived");
     assert!(!chardev::fd::is_nonblocking(&fd).unwrap(), "the fd reached the frontend non-blocking");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(TimedPipe(child.0.stdout.take().unwrap())).lines();
     assert_eq!(
         lines.next().unwrap().unwrap(),
         "nonblocking-after=False",
         "the peer's copy is blocking too"
     );
 
-    // What migrate fd: does: blocking writes of the whole stream, no EAGAIN handling.
-    let mut out = std::fs::File::from(fd);
+    // What migrate fd: does: blocking writes of the whole stream, no EAGAIN handling. The
+    // send timeout bounds a stall (no progress for the deadline), not the whole slow stream.
+    let mut out = std::os::unix::net::UnixStream::from(fd);
+    out.set_write_timeout(Some(DEADLINE)).unwrap();
     let data: Vec<u8> = (0..TOTAL).map(pattern).collect();
-    out.write_all(&data).expect("a blocking write failed: the fd is not blocking");
+    out.write_all(&data).expect("a blocking write failed (the fd is not blocking, or stalled)");
     drop(out);
     assert_eq!(lines.next().unwrap().unwrap(), format!("received={TOTAL} first-bad=-1"));
-    assert!(child.wait().unwrap().success());
+    assert!(wait_exit(&mut child.0, "seed_peer.py").success());
 }
 
 fn content(fd: OwnedFd) -> String {
@@ -101,8 +105,9 @@ fn fds_arrive_with_the_bytes_of_their_message() {
     let h = reg.connect("s").unwrap();
     let (tx, rx) = channel();
     h.set_frontend(Acking { handle: h.clone(), tx });
-    let mut child =
-        peer("send_fds.py").args([path.to_str().unwrap(), "1:A", "0:B", "2:C"]).spawn().unwrap();
+    let mut child = KillOnDrop(
+        peer("send_fds.py").args([path.to_str().unwrap(), "1:A", "0:B", "2:C"]).spawn().unwrap(),
+    );
 
     let mut seen = Vec::new();
     loop {
@@ -121,5 +126,5 @@ fn fds_arrive_with_the_bytes_of_their_message() {
             ("C".to_string(), vec!["C#0".to_string(), "C#1".to_string()]),
         ]
     );
-    assert!(child.wait().unwrap().success());
+    assert!(wait_exit(&mut child.0, "send_fds.py").success());
 }

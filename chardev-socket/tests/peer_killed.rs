@@ -48,7 +48,7 @@ fn kill_the_peer_mid_transfer<S>(
             .spawn()
             .unwrap(),
     );
-    let mut lines = BufReader::new(peer.0.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(TimedPipe(peer.0.stdout.take().unwrap())).lines();
     rec.expect_event(Event::Opened);
 
     let (done_tx, done) = channel();
@@ -62,7 +62,7 @@ fn kill_the_peer_mid_transfer<S>(
     assert!(done.try_recv().is_err(), "64 MiB cannot have fitted into the socket");
 
     peer.0.kill().unwrap();
-    peer.0.wait().unwrap();
+    wait_exit(&mut peer.0, "the killed stalled_reader.py");
     let result = done.recv_timeout(DEADLINE).expect("write_all still waits for a dead peer");
     let err = result.expect_err("write_all into a killed peer succeeded");
     // Which error depends on who sees the death first: the write (EPIPE, ECONNRESET) or

@@ -48,15 +48,17 @@ fn fds_go_with_the_first_byte_only_though_the_first_sendmsg_is_partial() {
     let mut file = tempfile::tempfile().unwrap();
     file.write_all(b"the test's file").unwrap();
 
-    let mut peer = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/recv_fds.py"))
-        .args([path.to_str().unwrap(), &TOTAL.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut peer = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/recv_fds.py"))
+            .args([path.to_str().unwrap(), &TOTAL.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, lines) = channel();
-    let stdout = peer.stdout.take().unwrap();
+    let stdout = peer.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let _ = tx.send(line.unwrap());
@@ -68,7 +70,7 @@ fn fds_go_with_the_first_byte_only_though_the_first_sendmsg_is_partial() {
     // The peer reads nothing yet: the socket buffer takes only the start of 4 MiB.
     let first = h.write_with_fds(&data, &[pipe_w.as_fd(), file.as_fd()]).unwrap();
     assert!(first > 0 && first < TOTAL, "the first write was not partial: {first} bytes");
-    peer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    peer.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
     h.write_all(&data[first..]).unwrap();
 
     let line = || lines.recv_timeout(DEADLINE).expect("the peer said nothing");
@@ -77,7 +79,7 @@ fn fds_go_with_the_first_byte_only_though_the_first_sendmsg_is_partial() {
     assert_eq!(line(), "file=the test's file", "the peer read the passed file");
     assert_eq!(read_some(&mut pipe_r), b"written by the peer");
     rec.expect_event(Event::Closed);
-    assert!(peer.wait().unwrap().success());
+    assert!(wait_exit(&mut peer.0, "recv_fds.py").success());
 
     // The caller's fds were lent, not given: both still work.
     pipe_w.write_all(b"still mine").unwrap();
@@ -95,6 +97,7 @@ fn more_than_16_fds_are_refused_before_any_byte_goes() {
     let h = reg.connect("s").unwrap();
     let rec = record(&h, 64);
     let mut peer = UnixStream::connect(&path).unwrap();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap(); // bounds recv_with_fds below
     rec.expect_event(Event::Opened);
 
     let file = tempfile::tempfile().unwrap();

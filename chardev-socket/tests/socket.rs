@@ -31,6 +31,13 @@ fn bound_port(reg: &Registry, id: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("no port in {f}"))
 }
 
+/// Accepts the next client of `listener`, failing after the deadline.
+fn accept_within(listener: &UnixListener) -> (UnixStream, std::os::unix::net::SocketAddr) {
+    let ready = chardev::fd::wait_readable(std::os::fd::AsFd::as_fd(listener), Some(DEADLINE));
+    assert!(ready.unwrap(), "no client came within {DEADLINE:?}");
+    listener.accept().unwrap()
+}
+
 /// Reads a child's stdout on a thread until `needle` appears (or the deadline passes).
 fn read_until(
     out: impl Read + Send + 'static,
@@ -60,22 +67,24 @@ fn unix_server_with_socat_as_client() {
     assert_eq!(filename(&reg, "s"), format!("disconnected:unix:{},server=on", path.display()));
     let h = reg.connect("s").unwrap();
     let rec = record(&h, 4096);
-    let mut socat = Command::new("socat")
-        .args(["-t", "5", "-", &format!("UNIX-CONNECT:{}", path.display())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut socat = KillOnDrop(
+        Command::new("socat")
+            .args(["-t", "5", "-", &format!("UNIX-CONNECT:{}", path.display())])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     rec.expect_event(Event::Opened);
     assert_eq!(filename(&reg, "s"), format!("unix:{},server=on", path.display()));
-    let out = read_until(socat.stdout.take().unwrap(), b"welcome\n");
+    let out = read_until(socat.0.stdout.take().unwrap(), b"welcome\n");
     h.write_all(b"welcome\n").unwrap();
     assert_eq!(out.recv_timeout(DEADLINE).unwrap(), b"welcome\n");
-    socat.stdin.take().unwrap().write_all(b"hello from socat\n").unwrap();
+    socat.0.stdin.take().unwrap().write_all(b"hello from socat\n").unwrap();
     assert_eq!(rec.data(17), b"hello from socat\n");
     rec.expect_event(Event::Closed);
     assert_eq!(filename(&reg, "s"), format!("disconnected:unix:{},server=on", path.display()));
-    socat.wait().unwrap();
+    wait_exit(&mut socat.0, "socat");
 }
 
 #[test]
@@ -86,19 +95,21 @@ fn tcp_server_with_socat_as_client_shows_both_ends_in_its_filename() {
     assert_eq!(filename(&reg, "t"), format!("disconnected:tcp:127.0.0.1:{port},server=on"));
     let h = reg.connect("t").unwrap();
     let rec = record(&h, 4096);
-    let mut socat = Command::new("socat")
-        .args(["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut socat = KillOnDrop(
+        Command::new("socat")
+            .args(["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     rec.expect_event(Event::Opened);
     let f = filename(&reg, "t");
     assert!(f.starts_with(&format!("tcp:127.0.0.1:{port},server=on <-> 127.0.0.1:")), "{f}");
-    socat.stdin.take().unwrap().write_all(b"over tcp").unwrap();
+    socat.0.stdin.take().unwrap().write_all(b"over tcp").unwrap();
     assert_eq!(rec.data(8), b"over tcp");
     rec.expect_event(Event::Closed);
-    socat.wait().unwrap();
+    wait_exit(&mut socat.0, "socat");
 }
 
 #[test]
@@ -123,12 +134,14 @@ fn ipv6_filenames_are_bracketed_when_connected() {
 fn unix_client_with_socat_as_server() {
     let (_lp, reg, dir) = setup();
     let path = dir.path().join("socat.sock");
-    let mut socat = Command::new("socat")
-        .args(["-t", "5", &format!("UNIX-LISTEN:{}", path.display()), "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut socat = KillOnDrop(
+        Command::new("socat")
+            .args(["-t", "5", &format!("UNIX-LISTEN:{}", path.display()), "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("socat to listen", || path.exists());
     reg.add_str(&format!("socket,id=c,path={}", path.display())).unwrap();
     let h = reg.connect("c").unwrap();
@@ -136,13 +149,13 @@ fn unix_client_with_socat_as_server() {
     rec.expect_event(Event::Opened);
     // QEMU 7.2 shows a unix client's own (unnamed) address: just "unix:".
     assert_eq!(filename(&reg, "c"), "unix:");
-    let out = read_until(socat.stdout.take().unwrap(), b"from chardev");
+    let out = read_until(socat.0.stdout.take().unwrap(), b"from chardev");
     h.write_all(b"from chardev").unwrap();
     assert_eq!(out.recv_timeout(DEADLINE).unwrap(), b"from chardev");
-    socat.stdin.take().unwrap().write_all(b"from socat").unwrap();
+    socat.0.stdin.take().unwrap().write_all(b"from socat").unwrap();
     assert_eq!(rec.data(10), b"from socat");
     rec.expect_event(Event::Closed);
-    socat.wait().unwrap();
+    wait_exit(&mut socat.0, "socat");
     // Without reconnect-ms a client stays disconnected, and writes fail instead of vanishing.
     let err = h.write(b"lost?").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotConnected, "{err}");
@@ -158,22 +171,24 @@ fn tcp_client_with_socat_as_server_via_reconnect() {
     let rec = record(&h, 4096);
     rec.quiet(Duration::from_millis(100));
     assert_eq!(filename(&reg, "c"), format!("disconnected:tcp:127.0.0.1:{port}"));
-    let mut socat = Command::new("socat")
-        .args(["-t", "5", &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"), "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut socat = KillOnDrop(
+        Command::new("socat")
+            .args(["-t", "5", &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"), "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     rec.expect_event(Event::Opened);
     let f = filename(&reg, "c");
     assert!(
         f.starts_with("tcp:127.0.0.1:") && f.ends_with(&format!(" <-> 127.0.0.1:{port}")),
         "{f}"
     );
-    socat.stdin.take().unwrap().write_all(b"late server").unwrap();
+    socat.0.stdin.take().unwrap().write_all(b"late server").unwrap();
     assert_eq!(rec.data(11), b"late server");
     rec.expect_event(Event::Closed);
-    socat.wait().unwrap();
+    wait_exit(&mut socat.0, "socat");
 }
 
 #[test]
@@ -184,21 +199,23 @@ fn telnet_client_against_a_telnet_server() {
     assert_eq!(filename(&reg, "tel"), format!("disconnected:telnet:127.0.0.1:{port},server=on"));
     let h = reg.connect("tel").unwrap();
     let rec = record(&h, 4096);
-    let mut telnet = Command::new("telnet")
-        .args(["127.0.0.1", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut telnet = KillOnDrop(
+        Command::new("telnet")
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     rec.expect_event(Event::Opened);
     assert!(filename(&reg, "tel").starts_with("telnet:127.0.0.1:"));
-    let out = read_until(telnet.stdout.take().unwrap(), b"ready>");
+    let out = read_until(telnet.0.stdout.take().unwrap(), b"ready>");
     // 0xFF goes out escaped as IAC IAC and arrives as one byte.
     h.write_all(b"\xffready>").unwrap();
     let shown = out.recv_timeout(DEADLINE).unwrap();
     assert!(shown.windows(7).any(|w| w == b"\xffready>"), "{shown:?}");
-    let mut stdin = telnet.stdin.take().unwrap();
+    let mut stdin = telnet.0.stdin.take().unwrap();
     stdin.write_all(b"typed\n").unwrap();
     // The client's negotiation replies are filtered out; only the line arrives.
     let mut got = Vec::new();
@@ -209,7 +226,7 @@ fn telnet_client_against_a_telnet_server() {
     assert_eq!(String::from_utf8_lossy(&got).trim_end(), "typed");
     drop(stdin);
     rec.expect_event(Event::Closed);
-    telnet.wait().unwrap();
+    wait_exit(&mut telnet.0, "telnet");
 }
 
 #[test]
@@ -222,6 +239,7 @@ fn a_second_client_waits_until_the_first_leaves() {
     let mut first = UnixStream::connect(&path).unwrap();
     rec.expect_event(Event::Opened);
     let mut second = UnixStream::connect(&path).unwrap(); // accepted by the kernel's backlog
+    second.set_read_timeout(Some(DEADLINE)).unwrap();
     second.write_all(b"second").unwrap();
     first.write_all(b"first").unwrap();
     assert_eq!(rec.data(5), b"first");
@@ -287,11 +305,11 @@ fn a_client_reconnects_after_its_server_drops_it() {
     let h = reg.connect("c").unwrap();
     let rec = record(&h, 64);
     let listener = UnixListener::bind(&path).unwrap();
-    let (conn, _) = listener.accept().unwrap();
+    let (conn, _) = accept_within(&listener);
     rec.expect_event(Event::Opened);
     drop(conn);
     rec.expect_event(Event::Closed);
-    let (mut conn, _) = listener.accept().unwrap();
+    let (mut conn, _) = accept_within(&listener);
     rec.expect_event(Event::Opened);
     conn.write_all(b"again").unwrap();
     assert_eq!(rec.data(5), b"again");
@@ -305,6 +323,7 @@ fn disconnect_from_the_frontend_lets_the_server_take_the_next_client() {
     let h = reg.connect("s").unwrap();
     let rec = record(&h, 64);
     let mut first = UnixStream::connect(&path).unwrap();
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
     rec.expect_event(Event::Opened);
     h.disconnect();
     rec.expect_event(Event::Closed);
@@ -336,20 +355,22 @@ fn fds_on_tcp_are_refused_and_the_socket_file_goes_with_the_chardev() {
 fn wait_on_blocks_creation_until_the_first_client() {
     let (_lp, reg, dir) = setup();
     let path = dir.path().join("w.sock");
-    let client = std::thread::spawn({
-        let path = path.clone();
+    // add_str waits in accept(): on a thread, so that a server that never takes its client
+    // fails the test instead of hanging it.
+    let (added_tx, added) = channel();
+    std::thread::spawn({
+        let (reg, spec) = (reg.clone(), format!("socket,id=w,path={},server=on", path.display()));
         move || {
-            wait_until("the server to listen", || path.exists());
-            UnixStream::connect(&path).unwrap()
+            let _ = added_tx.send(reg.add_str(&spec).map_err(|e| e.to_string()));
         }
     });
-    reg.add_str(&format!("socket,id=w,path={},server=on", path.display())).unwrap();
+    let mut peer = connect_unix(&path);
+    added.recv_timeout(DEADLINE).expect("add_str still waits with its client in").unwrap();
     // add_str returned: the client is already in.
     assert_eq!(filename(&reg, "w"), format!("unix:{},server=on", path.display()));
     let h = reg.connect("w").unwrap();
     let rec = record(&h, 8);
     rec.expect_event(Event::Opened);
-    let mut peer = client.join().unwrap();
     peer.write_all(b"hi").unwrap();
     assert_eq!(rec.data(2), b"hi");
 }

@@ -61,14 +61,16 @@ fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() 
     let port = filename.trim_end_matches(",server=on").rsplit(':').next().unwrap().to_string();
     let h = reg.connect("tel").unwrap();
     let rec = record(&h, 4096);
-    let mut peer = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/telnet_peer.py"))
-        .arg(&port)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut peer = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/telnet_peer.py"))
+            .arg(&port)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, lines) = channel();
-    let stdout = peer.stdout.take().unwrap();
+    let stdout = peer.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let _ = tx.send(line.unwrap());
@@ -91,7 +93,7 @@ fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() 
     h.write_all(b"z\xffz").unwrap();
     assert_eq!(line(), "escaped=7affff7a");
     rec.expect_event(Event::Closed);
-    assert!(peer.wait().unwrap().success());
+    assert!(wait_exit(&mut peer.0, "telnet_peer.py").success());
 }
 
 #[test]

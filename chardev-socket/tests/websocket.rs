@@ -23,13 +23,15 @@ fn a_websocket_client_talks_to_a_websocket_server_chardev() {
     // Room for 3 bytes at a time: messages arrive whole, in pieces.
     let rec = record(&h, 3);
 
-    let mut child = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ws_peer.py"))
-        .arg(format!("ws://127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ws_peer.py"))
+            .arg(format!("ws://127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(TimedPipe(child.0.stdout.take().unwrap())).lines();
     let mut line = move || lines.next().expect("the peer said nothing more").unwrap();
 
     rec.expect_event(Event::Opened);
@@ -45,5 +47,5 @@ fn a_websocket_client_talks_to_a_websocket_server_chardev() {
     assert_eq!(line(), "big=200000");
     assert_eq!(line(), "closed");
     rec.expect_event(Event::Closed);
-    assert!(child.wait().unwrap().success());
+    assert!(wait_exit(&mut child.0, "ws_peer.py").success());
 }

@@ -21,7 +21,7 @@ use nix::sys::termios::{
 };
 use nix::unistd::Pid;
 
-use common::{wait_until, DEADLINE};
+use common::{wait_exit, DEADLINE};
 
 const CHILD_ENV: &str = "CHARDEV_STDIO_CHILD";
 
@@ -222,12 +222,7 @@ impl Child {
 
     /// Waits (with the deadline) for the child to end.
     fn wait(&mut self) -> ExitStatus {
-        let mut status = None;
-        wait_until("the child to end", || {
-            status = self.process.try_wait().unwrap();
-            status.is_some()
-        });
-        status.unwrap()
+        wait_exit(&mut self.process, "the stdio child")
     }
 }
 

@@ -318,11 +318,14 @@ fn a_corrupt_stream_is_a_clear_error_and_exit_1() {
     stream.truncate(stream.len() / 2);
     let cut = dir.path().join("cut");
     std::fs::write(&cut, &stream).unwrap();
-    let out = Command::new(BIN)
+    let loader = Command::new(BIN)
         .args(["-nodefaults", "-m", "64", "-incoming", "fd:0"])
         .stdin(std::fs::File::open(&cut).unwrap())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = wait_output(loader, "serial-console -incoming fd:0 with a cut stream");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("load of migration failed") && err.contains("ends at byte"), "{err}");
@@ -370,6 +373,8 @@ fn migrate_cancel_unblocks_a_stalled_reader_and_the_guest_runs_again() {
     let listener = std::os::unix::net::UnixListener::bind(&sink).unwrap();
     let uri = format!("unix:{}", sink.display());
     assert_eq!(src.qmp.call(json!({"execute": "migrate", "arguments": {"uri": uri}})), json!({}));
+    let ready = chardev::fd::wait_readable(listener.as_fd(), Some(DEADLINE)).unwrap();
+    assert!(ready, "the migration did not connect within {DEADLINE:?}");
     let (_stalled, _) = listener.accept().unwrap(); // never read
     let r = src.qmp.call(json!({"execute": "query-migrate"}));
     assert_eq!(r["status"], "active", "{r}");

@@ -592,7 +592,15 @@ fn a_reader_that_leaves_early_is_an_epipe_error() {
     chardev::fd::set_nonblocking(&w, true).unwrap();
     let saved = save_on_thread(w, Arc::clone(&ram), devices(), Arc::new(Progress::new()));
     let mut r = std::fs::File::from(r);
-    r.read_exact(&mut first[..10_000]).unwrap();
+    let mut got = 0;
+    while got < 10_000 {
+        // A pipe has no read timeout: poll first, so that a stalled writer fails the test.
+        let ready = chardev::fd::wait_readable(std::os::fd::AsFd::as_fd(&r), Some(DEADLINE));
+        assert!(ready.unwrap(), "nothing from the pipe within {DEADLINE:?} after {got} bytes");
+        let n = r.read(&mut first[got..10_000]).unwrap();
+        assert!(n > 0, "the writer closed the pipe after {got} bytes");
+        got += n;
+    }
     drop(r);
     let e = saved.recv_timeout(DEADLINE).unwrap().unwrap_err();
     match e {

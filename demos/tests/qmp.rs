@@ -27,11 +27,10 @@ fn qmp_machine(dir: &std::path::Path) -> (Machine, std::path::PathBuf) {
 }
 
 fn run_peer(script: &str, path: &std::path::Path) {
-    let out = python()
-        .arg(format!("{}/tests/peers/{script}", env!("CARGO_MANIFEST_DIR")))
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = output_within(
+        python().arg(format!("{}/tests/peers/{script}", env!("CARGO_MANIFEST_DIR"))).arg(path),
+        script,
+    );
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
         "{script}:\n{}\n{}",
@@ -45,7 +44,7 @@ fn the_async_qmp_client_with_events_chardevs_errors_and_an_fd() {
     let dir = tempfile::tempdir().unwrap();
     let (mut m, path) = qmp_machine(dir.path());
     run_peer("qmp_async.py", &path);
-    let status = m.0.wait().unwrap();
+    let status = wait_exit(&mut m.0, "serial-console after quit");
     assert!(status.success(), "quit exits 0: {status}");
 }
 
@@ -54,7 +53,7 @@ fn the_legacy_sync_client_with_send_fd_scm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut m, path) = qmp_machine(dir.path());
     run_peer("qmp_legacy.py", &path);
-    assert!(m.0.wait().unwrap().success());
+    assert!(wait_exit(&mut m.0, "serial-console after quit").success());
 }
 
 struct Raw {
@@ -161,5 +160,7 @@ fn fds_on_the_same_sendmsg_as_getfd_as_libvirt_sends_them() {
     q.send(r#"{"execute":"closefd","arguments":{"fdname":"lv"}}"#);
     assert_eq!(q.line(), serde_json::json!({"return": {}}));
     let mut buf = [0u8; 1];
+    let ended = chardev::fd::wait_readable(std::os::fd::AsFd::as_fd(&r), Some(DEADLINE)).unwrap();
+    assert!(ended, "closefd did not close the monitor's copy within {DEADLINE:?}");
     assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 0, "closefd closed the monitor's copy");
 }

@@ -47,28 +47,36 @@ fn socat_in_socat_out_checksummed_and_everything_arrives_before_the_relay_ends()
     let input = dir.path().join("in");
     std::fs::write(&input, &payload).unwrap();
     let output = dir.path().join("out");
-    wait_until("the relay's sockets", || pa.exists() && pb.exists());
-    std::thread::sleep(Duration::from_millis(50)); // bind() comes a moment before listen()
-    let mut receiver = Command::new("socat")
-        .args([
-            "-u",
-            &format!("UNIX-CONNECT:{}", pb.display()),
-            &format!("CREATE:{}", output.display()),
-        ])
-        .spawn()
-        .unwrap();
-    let mut sender = Command::new("socat")
-        .args([
-            "-u",
-            &format!("OPEN:{},rdonly", input.display()),
-            &format!("UNIX-CONNECT:{}", pa.display()),
-        ])
-        .spawn()
-        .unwrap();
-    assert!(sender.wait().unwrap().success());
+    // Not connect_unix: a probe connection would be the relay's client for good.
+    wait_unix_listening(&pa);
+    wait_unix_listening(&pb);
+    let mut receiver = KillOnDrop(
+        Command::new("socat")
+            .args([
+                "-u",
+                &format!("UNIX-CONNECT:{}", pb.display()),
+                &format!("CREATE:{}", output.display()),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let mut sender = KillOnDrop(
+        Command::new("socat")
+            .args([
+                "-u",
+                &format!("OPEN:{},rdonly", input.display()),
+                &format!("UNIX-CONNECT:{}", pa.display()),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_exit(&mut sender.0, "the sending socat").success());
     // The sender's close ends the relay, after the last byte went on to the receiver.
-    assert!(r.0.wait().unwrap().success(), "the relay ends cleanly when a side closes");
-    assert!(receiver.wait().unwrap().success());
+    assert!(
+        wait_exit(&mut r.0, "the relay").success(),
+        "the relay ends cleanly when a side closes"
+    );
+    assert!(wait_exit(&mut receiver.0, "the receiving socat").success());
     assert!(std::fs::read(&output).unwrap() == payload, "a -> b differs");
 }
 
@@ -159,20 +167,21 @@ fn fds_pass_through_from_one_unix_socket_to_the_other() {
     let (pb, sb) = server(dir.path(), "b.sock");
     let _r = relay(&sa, &sb);
     wait_until("the relay's sockets", || pa.exists() && pb.exists());
-    let out = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fd_relay_peer.py"))
-        .args([&pa, &pb])
-        .output()
-        .unwrap();
+    let out = output_within(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fd_relay_peer.py"))
+            .args([&pa, &pb]),
+        "fd_relay_peer.py",
+    );
     assert_said_ok(&out);
 }
 
 #[test]
 fn usage_errors() {
-    let out = Command::new(BIN).arg("null").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("null"), "chardev-relay null");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("two chardevs are needed, 1 given"));
-    let out = Command::new(BIN).args(["bogus,x=1", "null"]).output().unwrap();
+    let out = output_within(Command::new(BIN).args(["bogus,x=1", "null"]), "chardev-relay bogus");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chardev::options::{BackendSpec, SocketAddrSpec};
-use common::{KillOnDrop, DEADLINE};
+use common::{wait_exit, KillOnDrop, TimedPipe, DEADLINE};
 use demos::cli::{self, Config, Exposure};
 
 const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
@@ -102,7 +102,7 @@ fn tcp_servers_without_a_host_listen_on_loopback_only_and_say_so() {
         .spawn()
         .unwrap();
     let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
+    let err = child.stderr.take().unwrap();
     let mut child = KillOnDrop(child);
     // The guest greets once every chardev exists, listening.
     let mut seen = Vec::new();
@@ -126,9 +126,9 @@ fn tcp_servers_without_a_host_listen_on_loopback_only_and_say_so() {
         assert_ne!(*port, 0);
     }
     child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    wait_exit(&mut child.0, "the killed serial-console");
     let mut stderr = String::new();
-    err.read_to_string(&mut stderr).unwrap();
+    TimedPipe(err).read_to_string(&mut stderr).unwrap();
     let notes: Vec<&str> = stderr.lines().collect();
     let hint = "(QEMU would listen on every interface); to ask for that, name the address: \
                 host=0.0.0.0, or tcp:0.0.0.0:0";

@@ -65,11 +65,10 @@ fn read_until(r: &mut impl Read, needle: &str) -> String {
 
 #[test]
 fn no_options_behaves_like_qemu_nographic_on_a_real_terminal() {
-    let out = python()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/console.py"))
-        .arg(BIN)
-        .output()
-        .unwrap();
+    let out = output_within(
+        python().arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/console.py")).arg(BIN),
+        "console.py",
+    );
     assert!(
         out.status.success(),
         "pexpect session failed:\n{}\n{}",
@@ -86,19 +85,21 @@ fn serial_on_a_tcp_server_with_socat() {
         start(&["-nodefaults", "-serial", &format!("tcp:127.0.0.1:{port},server=on,wait=off")]);
     // Wait until the port listens, then let socat talk to the guest.
     drop(connect_tcp(port));
-    let mut socat = Command::new("socat")
-        .args(["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = socat.stdin.take().unwrap();
-    let mut stdout = socat.stdout.take().unwrap();
+    let mut socat = KillOnDrop(
+        Command::new("socat")
+            .args(["-t", "5", "-", &format!("TCP:127.0.0.1:{port}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = socat.0.stdin.take().unwrap();
+    let mut stdout = TimedPipe(socat.0.stdout.take().unwrap());
     stdin.write_all(b"echo over tcp\r").unwrap();
     let seen = read_until(&mut stdout, "over tcp\r\nguest$ ");
     assert!(seen.contains("echo over tcp"), "the guest echoes what is typed: {seen:?}");
     drop(stdin);
-    socat.wait().unwrap();
+    wait_exit(&mut socat.0, "socat");
 }
 
 #[test]
@@ -107,15 +108,17 @@ fn monitor_on_a_telnet_server_with_the_telnet_client() {
     let _m =
         start(&["-nodefaults", "-monitor", &format!("telnet:127.0.0.1:{port},server=on,wait=off")]);
     drop(connect_tcp(port)); // the monitor then waits for the next client: telnet
-    let mut telnet = Command::new("telnet")
-        .args(["127.0.0.1", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = telnet.stdin.take().unwrap();
-    let mut stdout = telnet.stdout.take().unwrap();
+    let mut telnet = KillOnDrop(
+        Command::new("telnet")
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = telnet.0.stdin.take().unwrap();
+    let mut stdout = TimedPipe(telnet.0.stdout.take().unwrap());
     let banner = read_until(&mut stdout, "(qemu) ");
     assert!(banner.contains("monitor - type 'help' for more information"), "{banner:?}");
     stdin.write_all(b"info chardev\n").unwrap();
@@ -129,7 +132,8 @@ fn monitor_on_a_telnet_server_with_the_telnet_client() {
     stdin.write_all(b"info status\n").unwrap();
     assert!(read_until(&mut stdout, "(qemu) ").contains("VM status: running"));
     stdin.write_all(b"quit\n").unwrap();
-    let _ = telnet.wait();
+    // telnet's status after "Connection closed by foreign host" is 1: only its exit counts.
+    let _ = wait_exit(&mut telnet.0, "telnet after quit");
 }
 
 #[test]
@@ -166,7 +170,7 @@ fn a_64_mib_flood_through_a_slow_unix_socket_reader_loses_nothing() {
 
 fn fails(args: &[&str]) -> String {
     let Output { status, stdout, stderr } =
-        Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap();
+        output_within(Command::new(BIN).args(args), &format!("serial-console {args:?}"));
     assert_eq!(status.code(), Some(1), "{args:?} must fail with status 1");
     assert!(stdout.is_empty(), "nothing on stdout for {args:?}");
     String::from_utf8(stderr).unwrap()
@@ -219,10 +223,10 @@ fn command_line_errors_name_the_option_and_exit_1_before_opening_anything() {
 
 #[test]
 fn help_and_version() {
-    let out = Command::new(BIN).arg("-h").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("-h"), "serial-console -h");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("-chardev BACKEND,id=ID"));
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = output_within(Command::new(BIN).arg("--version"), "serial-console --version");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("serial-console version "));
 }
@@ -235,9 +239,8 @@ fn hmp_getfd_and_closefd_over_a_unix_socket_monitor() {
         start(&["-nodefaults", "-monitor", &format!("unix:{},server=on,wait=off", path.display())]);
     wait_until("the monitor socket", || path.exists());
     // bind() makes the file a moment before listen(): let the peer retry its connect.
-    let out = python()
-        .arg("-c")
-        .arg(format!(
+    let out = output_within(
+        python().arg("-c").arg(format!(
             "import time, runpy, sys, socket\n\
              for _ in range(100):\n\
              \x20   try:\n\
@@ -247,9 +250,9 @@ fn hmp_getfd_and_closefd_over_a_unix_socket_monitor() {
              runpy.run_path({script:?}, run_name='__main__')",
             path = path.display().to_string(),
             script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hmp_getfd.py"),
-        ))
-        .output()
-        .unwrap();
+        )),
+        "hmp_getfd.py",
+    );
     assert_said_ok(&out);
 }
 
@@ -302,7 +305,7 @@ fn serial_on_a_pty_keeps_what_the_guest_said_before_a_terminal_attached() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = child.stdout.take().unwrap();
+    let mut out = TimedPipe(child.stdout.take().unwrap());
     let _m = Machine(child);
     // QEMU's banner names the slave: "char device redirected to /dev/pts/N (label serial0)".
     let banner = read_until(&mut out, "(label serial0)\n");
@@ -322,7 +325,7 @@ fn serial_on_a_pty_keeps_what_the_guest_said_before_a_terminal_attached() {
          assert b'over the pty\\r\\n' in seen, seen\n\
          print('ok')\n"
     );
-    let res = python().arg("-c").arg(script).output().unwrap();
+    let res = output_within(python().arg("-c").arg(script), "the pyserial script");
     assert_said_ok(&res);
 }
 
@@ -373,7 +376,7 @@ fn a_waiting_server_says_so_as_qemu_does_and_starts_when_the_client_comes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = child.stderr.take().unwrap();
+    let mut err = TimedPipe(child.stderr.take().unwrap());
     let _m = Machine(child);
     let line = read_until(&mut err, "\n");
     assert_eq!(

@@ -479,3 +479,186 @@ pub fn soak_scale() -> usize {
         },
     }
 }
+
+// ---- Bounded waits for child processes: peers, demos, tools (socat, telnet, strace) ----
+
+/// Waits for `child` to exit, at most [`DEADLINE`]; on timeout stops (interrupts, then kills)
+/// and reaps it and fails the test naming `what`. Like [`std::process::Child::wait`], closes
+/// the child's stdin first.
+pub fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    wait_exit_for(child, what, DEADLINE)
+}
+
+/// [`wait_exit`] with a bound of `limit` rather than [`DEADLINE`], for a child that is meant
+/// to run longer (a soak, a measuring window).
+pub fn wait_exit_for(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    drop(child.stdin.take());
+    if let Some(status) = exited_within(child, limit) {
+        return status;
+    }
+    stop(child);
+    panic!("{what} (pid {}) did not exit within {limit:?}; stopped it", child.id());
+}
+
+/// Stops a child that overran its bound: SIGINT first, so that a Python peer prints where it
+/// was stuck (a KeyboardInterrupt traceback) and a tool can finish its output, then SIGKILL
+/// if it is still there after a second; and reaps it.
+fn stop(child: &mut std::process::Child) {
+    use nix::sys::signal::{kill, Signal};
+    let pid = nix::unistd::Pid::from_raw(child.id() as nix::libc::pid_t);
+    // Not reaped yet (exited_within said so), so the pid is still this child's.
+    let _ = kill(pid, Signal::SIGINT);
+    if exited_within(child, Duration::from_secs(1)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The exit status of `child` if it exits within `limit`, or None if it still runs then
+/// (left running). Waits on a pidfd, which becomes readable when the process exits; where
+/// the kernel has no pidfd_open (before Linux 5.3), polls every 2 ms instead.
+pub fn exited_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    use std::os::fd::{AsFd, FromRawFd};
+    let end = Instant::now() + limit;
+    if let Some(status) = child.try_wait().expect("try_wait a child") {
+        return Some(status);
+    }
+    // Not reaped yet, so the pid is still this child's (if only as a zombie): a pidfd
+    // opened now cannot name a recycled pid.
+    let pid = child.id() as nix::libc::pid_t;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if raw >= 0 {
+        // SAFETY: the syscall returned a new fd that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as std::os::fd::RawFd) };
+        let left = end.saturating_duration_since(Instant::now());
+        // wait_readable rounds down to milliseconds: the try_wait after it decides.
+        if chardev::fd::wait_readable(pidfd.as_fd(), Some(left)).expect("poll a pidfd") {
+            return Some(child.wait().expect("reap an exited child"));
+        }
+        return child.try_wait().expect("try_wait a child");
+    }
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait a child") {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Like [`std::process::Child::wait_with_output`], bounded by [`DEADLINE`]: collects the
+/// child's piped stdout and stderr (those it has; the others come back empty) on threads
+/// while waiting for it to exit. On timeout stops and reaps it and fails the test naming
+/// `what`, with what it printed.
+pub fn wait_output(child: std::process::Child, what: &str) -> std::process::Output {
+    wait_output_for(child, what, DEADLINE)
+}
+
+/// [`wait_output`] with a bound of `limit` rather than [`DEADLINE`] for the child's exit.
+pub fn wait_output_for(
+    mut child: std::process::Child,
+    what: &str,
+    limit: Duration,
+) -> std::process::Output {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> Receiver<Vec<u8>> {
+        let (tx, rx) = channel();
+        if let Some(mut pipe) = pipe {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                let _ = tx.send(buf);
+            });
+        } else {
+            let _ = tx.send(Vec::new());
+        }
+        rx
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    drop(child.stdin.take());
+    let status = exited_within(&mut child, limit);
+    if status.is_none() {
+        stop(&mut child);
+    }
+    // Once the child is gone its pipes end, unless it left a process of its own holding
+    // them: that is bounded too.
+    let collect = |rx: Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!("{what}'s {name} stayed open {DEADLINE:?} after it ended (a child of its own?)")
+        })
+    };
+    let (stdout, stderr) = (collect(out, "stdout"), collect(err, "stderr"));
+    let Some(status) = status else {
+        panic!(
+            "{what} (pid {}) did not exit within {limit:?}; stopped it. It printed:\n{}\n{}",
+            child.id(),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    std::process::Output { status, stdout, stderr }
+}
+
+/// Like [`std::process::Command::output`], bounded by [`DEADLINE`]: stdin is /dev/null and
+/// stdout and stderr are captured (whatever `cmd` set for them before). On timeout stops and
+/// reaps the child and fails the test naming `what`, with what it printed. For other stdio,
+/// spawn the child and call [`wait_output`].
+pub fn output_within(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    wait_output(child, what)
+}
+
+/// Waits, at most [`DEADLINE`], until a unix socket bound at `path` listens (is in the
+/// listening state in /proc/net/unix) without connecting to it, for a server whose first
+/// connection must be the test's real client. bind() makes the file a moment before
+/// listen(); this closes that gap.
+pub fn wait_unix_listening(path: &std::path::Path) {
+    let want = path.as_os_str().as_encoded_bytes();
+    wait_until(&format!("{} to listen", path.display()), || {
+        let table = std::fs::read("/proc/net/unix").expect("read /proc/net/unix");
+        // Num RefCount Protocol Flags Type St Inode Path; listening: Flags has
+        // __SO_ACCEPTCON (00010000), St is SS_UNCONNECTED (01).
+        // The inode is padded to 5 columns: fields part at runs of spaces, up to the path.
+        table.split(|&b| b == b'\n').skip(1).any(|mut line| {
+            let mut fields = Vec::with_capacity(7);
+            while fields.len() < 7 {
+                line = &line[line.iter().take_while(|&&b| b == b' ').count()..];
+                let len = line.iter().take_while(|&&b| b != b' ').count();
+                fields.push(&line[..len]);
+                line = &line[len..];
+            }
+            let path = line.strip_prefix(b" ").unwrap_or(line);
+            fields[3] == b"00010000" && fields[5] == b"01" && path == want
+        })
+    });
+}
+
+/// A child's stdout or stderr whose reads fail (`TimedOut`) after [`DEADLINE`] without data,
+/// as a socket's do with `set_read_timeout`: a pipe has no read timeout of its own.
+pub struct TimedPipe<R>(pub R);
+
+impl<R: std::io::Read + std::os::fd::AsFd> std::io::Read for TimedPipe<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !chardev::fd::wait_readable(self.0.as_fd(), Some(DEADLINE))? {
+            let e = format!("nothing to read within {DEADLINE:?}");
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
+        }
+        self.0.read(buf)
+    }
+}
