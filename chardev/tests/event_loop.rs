@@ -190,14 +190,24 @@ fn write_all_from_another_thread_reports_a_vanished_reader() {
     reg.add_str(&format!("file,id=f,path={}", fifo.display())).unwrap();
     let h = reg.connect("f").unwrap();
     let writer = std::thread::spawn(move || h.write_all(&vec![0u8; 1 << 20]));
-    // Let the writer fill the fifo and block in poll(2), then go away.
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the writer has filled the fifo it waits in poll(2); then the reader goes away.
+    let size = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+    wait_until("the writer to fill the fifo", || queued(&reader) >= size);
     drop(reader);
     let err = writer.join().unwrap().unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// Bytes waiting to be read on `fd` (FIONREAD).
+fn queued(fd: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the valid pointer given.
+    let rc = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
+}
 
 /// A backend of the embedder's own that hands out a non-blocking fd with one byte.
 struct FdGiver(Option<OwnedFd>);

@@ -150,6 +150,16 @@ fn save_on_thread(
     rx
 }
 
+/// Bytes waiting to be read on `s` (FIONREAD).
+fn queued(s: &UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the valid pointer given.
+    let rc = unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
 fn reader(s: UnixStream) -> UnixStream {
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     s
@@ -530,7 +540,11 @@ fn the_writer_blocks_when_its_socket_is_made_non_blocking_behind_its_back() {
     // A reader that starts late and reads in small pieces: the writer meets a full socket
     // with O_NONBLOCK set again and again.
     let mut b = reader(b);
-    std::thread::sleep(Duration::from_millis(100));
+    let end = Instant::now() + DEADLINE;
+    while queued(&b) < 64 * 1024 {
+        assert!(Instant::now() < end, "the save never filled the socket");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let got = read_slowly(&mut b, expected.len(), 3000, Duration::from_micros(20));
     let written = saved.recv_timeout(DEADLINE).unwrap();
     done.store(true, Ordering::Release);
