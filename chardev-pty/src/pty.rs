@@ -503,7 +503,7 @@ impl Chardev for Pty {
         Some(self.master.as_fd())
     }
 
-    fn reports_writable(&self) -> bool {
+    fn watch_output(&mut self, _io: &mut Io<'_>) -> bool {
         true // the master is registered for writability for its whole life
     }
 

@@ -8,10 +8,10 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::SocketAddr as UnixAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chardev::error::{Error, Result};
@@ -125,6 +125,9 @@ struct Conn {
     /// The peer's end of the stream (or an error) was reported: read until it shows, since
     /// no further readiness edge will come.
     hung_up: bool,
+    /// Registered for writability too. A plain connection asks for it only while a frontend
+    /// waits to write: otherwise every read by the peer would wake the loop for nothing.
+    watching_output: bool,
 }
 
 impl Conn {
@@ -138,11 +141,28 @@ impl Conn {
             ws: None,
             announced: false,
             hung_up: false,
+            watching_output: false,
         };
         if telnet {
             conn.pending.extend_from_slice(&telnet::NEGOTIATION);
         }
         conn
+    }
+
+    /// No telnet or websocket layer with output of its own to flush when the socket allows.
+    fn plain(&self) -> bool {
+        self.telnet.is_none() && self.ws.is_none()
+    }
+
+    /// Sets the registration's interest: writability only while something needs it.
+    fn watch(&mut self, io: &Io<'_>, output: bool) -> io::Result<()> {
+        if self.watching_output != output {
+            let interest =
+                if output { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            io.registry().reregister(self.stream.source(), io.token(CONNECTION), interest)?;
+            self.watching_output = output;
+        }
+        Ok(())
     }
 
     /// Connected, and past every handshake: the frontend may see it.
@@ -207,6 +227,8 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
     if s.tn3270 {
         return Err(Error::option("tn3270", "on", "tn3270 is not supported"));
     }
+    // The parser checks `mode=`; a spec built by hand must not have it ignored.
+    s.check_mode()?;
     let mut socket = Socket {
         label: cx.id.to_string(),
         server: s.server,
@@ -257,13 +279,19 @@ impl Socket {
                 if !abstract_ {
                     address::clear_stale_socket(path)?;
                 }
-                let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr)
-                    .map_err(|e| Error::io_path("listen on", path, e))?;
-                if !abstract_ {
-                    let meta = std::fs::symlink_metadata(path)
-                        .map_err(|e| Error::io_path("inspect", path, e))?;
-                    self.socket_file = Some((path.clone(), meta.dev(), meta.ino()));
-                }
+                let std_listener = match s.mode {
+                    Some(mode) if !abstract_ => self.bind_with_mode(path, mode)?,
+                    _ => {
+                        let l = std::os::unix::net::UnixListener::bind_addr(&addr)
+                            .map_err(|e| Error::io_path("listen on", path, e))?;
+                        if !abstract_ {
+                            let meta = std::fs::symlink_metadata(path)
+                                .map_err(|e| Error::io_path("inspect", path, e))?;
+                            self.socket_file = Some((path.clone(), meta.dev(), meta.ino()));
+                        }
+                        l
+                    }
+                };
                 std_listener
                     .set_nonblocking(true)
                     .map_err(|e| Error::io("make a listener non-blocking", e))?;
@@ -319,6 +347,58 @@ impl Socket {
             SocketAddrSpec::Fd(_) => unreachable!("fd sockets are adopted, not bound"),
         }
         Ok(())
+    }
+
+    /// `mode=`: socket(2), bind(2), set the file's mode, and only then listen(2). Until
+    /// listen a unix socket refuses every connect (ECONNREFUSED), so the moment the file has
+    /// bind's `0777 & ~umask` permissions is harmless: by the time anyone can connect, the
+    /// file has `mode`. (std's `UnixListener::bind` binds and listens in one call, leaving no
+    /// room for the chmod.) The permission Linux checks at connect(2) is write permission on
+    /// the file. If setting the mode fails, the socket file is removed and creation fails.
+    fn bind_with_mode(
+        &mut self,
+        path: &Path,
+        mode: u32,
+    ) -> Result<std::os::unix::net::UnixListener> {
+        use nix::sys::socket::{self as sock, AddressFamily, Backlog, SockFlag, SockType};
+        let fd = sock::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| Error::io("create a unix socket", e.into()))?;
+        let addr =
+            sock::UnixAddr::new(path).map_err(|e| Error::io_path("listen on", path, e.into()))?;
+        sock::bind(fd.as_raw_fd(), &addr)
+            .map_err(|e| Error::io_path("listen on", path, e.into()))?;
+        let file = match open_bound_socket_file(path) {
+            Ok(file) => file,
+            // Not our socket any more (replaced, or turned into a symlink): leave it alone.
+            Err(e) => return Err(Error::io_path("set the permissions of", path, e)),
+        };
+        // From here on the file is ours: Drop (or the failure below) removes it.
+        self.socket_file = Some((path.to_path_buf(), file.dev, file.ino));
+        if let Err(e) = file.chmod(mode) {
+            self.remove_socket_file();
+            return Err(Error::io_path("set the permissions of", path, e));
+        }
+        sock::listen(&fd, Backlog::MAXALLOWABLE)
+            .map_err(|e| Error::io_path("listen on", path, e.into()))?;
+        Ok(std::os::unix::net::UnixListener::from(fd))
+    }
+
+    /// Removes the socket file this server created, if it is still that file.
+    fn remove_socket_file(&mut self) {
+        let Some((path, dev, ino)) = self.socket_file.take() else { return };
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.dev() == dev && m.ino() == ino => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("chardev '{}': cannot remove {}: {e}", self.label, path.display());
+                }
+            }
+            _ => {}
+        }
     }
 
     fn prepare_client(&mut self, s: &SocketSpec) -> Result<()> {
@@ -447,9 +527,14 @@ impl Socket {
     /// Registers the current connection and tells the frontend it is open.
     fn open_conn(&mut self, io: &mut Io<'_>) {
         let Some(conn) = &mut self.conn else { return };
-        if let Err(e) =
-            io.register(conn.stream.source(), CONNECTION, Interest::READABLE | Interest::WRITABLE)
-        {
+        // A connect in progress ends with writability; telnet and websocket flush their own.
+        conn.watching_output = conn.connecting || !conn.plain();
+        let interest = if conn.watching_output {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) = io.register(conn.stream.source(), CONNECTION, interest) {
             log::warn!("chardev '{}': cannot watch the connection: {e}", self.label);
             self.conn = None;
             return;
@@ -565,6 +650,11 @@ impl Socket {
             }
             None => {
                 conn.connecting = false;
+                if conn.plain() {
+                    if let Err(e) = conn.watch(io, false) {
+                        log::debug!("chardev '{}': cannot stop watching output: {e}", self.label);
+                    }
+                }
                 self.connected = conn.stream.filename("tcp", false);
                 self.connect_error_reported = false;
                 log::info!("chardev '{}': connected: {}", self.label, self.connected);
@@ -669,6 +759,14 @@ impl Chardev for Socket {
                     }
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    if conn.plain() {
+                        if let Err(e) = conn.watch(io, false) {
+                            log::debug!(
+                                "chardev '{}': cannot stop watching output: {e}",
+                                self.label
+                            );
+                        }
+                    }
                     io.output_ready();
                 }
                 if event.is_read_closed() || event.is_error() {
@@ -762,8 +860,16 @@ impl Chardev for Socket {
         self.conn.as_ref().map(|c| c.stream.fd())
     }
 
-    fn reports_writable(&self) -> bool {
-        true // the connection is registered for writability for its whole life
+    fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
+        let Some(conn) = &mut self.conn else { return false };
+        // Turning the interest on reports writability at once if it came meanwhile.
+        match conn.watch(io, true) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("chardev '{}': cannot watch output: {e}", self.label);
+                false
+            }
+        }
     }
 
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {
@@ -800,20 +906,45 @@ impl Drop for Socket {
             conn.stream.shutdown();
         }
         // Remove the socket file only if it is still the one this server created.
-        if let Some((path, dev, ino)) = &self.socket_file {
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.dev() == *dev && m.ino() == *ino => {
-                    if let Err(e) = std::fs::remove_file(path) {
-                        log::warn!(
-                            "chardev '{}': cannot remove {}: {e}",
-                            self.label,
-                            path.display()
-                        );
-                    }
-                }
-                _ => {}
+        self.remove_socket_file();
+    }
+}
+
+/// The socket file bind(2) just made, held by an `O_PATH` fd so that its mode is set on
+/// exactly that inode: never through a symlink or on a file put there since.
+struct BoundFile {
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+}
+
+/// Opens `path` without following a symlink and checks that it is a socket.
+fn open_bound_socket_file(path: &Path) -> io::Result<BoundFile> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+        return Err(io::Error::other("it is no longer the socket just bound (replaced?)"));
+    }
+    Ok(BoundFile { fd, dev: st.st_dev, ino: st.st_ino })
+}
+
+impl BoundFile {
+    /// chmod(2) through `/proc/self/fd`, as glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does:
+    /// fchmod(2) on the socket's own fd would change the socket inode, not the file's.
+    fn chmod(&self, mode: u32) -> io::Result<()> {
+        let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        std::fs::set_permissions(&link, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(e.kind(), "/proc is needed to set a socket file's mode safely")
+            } else {
+                e
             }
-        }
+        })
     }
 }
 

@@ -78,10 +78,13 @@ pub trait Chardev: Any + Send {
         None
     }
 
-    /// Whether this backend watches its own output for writability and calls
-    /// [`Io::output_ready`] on every writable edge. The loop then tells waiting frontends from
-    /// that, instead of registering a watch of its own for each partial write.
-    fn reports_writable(&self) -> bool {
+    /// A frontend waits for the output to take more, and [`Chardev::write_fd`] is not
+    /// writable now: a backend that can report the next writable edge with
+    /// [`Io::output_ready`] (from its own registration: one that always watches writability,
+    /// or one that turns it on now) returns true. Otherwise the loop watches a duplicate of
+    /// the output fd itself, which costs a dup, two `epoll_ctl`s and a close per wait.
+    fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
+        let _ = io;
         false
     }
 

@@ -138,6 +138,18 @@ impl LoopHandle {
     }
 }
 
+/// How a frontend waiting for writability will be told.
+enum Watch {
+    /// Now: the backend can take output (or never blocks).
+    Now,
+    /// By the backend's [`Io::output_ready`] (see [`Chardev::watch_output`]).
+    ///
+    /// [`Chardev::watch_output`]: crate::Chardev::watch_output
+    Backend,
+    /// By the loop's own watch on this duplicate of the backend's output fd.
+    Dup(OwnedFd),
+}
+
 /// One chardev on the loop.
 struct Entry {
     cell: Arc<Cell>,
@@ -631,43 +643,51 @@ impl Core {
     pub(crate) fn watch_writable(&mut self, key: usize, slot: usize) {
         let Some(entry) = self.entries.get_mut(key) else { return };
         entry.want_writable |= 1 << slot;
-        let cell = Arc::clone(&entry.cell);
-        let backend = cell.backend();
-        let Some(fd) = backend.write_fd() else {
-            // Writes never block (a ringbuf, a file): writable now.
-            drop(backend);
-            return Self::tell_writable(entry);
-        };
-        if backend.reports_writable() {
-            // The backend's own registration reports the next edge; only an edge that came
-            // before this request (the write may have failed on another thread) must be
-            // looked for now.
-            if crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true) {
-                drop(backend);
-                Self::tell_writable(entry);
-            }
-            return;
-        }
         if entry.write_watch.is_some() {
             return; // armed already; it tells every waiting slot
         }
-        let dup = fd.try_clone_to_owned();
-        drop(backend);
-        let fd = match dup {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
-                return Self::tell_writable(entry);
+        let (cell, generation) = (Arc::clone(&entry.cell), entry.generation);
+        let mut io =
+            Io::new(&self.registry, key, generation, &mut self.raised, &mut self.new_timers);
+        let mut backend = cell.backend();
+        // Room may have come before this request (the write may have failed on another
+        // thread, and the edge gone by): look first. No fd: writes never block (a ringbuf).
+        let now = backend
+            .write_fd()
+            .is_none_or(|fd| crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true));
+        let watch = if now {
+            Watch::Now
+        } else if backend.watch_output(&mut io) {
+            Watch::Backend
+        } else {
+            match backend.write_fd().map(|fd| fd.try_clone_to_owned()) {
+                Some(Ok(dup)) => Watch::Dup(dup),
+                Some(Err(e)) => {
+                    log::warn!("chardev '{}': cannot watch for writability: {e}", cell.label);
+                    Watch::Now
+                }
+                None => Watch::Now,
             }
         };
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let token = Token(key * SOURCES_PER_CHARDEV + WRITE_WATCH);
-        match self.registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::WRITABLE)
-        {
-            Ok(()) => entry.write_watch = Some(fd),
-            Err(e) => {
-                log::warn!("chardev '{}': cannot watch for writability: {e}", entry.cell.label);
-                Self::tell_writable(entry);
+        drop(backend);
+        let (input_ready, output_ready) = (io.input_ready, io.output_ready);
+        self.after_backend(key, input_ready, output_ready);
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        match watch {
+            Watch::Now => Self::tell_writable(entry),
+            Watch::Backend => {}
+            Watch::Dup(fd) => {
+                // A duplicate, so the watch is ours whatever the backend does with its fd.
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                let token = Token(key * SOURCES_PER_CHARDEV + WRITE_WATCH);
+                let interest = mio::Interest::WRITABLE;
+                match self.registry.register(&mut mio::unix::SourceFd(&raw), token, interest) {
+                    Ok(()) => entry.write_watch = Some(fd),
+                    Err(e) => {
+                        log::warn!("chardev '{}': cannot watch for writability: {e}", cell.label);
+                        Self::tell_writable(entry);
+                    }
+                }
             }
         }
     }

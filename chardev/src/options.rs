@@ -58,6 +58,8 @@ const SOCKET_KEYS: &[&str] = &[
     "reconnect-ms",
     "tls-creds",
     "tls-authz",
+    // Not QEMU's: QEMU 7.2 refuses it ("Invalid parameter 'mode'"); see `SocketSpec::mode`.
+    "mode",
 ];
 
 /// Keys of the `udp` backend.
@@ -185,6 +187,22 @@ pub struct SocketSpec {
     pub websocket: bool,
     /// A client reconnects this many milliseconds after losing its server; 0 = never.
     pub reconnect_ms: u64,
+    /// `mode=`: the permission bits (0 to 0o777) of a unix server's socket file, written in
+    /// octal as for chmod(1) (`0600`, `600`, `0660`). **An extension**: QEMU has no such
+    /// option (its CLI refuses it with "Invalid parameter 'mode'", its QMP has no such field).
+    ///
+    /// `None` (the default) is QEMU's behaviour: bind(2) creates the file as `0777 & ~umask`.
+    /// With a mode the file gets exactly these bits, narrower or wider than the umask gives:
+    /// the backend binds, sets the mode and only then listens, and a unix socket refuses
+    /// connections until listen(2), so there is no moment at which the socket can be reached
+    /// through broader permissions. Linux checks *write* permission on the socket file (and
+    /// search permission on its directories) at connect(2): `0600` admits only the owner
+    /// (and root), `0660` also the file's group. Clients already connected keep their
+    /// connection whatever the file's mode becomes later.
+    ///
+    /// Only for `server=on` with a filesystem `path=`: not with `abstract=on` (no file), tcp
+    /// or `fd=`.
+    pub mode: Option<u32>,
 }
 
 /// The address of a `socket` backend: exactly one of `path=`, `host=`+`port=` or `fd=`.
@@ -250,6 +268,18 @@ impl BackendSpec {
     }
 }
 
+impl SocketSpec {
+    /// Checks [`SocketSpec::mode`] as the parser does: permission bits only (at most `0777`),
+    /// and only for a unix server with a filesystem path. Backends call this for specs that
+    /// were built some other way.
+    pub fn check_mode(&self) -> Result<()> {
+        match self.mode {
+            Some(mode) => check_socket_mode(&format!("{mode:04o}"), mode, self.server, &self.addr),
+            None => Ok(()),
+        }
+    }
+}
+
 impl ChardevSpec {
     /// Parses a `-chardev` string such as `file,id=f0,path=/tmp/x`; `id=` is required.
     pub fn parse(s: &str) -> Result<ChardevSpec> {
@@ -293,7 +323,7 @@ impl ChardevSpec {
                         "'reconnect' option is incompatible with socket in server listen mode",
                     ));
                 }
-                Ok(())
+                s.check_mode()
             }
             _ => Ok(()),
         }
@@ -636,6 +666,7 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
             "Websocket client is not implemented",
         ));
     }
+    let mode = socket_mode(opts, server, &addr)?;
     Ok(SocketSpec {
         nodelay: socket_nodelay(opts)?,
         telnet: opts.bool_or("telnet", false)?,
@@ -645,6 +676,7 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
         addr,
         server,
         wait,
+        mode,
     })
 }
 
@@ -665,7 +697,7 @@ fn socket_addr(opts: &Opts) -> Result<SocketAddrSpec> {
 
 /// An already open socket: `fd`, and no address options.
 fn socket_fd_addr(opts: &Opts) -> Result<SocketAddrSpec> {
-    forbid_all(opts, &["abstract", "tight"], "only valid with 'path'")?;
+    forbid_all(opts, &["abstract", "tight", "mode"], "only valid with 'path'")?;
     forbid_all(opts, &["port", "to", "ipv4", "ipv6"], "only valid with 'host'")?;
     Ok(SocketAddrSpec::Fd(opts.get("fd").unwrap_or_default().to_string()))
 }
@@ -682,7 +714,7 @@ fn socket_unix_addr(opts: &Opts) -> Result<SocketAddrSpec> {
 
 /// A TCP address: `host`, `port` (required), `to`, `ipv4`, `ipv6`.
 fn socket_inet_addr(opts: &Opts) -> Result<SocketAddrSpec> {
-    forbid_all(opts, &["abstract", "tight"], "only valid with 'path'")?;
+    forbid_all(opts, &["abstract", "tight", "mode"], "only valid with 'path'")?;
     let port = opts.nonempty("port").ok_or_else(|| opts.missing("port"))?;
     let to = match opts.number_opt("to")? {
         None => None,
@@ -718,6 +750,56 @@ fn socket_nodelay(opts: &Opts) -> Result<bool> {
         ));
     }
     Ok(!opts.bool_or("delay", true)? || opts.bool_or("nodelay", false)?)
+}
+
+/// `mode=` (an extension, see [`SocketSpec::mode`]): octal permission bits for a unix
+/// server's socket file.
+fn socket_mode(opts: &Opts, server: bool, addr: &SocketAddrSpec) -> Result<Option<u32>> {
+    let Some(value) = opts.get("mode") else { return Ok(None) };
+    let mode = parse_mode("mode", value)?;
+    check_socket_mode(value, mode, server, addr)?;
+    Ok(Some(mode))
+}
+
+/// The rules for a socket's `mode` (written `value`), shared by the parser and
+/// [`ChardevSpec::check`]: permission bits only, for a unix server with a file.
+fn check_socket_mode(value: &str, mode: u32, server: bool, addr: &SocketAddrSpec) -> Result<()> {
+    if mode > 0o777 {
+        return Err(Error::option("mode", value, MODE_RANGE));
+    }
+    match addr {
+        SocketAddrSpec::Unix { abstract_: true, .. } => Err(Error::option(
+            "mode",
+            value,
+            "'mode' option is incompatible with 'abstract': an abstract socket has no file",
+        )),
+        SocketAddrSpec::Unix { .. } if !server => Err(Error::option(
+            "mode",
+            value,
+            "'mode' option is incompatible with socket in client connect mode",
+        )),
+        SocketAddrSpec::Unix { .. } => Ok(()),
+        SocketAddrSpec::Inet { .. } | SocketAddrSpec::Fd(_) => {
+            Err(Error::option("mode", value, "only valid with 'path'"))
+        }
+    }
+}
+
+/// What `mode=` takes, for its errors.
+const MODE_RANGE: &str =
+    "expects octal permission bits as for chmod, from 0 to 0777 (e.g. 0600 or 660)";
+
+/// Parses octal permission bits as chmod(1) writes them: `0600`, `600`, `0660`; only the
+/// digits 0-7 (no `0o`, no sign, no symbolic `u=rw`), at most `0777` (no setuid, setgid or
+/// sticky bit).
+pub fn parse_mode(key: &str, value: &str) -> Result<u32> {
+    if value.is_empty() || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(Error::option(key, value, MODE_RANGE));
+    }
+    match u32::from_str_radix(value, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(Error::option(key, value, MODE_RANGE)),
+    }
 }
 
 /// `reconnect-ms=` or the deprecated `reconnect=` (seconds), for clients with a real address.

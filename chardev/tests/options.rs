@@ -144,8 +144,31 @@ fn unix_server_without_wait() {
             tn3270: false,
             websocket: false,
             reconnect_ms: 0,
+            mode: None,
         }
     );
+}
+
+#[test]
+fn unix_server_mode_is_octal_like_chmod() {
+    let mode = |m: &str| socket(&format!("socket,id=s,path=/tmp/s,server=on,mode={m}")).mode;
+    assert_eq!(mode("0600"), Some(0o600));
+    assert_eq!(mode("600"), Some(0o600));
+    assert_eq!(mode("0660"), Some(0o660));
+    assert_eq!(mode("0777"), Some(0o777));
+    assert_eq!(mode("0"), Some(0));
+    assert_eq!(mode("000644"), Some(0o644));
+    // With wait (the default) too, and through the legacy `unix:` form.
+    assert_eq!(socket("socket,id=s,path=/tmp/s,server=on,wait=on,mode=600").mode, Some(0o600));
+    let (spec, _) =
+        chardev::compat::parse_compat("unix:/tmp/s,server=on,wait=off,mode=0660", "s").unwrap();
+    let chardev::compat::Compat::New(ChardevSpec { backend: BackendSpec::Socket(s), .. }) = spec
+    else {
+        panic!("unix: is a socket")
+    };
+    assert_eq!(s.mode, Some(0o660));
+    // Absent: None, bind's `0777 & ~umask` as in QEMU.
+    assert_eq!(socket("socket,id=s,path=/tmp/s,server=on").mode, None);
 }
 
 #[test]
@@ -696,6 +719,90 @@ fn socket_address_options_must_fit_the_address() {
     assert_option_error("socket,id=s,path=/x,port=1", "port", "1", "only valid with 'host'");
     assert_option_error("socket,id=s,fd=3,abstract=on", "abstract", "on", "only valid with 'path'");
     assert_option_error("socket,id=s,fd=3,port=1", "port", "1", "only valid with 'host'");
+}
+
+#[test]
+fn socket_mode_is_permission_bits_in_octal() {
+    let reason = "expects octal permission bits as for chmod, from 0 to 0777 (e.g. 0600 or 660)";
+    for bad in ["999", "abc", "0o600", "1777", "4755", "-600", "+600", "u=rw", "0x1ff", "6 0 0"] {
+        let s = format!("socket,id=s,path=/x,server=on,mode={bad}");
+        assert_option_error(&s, "mode", bad, reason);
+    }
+    assert_option_error("socket,id=s,path=/x,server=on,mode=", "mode", "", reason);
+    assert_option_error(
+        "socket,id=s,path=/x,server=on,mode=77777777777777777777",
+        "mode",
+        "77777777777777777777",
+        reason,
+    );
+    let e = refuse("socket,id=s,path=/x,server=on,mode=999");
+    assert_eq!(
+        e.to_string(),
+        "chardev option 'mode=999': expects octal permission bits as for chmod, from 0 to 0777 \
+         (e.g. 0600 or 660)"
+    );
+}
+
+#[test]
+fn socket_mode_is_for_unix_servers_with_a_file() {
+    let only_path = "only valid with 'path'";
+    assert_option_error("socket,id=s,host=h,port=1,server=on,mode=0600", "mode", "0600", only_path);
+    assert_option_error("socket,id=s,host=h,port=1,mode=0600", "mode", "0600", only_path);
+    assert_option_error("socket,id=s,fd=3,server=on,mode=0600", "mode", "0600", only_path);
+    // Checked before the value, like the other address options.
+    assert_option_error("socket,id=s,host=h,port=1,server=on,mode=abc", "mode", "abc", only_path);
+    assert_option_error(
+        "socket,id=s,path=/x,mode=0600",
+        "mode",
+        "0600",
+        "'mode' option is incompatible with socket in client connect mode",
+    );
+    assert_option_error(
+        "socket,id=s,path=/x,server=off,mode=0600",
+        "mode",
+        "0600",
+        "'mode' option is incompatible with socket in client connect mode",
+    );
+    assert_option_error(
+        "socket,id=s,path=name,abstract=on,server=on,mode=0600",
+        "mode",
+        "0600",
+        "'mode' option is incompatible with 'abstract': an abstract socket has no file",
+    );
+    // Other backends do not take it: QEMU's own answer for every backend.
+    assert_unknown_option("file,id=f,path=/x,mode=0600", "file", "mode");
+    assert_unknown_option("udp,id=u,port=1,mode=0600", "udp", "mode");
+}
+
+#[test]
+fn socket_mode_of_a_built_spec_is_checked_too() {
+    let server = |mode, server, abstract_| {
+        let mut s = socket("socket,id=s,path=/x,server=on,wait=off");
+        s.mode = Some(mode);
+        s.server = server;
+        s.addr = SocketAddrSpec::Unix { path: "/x".into(), abstract_, tight: true };
+        ChardevSpec { id: "s".into(), backend: BackendSpec::Socket(s), mux: false, log: None }
+    };
+    server(0o600, true, false).check().unwrap();
+    assert_eq!(
+        server(0o1777, true, false).check().unwrap_err().to_string(),
+        "chardev option 'mode=1777': expects octal permission bits as for chmod, from 0 to 0777 \
+         (e.g. 0600 or 660)"
+    );
+    let e = server(0o600, false, false).check().unwrap_err().to_string();
+    assert!(e.contains("'mode=0600'") && e.contains("client connect mode"), "{e}");
+    let e = server(0o600, true, true).check().unwrap_err().to_string();
+    assert!(e.contains("'abstract'"), "{e}");
+    let mut tcp = server(0o600, true, false);
+    let BackendSpec::Socket(s) = &mut tcp.backend else { unreachable!() };
+    s.addr = SocketAddrSpec::Inet {
+        host: "h".into(),
+        port: "1".into(),
+        to: None,
+        ipv4: None,
+        ipv6: None,
+    };
+    assert!(tcp.check().unwrap_err().to_string().contains("only valid with 'path'"));
 }
 
 #[test]

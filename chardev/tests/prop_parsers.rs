@@ -48,6 +48,9 @@ fn option_soup() -> impl Strategy<Value = String> {
         "logfile=",
         "to=",
         "backlog=",
+        "mode=",
+        "0600",
+        "abstract=on",
         "[",
         "]:",
         ":",
@@ -103,10 +106,18 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
             let s = format!("serial,path={}", text(&p));
             (BackendSpec::Serial { path: p }, s)
         }),
-        (path(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(p, server, abstract_, telnet)| {
+        (path(), any::<bool>(), any::<bool>(), any::<bool>(), prop::option::of(0u32..=0o777))
+            .prop_map(|(p, server, abstract_, telnet, mode)| {
+                // `mode=` only for a server with a socket file; written with and without
+                // chmod's leading 0.
+                let mode = mode.filter(|_| server && !abstract_);
+                let mode_text = match mode {
+                    Some(m) if m % 2 == 0 => format!(",mode=0{m:o}"),
+                    Some(m) => format!(",mode={m:o}"),
+                    None => String::new(),
+                };
                 let s = format!(
-                    "socket,path={},server={},abstract={},telnet={}{}",
+                    "socket,path={},server={},abstract={},telnet={}{}{mode_text}",
                     text(&p),
                     if server { "on" } else { "off" },
                     if abstract_ { "on" } else { "off" },
@@ -122,10 +133,10 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
                     tn3270: false,
                     websocket: false,
                     reconnect_ms: 0,
+                    mode,
                 };
                 (BackendSpec::Socket(spec), s)
-            }
-        ),
+            }),
     ]
 }
 

@@ -689,6 +689,8 @@ fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
         tn3270: d.opt_bool("tn3270")?.unwrap_or(false),
         websocket: d.opt_bool("websocket")?.unwrap_or(false),
         reconnect_ms: reconnect_ms.or(reconnect_s.map(|s| s.saturating_mul(1000))).unwrap_or(0),
+        // QEMU's ChardevSocket has no such field: `mode=` is a command-line extension.
+        mode: None,
     };
     if spec.reconnect_ms > 0 && server {
         return Err("'reconnect' option is incompatible with socket in server listen mode".into());
