@@ -100,20 +100,11 @@ fn fds_meet_a_reader_that_takes_three_bytes_at_a_time_and_none_is_lost_or_leaked
 
     let mut data = Vec::new();
     let mut fds_at = Vec::new(); // (content, the read's byte range)
-    loop {
-        match rx.recv_timeout(DEADLINE).expect("the next read or Closed") {
-            Got::Read(bytes, fds) => {
-                assert!(
-                    bytes.len() <= 3,
-                    "a read of {} bytes for a frontend with room 3",
-                    bytes.len()
-                );
-                let range = data.len()..data.len() + bytes.len();
-                data.extend_from_slice(&bytes);
-                fds_at.extend(fds.into_iter().map(|fd| (content(fd), range.clone())));
-            }
-            Got::Closed => break,
-        }
+    while let Got::Read(bytes, fds) = rx.recv_timeout(DEADLINE).expect("the next read or Closed") {
+        assert!(bytes.len() <= 3, "a read of {} bytes for a frontend with room 3", bytes.len());
+        let range = data.len()..data.len() + bytes.len();
+        data.extend_from_slice(&bytes);
+        fds_at.extend(fds.into_iter().map(|fd| (content(fd), range.clone())));
     }
     assert_eq!(data, b"AAAAAAABBBBBCCCCCCCCCDD", "bytes lost, repeated or reordered");
     let mut names: Vec<&str> = fds_at.iter().map(|(c, _)| c.as_str()).collect();
