@@ -34,8 +34,9 @@ pub const SOCAT_BUFFER: &str = "65536";
 /// The program that relays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Relayer {
-    /// `chardev-relay SPEC SPEC`, at this path.
-    Chardev(PathBuf),
+    /// `chardev-relay [FLAGS] SPEC SPEC`, at this path (`--no-fds`: splice, as socat passes
+    /// no fds either).
+    Chardev(PathBuf, Vec<&'static str>),
     /// `socat -b 65536 ADDRESS ADDRESS`.
     Socat,
 }
@@ -60,7 +61,7 @@ impl Route {
 impl Relayer {
     fn name(&self) -> &'static str {
         match self {
-            Relayer::Chardev(_) => "chardev-relay",
+            Relayer::Chardev(..) => "chardev-relay",
             Relayer::Socat => "socat",
         }
     }
@@ -70,8 +71,9 @@ impl Relayer {
     fn command(&self, route: Route, a: &Path, b: &Path) -> Command {
         let (a, b) = (a.display(), b.display());
         match self {
-            Relayer::Chardev(bin) => {
+            Relayer::Chardev(bin, flags) => {
                 let mut cmd = Command::new(bin);
+                cmd.args(flags);
                 if route.has_pty() {
                     cmd.arg(format!("pty,path={a}"));
                 } else {

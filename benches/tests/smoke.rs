@@ -88,6 +88,7 @@ fn a_relay_that_corrupts_the_stream_fails_the_run() {
     std::fs::write(
         &fake,
         "#!/bin/sh\n\
+         while [ \"${1#-}\" != \"$1\" ]; do shift; done\n\
          a=${1#socket,path=}; a=${a%%,*}\n\
          b=${2#socket,path=}; B=${b%%,*} exec socat -u UNIX-LISTEN:\"$a\" EXEC:\"${0%/*}/filter\"\n",
     )

@@ -860,6 +860,32 @@ impl Chardev for Socket {
         self.conn.as_ref().map(|c| c.stream.fd())
     }
 
+    fn splice_input(
+        &mut self,
+        _io: &mut Io<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Option<io::Result<usize>> {
+        // Telnet and websocket bytes need their filters; a connection still being made has
+        // nothing to read.
+        let conn = self.conn.as_ref().filter(|c| c.is_open() && c.plain())?;
+        Some(fd::splice(conn.stream.fd(), pipe, len))
+    }
+
+    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
+            return Err(Error::NotConnected(self.label.clone()).into());
+        };
+        if !conn.plain() {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "write from a pipe: telnet and websocket frame their output",
+            }
+            .into());
+        }
+        fd::splice(pipe, conn.stream.fd(), len)
+    }
+
     fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
         let Some(conn) = &mut self.conn else { return false };
         // Turning the interest on reports writability at once if it came meanwhile.

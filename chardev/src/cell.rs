@@ -214,6 +214,16 @@ impl Cell {
         r
     }
 
+    /// Splices output out of `pipe`; refused where every byte must pass through here (a
+    /// logfile, mux timestamps), so that nothing goes out unlogged.
+    pub(crate) fn write_from_pipe(&self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        if self.stamping() || lock(&self.log).is_some() {
+            let what = format!("{} (with a logfile or timestamps)", self.label);
+            return Err(Error::Unsupported { what, operation: "write from a pipe" }.into());
+        }
+        self.backend().write_from_pipe(pipe, len)
+    }
+
     /// Writes all of `buf`, waiting on the backend's fd (poll(2)) while it is full.
     pub(crate) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         if self.stamping() {

@@ -69,6 +69,32 @@ pub trait Chardev: Any + Send {
         Input::End
     }
 
+    /// Moves up to `len` bytes of input straight into `pipe` with splice(2), for a frontend
+    /// that offers one ([`Frontend::splice_pipe`]). `None`: the input cannot be moved that way
+    /// now (no connection, a telnet or websocket layer), and the loop reads it as usual.
+    /// `Some(Ok(0))` is the end of the stream: the loop then reads as usual, which reports it.
+    /// Fds that came with the bytes are lost (splice cannot carry them).
+    ///
+    /// [`Frontend::splice_pipe`]: crate::Frontend::splice_pipe
+    fn splice_input(
+        &mut self,
+        io: &mut Io<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Option<io::Result<usize>> {
+        let _ = (io, pipe, len);
+        None
+    }
+
+    /// Writes up to `len` bytes out of `pipe` with splice(2), without blocking
+    /// ([`FrontendHandle::write_from_pipe`]); `Unsupported` where output cannot be spliced.
+    ///
+    /// [`FrontendHandle::write_from_pipe`]: crate::FrontendHandle::write_from_pipe
+    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        let _ = (pipe, len);
+        Err(Error::Unsupported { what: self.kind().into(), operation: "write from a pipe" }.into())
+    }
+
     /// Writes what it can of `buf` without blocking; `WouldBlock` when nothing fits now.
     /// `fds` go with the first byte written.
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize>;

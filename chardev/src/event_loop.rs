@@ -845,6 +845,14 @@ impl Core {
                 return false;
             }
             let cell = Arc::clone(&entry.cell);
+            if entry.mux.is_none() {
+                match self.splice_input(key, &cell, room) {
+                    Some(true) => continue,
+                    Some(false) => return false,
+                    None => {}
+                }
+            }
+            let Some(entry) = self.entries.get_mut(key) else { return false };
             let len = room.min(self.buf.len());
             let mut io = Io::new(
                 &self.registry,
@@ -880,6 +888,48 @@ impl Core {
             }
         }
         true
+    }
+
+    /// Moves input straight into the focused frontend's pipe, if it offers one and the
+    /// backend can ([`Frontend::splice_pipe`]). `Some(true)`: bytes moved; `Some(false)`:
+    /// nothing to read until the next readiness; `None`: read as usual (no pipe, the end of
+    /// the stream or an error, which the usual read reports).
+    fn splice_input(&mut self, key: usize, cell: &Arc<Cell>, room: usize) -> Option<bool> {
+        let entry = self.entries.get_mut(key)?;
+        let mut io =
+            Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
+        let fe = entry.frontends.get_mut(entry.focus).and_then(Option::as_mut)?;
+        let current = entry.cell.frontend_gen.get(entry.focus)?.load(Ordering::Acquire);
+        if entry.gens[entry.focus] != current {
+            return None;
+        }
+        let result = match fe.splice_pipe() {
+            Some((pipe, take)) if take > 0 => {
+                cell.backend().splice_input(&mut io, pipe, room.min(take))
+            }
+            _ => None,
+        };
+        let again = io.input_ready;
+        for t in self.new_timers.drain(..) {
+            self.timers.push(Reverse(t));
+        }
+        let moved = match result? {
+            Ok(0) => return None,
+            Ok(n) => {
+                fe.spliced(n);
+                Some(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                entry.input_ready = again;
+                Some(false)
+            }
+            Err(_) => None,
+        };
+        if !self.raised.is_empty() {
+            Self::dispatch(entry, &[], Vec::new(), &mut self.raised, &mut self.exit);
+        }
+        moved
     }
 
     fn stall(&mut self, key: usize) {

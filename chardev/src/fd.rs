@@ -304,3 +304,48 @@ pub fn send_vectored(socket: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Re
         }
     }
 }
+
+/// A pipe to move bytes between two fds inside the kernel with [`splice`]: both ends
+/// non-blocking and close-on-exec, `(read end, write end)`, and its capacity: `size` where
+/// the kernel allows it (`F_SETPIPE_SZ`, capped by `/proc/sys/fs/pipe-max-size` for
+/// unprivileged users), else the default (64 KiB).
+pub fn splice_pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let wanted = i32::try_from(size).unwrap_or(i32::MAX);
+    let capacity = match fcntl(&w, FcntlArg::F_SETPIPE_SZ(wanted)) {
+        Ok(n) => n,
+        Err(_) => fcntl(&w, FcntlArg::F_GETPIPE_SZ)?,
+    };
+    Ok((r, w, usize::try_from(capacity).unwrap_or(0)))
+}
+
+/// Moves up to `len` bytes from `from` to `to` with splice(2), one of them a pipe, without
+/// blocking on the pipe (`SPLICE_F_NONBLOCK`; a non-blocking socket does not block either).
+/// The bytes never reach user space. Returns how many moved; 0 at the end of `from`. Like
+/// write(2), a splice into a socket whose peer has gone raises SIGPIPE unless it is ignored
+/// (the Rust runtime ignores it).
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: both fds are open for the call (borrowed); null offsets use and move the
+        // files' own positions, as splice(2) requires for pipes and sockets.
+        let n = unsafe {
+            nix::libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                nix::libc::SPLICE_F_MOVE | nix::libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

@@ -49,6 +49,24 @@ pub trait Frontend: Send {
     /// The backend can take output again, after [`FrontendHandle::notify_writable`]. A
     /// frontend that relays data uses it to resume after a partial write without blocking.
     fn writable(&mut self) {}
+
+    /// A relay's way around copying: a pipe that input may be moved into inside the kernel
+    /// (splice(2)), and how many bytes it may take now. When the backend can
+    /// ([`Chardev::splice_input`]: a plain socket connection), the loop moves input into the
+    /// pipe and calls [`spliced`](Frontend::spliced) instead of [`receive`](Frontend::receive);
+    /// the frontend empties the pipe with [`FrontendHandle::write_from_pipe`]. Fds that come
+    /// with such input are lost, as splice cannot carry them: offer a pipe only when no fd
+    /// can flow. Default: no pipe.
+    ///
+    /// [`Chardev::splice_input`]: crate::Chardev::splice_input
+    fn splice_pipe(&mut self) -> Option<(BorrowedFd<'_>, usize)> {
+        None
+    }
+
+    /// `n` bytes were moved into the pipe [`splice_pipe`](Frontend::splice_pipe) gave.
+    fn spliced(&mut self, n: usize) {
+        let _ = n;
+    }
 }
 
 /// A device's link to its chardev (QEMU's `CharBackend`): write output, control the line.
@@ -158,6 +176,14 @@ impl FrontendHandle {
     /// it is safe on the loop thread too, where it holds up other chardevs while it waits.
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.cell().ok_or_else(|| self.detached())?.write_all(buf)
+    }
+
+    /// Writes up to `len` bytes out of `pipe` (the read end of a pipe) with splice(2), without
+    /// blocking and without the bytes entering user space: `WouldBlock` when nothing fits,
+    /// `NotConnected` with no peer, `Unsupported` for backends that cannot (all but plain
+    /// sockets). For relays; see [`Frontend::splice_pipe`].
+    pub fn write_from_pipe(&self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        self.cell().ok_or_else(|| self.detached())?.write_from_pipe(pipe, len)
     }
 
     /// Writes `buf` with `fds` attached to its first byte (SCM_RIGHTS on unix sockets). The

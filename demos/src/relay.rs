@@ -1,13 +1,17 @@
 //! Two chardevs back to back, as socat joins two addresses: what one side reads the other
 //! writes, fds included when both sides carry them, with flow control end to end.
 //!
+//! Where no fd can flow (one side cannot carry fds, or fds are turned off), bytes move by
+//! splice(2) through a kernel pipe and never enter user space; this needs plain sockets on
+//! both sides, and falls back to copying otherwise.
+//!
 //! Each side's frontend reads only while the data it last read has been written to the
 //! other side. A partial write keeps the rest and asks the loop to say when the other side
 //! can take more ([`FrontendHandle::notify_writable`]); nothing blocks the loop, so both
 //! directions flow at once, and a slow reader on one side slows the writer on the other.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -31,12 +35,20 @@ pub enum RelayEvent {
 
 /// Bytes moved in each direction: `[0]` is side 0 to side 1.
 #[derive(Debug, Default)]
-pub struct Counters(pub [AtomicU64; 2]);
+pub struct Counters {
+    moved: [AtomicU64; 2],
+    spliced: [AtomicU64; 2],
+}
 
 impl Counters {
     /// Bytes moved from `side` to the other one so far.
     pub fn moved(&self, side: usize) -> u64 {
-        self.0[side].load(Ordering::Relaxed)
+        self.moved[side].load(Ordering::Relaxed)
+    }
+
+    /// How many of those moved by splice(2), without entering user space.
+    pub fn spliced(&self, side: usize) -> u64 {
+        self.spliced[side].load(Ordering::Relaxed)
     }
 }
 
@@ -45,12 +57,45 @@ impl Counters {
 struct Backlog {
     data: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// Bytes waiting in this side's pipe (see [`Pipe`]); never at the same time as `data`.
+    piped: usize,
+}
+
+/// A kernel pipe that one side's input is spliced into and the other side's output spliced
+/// out of: the bytes never enter user space. Used in a direction where no fd can flow.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    capacity: usize,
+    /// The other side cannot take spliced output (a pty): copy from now on.
+    off: AtomicBool,
+}
+
+/// How the relay moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Move bytes with splice(2), not through user space, in each direction where no fd can
+    /// flow (one side cannot carry fds, or `pass_fds` is off) and both sides can (plain
+    /// sockets). Otherwise every byte is read into the loop's buffer and written out.
+    pub splice: bool,
+    /// Pass fds between two unix sockets. Off: fds that arrive are closed, as socat does, and
+    /// every direction may splice.
+    pub pass_fds: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { splice: true, pass_fds: true }
+    }
 }
 
 struct Shared {
     handles: [FrontendHandle; 2],
     /// `[0]`: read from side 0, waiting to be written to side 1.
     backlog: Mutex<[Backlog; 2]>,
+    /// `[0]`: the pipe side 0's input is spliced into, if that direction splices.
+    pipes: [Option<Pipe>; 2],
+    pass_fds: bool,
     counters: Arc<Counters>,
     events: Sender<RelayEvent>,
 }
@@ -61,8 +106,17 @@ impl Shared {
     }
 
     /// Writes what side `from` read into the other side; keeps what does not fit.
-    fn pass_on(&self, from: usize, data: &[u8], fds: Vec<OwnedFd>) {
+    fn pass_on(&self, from: usize, data: &[u8], mut fds: Vec<OwnedFd>) {
         let to = 1 - from;
+        let fds_go = self.pass_fds && self.handles[to].can_pass_fds();
+        if !fds.is_empty() && !fds_go {
+            // The bytes still go; the fds cannot (closed here, as socat would).
+            log::info!(
+                "relay: {} fds from side {from} closed: side {to} cannot take them",
+                fds.len()
+            );
+            fds.clear();
+        }
         let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
         let written = match self.handles[to].write_with_fds(data, &borrowed) {
             Ok(n) => n,
@@ -73,7 +127,7 @@ impl Shared {
                 return;
             }
         };
-        self.counters.0[from].fetch_add(written as u64, Ordering::Relaxed);
+        self.counters.moved[from].fetch_add(written as u64, Ordering::Relaxed);
         if written < data.len() {
             let mut backlog = self.backlog();
             let b = &mut backlog[from];
@@ -87,17 +141,24 @@ impl Shared {
         }
     }
 
-    /// Side `to` can take more: flushes the backlog meant for it, then lets the other side
-    /// read again.
+    /// Side `to` can take more: flushes the backlog (or the pipe) meant for it, then lets
+    /// the other side read again.
     fn flush_into(&self, to: usize) {
         let from = 1 - to;
         let mut backlog = self.backlog();
         let b = &mut backlog[from];
-        if b.data.is_empty() {
-            return;
-        }
-        let borrowed: Vec<_> = b.fds.iter().map(AsFd::as_fd).collect();
-        let written = match self.handles[to].write_with_fds(&b.data, &borrowed) {
+        let piped = b.data.is_empty();
+        let result = match (&self.pipes[from], piped) {
+            (_, false) => {
+                let borrowed: Vec<_> = b.fds.iter().map(AsFd::as_fd).collect();
+                self.handles[to].write_with_fds(&b.data, &borrowed)
+            }
+            (Some(pipe), true) if b.piped > 0 => {
+                self.handles[to].write_from_pipe(pipe.r.as_fd(), b.piped)
+            }
+            _ => return,
+        };
+        let written = match result {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -107,17 +168,41 @@ impl Shared {
             {
                 0
             }
+            Err(e) if piped && e.kind() == std::io::ErrorKind::Unsupported => {
+                // Side `to` cannot take spliced output: what is in the pipe comes out into
+                // the backlog, and input in this direction is copied from now on.
+                if let Some(pipe) = &self.pipes[from] {
+                    pipe.off.store(true, Ordering::Relaxed);
+                    b.data = drain_pipe(pipe, b.piped);
+                    b.piped = 0;
+                }
+                drop(backlog);
+                return self.flush_into(to);
+            }
             Err(e) => {
-                log::warn!("relay: side {to} write failed: {e}; {} bytes dropped", b.data.len());
-                b.data.len()
+                let lost = if piped { b.piped } else { b.data.len() };
+                log::warn!("relay: side {to} write failed: {e}; {lost} bytes dropped");
+                if let (true, Some(pipe)) = (piped, &self.pipes[from]) {
+                    drain_pipe(pipe, b.piped);
+                    b.piped = 0;
+                }
+                b.data.clear();
+                0
             }
         };
-        if written > 0 {
-            b.fds.clear();
+        if piped {
+            b.piped -= written.min(b.piped);
+        } else {
+            if written > 0 {
+                b.fds.clear();
+            }
+            b.data.drain(..written);
         }
-        b.data.drain(..written);
-        self.counters.0[from].fetch_add(written as u64, Ordering::Relaxed);
-        let done = b.data.is_empty();
+        self.counters.moved[from].fetch_add(written as u64, Ordering::Relaxed);
+        if piped {
+            self.counters.spliced[from].fetch_add(written as u64, Ordering::Relaxed);
+        }
+        let done = b.data.is_empty() && b.piped == 0;
         drop(backlog);
         if done {
             // Closed is delivered after the open flag drops, on this same thread: a side that
@@ -132,6 +217,20 @@ impl Shared {
     }
 }
 
+/// Takes up to `n` bytes out of `pipe` (they are there: the pipe never blocks on them).
+fn drain_pipe(pipe: &Pipe, n: usize) -> Vec<u8> {
+    let mut out = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        match nix::unistd::read(&pipe.r, &mut out[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    out.truncate(got);
+    out
+}
+
 /// One side's frontend.
 struct Side {
     side: usize,
@@ -140,7 +239,8 @@ struct Side {
 
 impl Frontend for Side {
     fn can_receive(&mut self) -> usize {
-        if self.shared.backlog()[self.side].data.is_empty() {
+        let b = &self.shared.backlog()[self.side];
+        if b.data.is_empty() && b.piped == 0 {
             READ_SIZE
         } else {
             0
@@ -149,6 +249,20 @@ impl Frontend for Side {
 
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
         self.shared.pass_on(self.side, data, fds);
+    }
+
+    fn splice_pipe(&mut self) -> Option<(BorrowedFd<'_>, usize)> {
+        let pipe = self.shared.pipes[self.side].as_ref()?;
+        if pipe.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let b = &self.shared.backlog()[self.side];
+        b.data.is_empty().then(|| (pipe.w.as_fd(), pipe.capacity - b.piped))
+    }
+
+    fn spliced(&mut self, n: usize) {
+        self.shared.backlog()[self.side].piped += n;
+        self.shared.flush_into(1 - self.side);
     }
 
     fn event(&mut self, event: Event) {
@@ -180,16 +294,51 @@ impl Relay {
 
     /// Bytes read from `side` and not yet written to the other side.
     pub fn pending(&self, side: usize) -> usize {
-        self.0.backlog()[side].data.len()
+        let b = &self.0.backlog()[side];
+        b.data.len() + b.piped
+    }
+
+    /// Whether bytes from `side` move by splice(2) (see [`Options::splice`]).
+    pub fn splices(&self, side: usize) -> bool {
+        self.0.pipes[side].as_ref().is_some_and(|p| !p.off.load(Ordering::Relaxed))
     }
 }
 
-/// Joins the chardevs behind `a` and `b`; returns the byte counters. Events go to `events`.
+/// Joins the chardevs behind `a` and `b` with the default [`Options`]; returns the byte
+/// counters. Events go to `events`.
 pub fn join(a: FrontendHandle, b: FrontendHandle, events: Sender<RelayEvent>) -> Relay {
+    join_with(a, b, events, Options::default())
+}
+
+/// How big a splice pipe is asked to be (the kernel's default limit for unprivileged users).
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Joins the chardevs behind `a` and `b` as `options` say; returns the byte counters.
+pub fn join_with(
+    a: FrontendHandle,
+    b: FrontendHandle,
+    events: Sender<RelayEvent>,
+    options: Options,
+) -> Relay {
+    let fds_flow = options.pass_fds && a.can_pass_fds() && b.can_pass_fds();
+    let pipe = || -> Option<Pipe> {
+        if !options.splice || fds_flow {
+            return None;
+        }
+        match chardev::fd::splice_pipe(PIPE_SIZE) {
+            Ok((r, w, capacity)) => Some(Pipe { r, w, capacity, off: AtomicBool::new(false) }),
+            Err(e) => {
+                log::warn!("relay: no pipe to splice through ({e}); copying instead");
+                None
+            }
+        }
+    };
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         handles: [a.clone(), b.clone()],
         backlog: Mutex::default(),
+        pipes: [pipe(), pipe()],
+        pass_fds: options.pass_fds,
         counters: Arc::clone(&counters),
         events,
     });

@@ -16,7 +16,11 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_chardev-relay");
 
 fn relay(a: &str, b: &str) -> Relay {
-    Relay(Command::new(BIN).args([a, b]).stdin(Stdio::null()).spawn().unwrap())
+    relay_with(&[], a, b)
+}
+
+fn relay_with(flags: &[&str], a: &str, b: &str) -> Relay {
+    Relay(Command::new(BIN).args(flags).args([a, b]).stdin(Stdio::null()).spawn().unwrap())
 }
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -39,10 +43,31 @@ fn server(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
 
 #[test]
 fn socat_in_socat_out_checksummed_and_everything_arrives_before_the_relay_ends() {
+    // Two unix sockets: fds may flow, so every byte is copied (none spliced).
+    let totals = socat_through_relay(&[]);
+    assert!(totals.contains("a->b 33554432 bytes (0 spliced)"), "{totals}");
+}
+
+#[test]
+fn with_no_fds_the_bytes_move_by_splice_and_arrive_intact() {
+    let totals = socat_through_relay(&["--no-fds"]);
+    assert!(totals.contains("a->b 33554432 bytes (33554432 spliced)"), "{totals}");
+}
+
+/// 32 MiB from a socat through `chardev-relay -v FLAGS` into another socat; returns the
+/// relay's closing totals line.
+fn socat_through_relay(flags: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (pa, sa) = server(dir.path(), "a.sock");
     let (pb, sb) = server(dir.path(), "b.sock");
-    let mut r = relay(&sa, &sb);
+    let r = Command::new(BIN)
+        .arg("-v")
+        .args(flags)
+        .args([&sa, &sb])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let payload = data(32 << 20, 1);
     let input = dir.path().join("in");
     std::fs::write(&input, &payload).unwrap();
@@ -72,20 +97,29 @@ fn socat_in_socat_out_checksummed_and_everything_arrives_before_the_relay_ends()
     );
     assert!(wait_exit(&mut sender.0, "the sending socat").success());
     // The sender's close ends the relay, after the last byte went on to the receiver.
-    assert!(
-        wait_exit(&mut r.0, "the relay").success(),
-        "the relay ends cleanly when a side closes"
-    );
+    let out = wait_output(r, "the relay");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the relay ends cleanly when a side closes: {stderr}");
     assert!(wait_exit(&mut receiver.0, "the receiving socat").success());
     assert!(std::fs::read(&output).unwrap() == payload, "a -> b differs");
+    stderr.lines().find(|l| l.contains("done:")).unwrap_or_default().to_string()
 }
 
 #[test]
 fn both_directions_at_once_checksummed() {
+    both_directions(&[]);
+}
+
+#[test]
+fn both_directions_at_once_spliced() {
+    both_directions(&["--no-fds"]);
+}
+
+fn both_directions(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (pa, sa) = server(dir.path(), "a.sock");
     let (pb, sb) = server(dir.path(), "b.sock");
-    let _r = relay(&sa, &sb);
+    let _r = relay_with(flags, &sa, &sb);
     let (mut a, mut b) = (connect_unix(&pa), connect_unix(&pb));
     let (to_b, to_a) = (data(16 << 20, 2), data(16 << 20, 3));
     let exchange = |mut me: UnixStream, send: Vec<u8>, len: usize| {
@@ -107,10 +141,19 @@ fn both_directions_at_once_checksummed() {
 
 #[test]
 fn a_stalled_reader_slows_the_writer_and_nothing_is_lost() {
+    stalled_reader(&[]);
+}
+
+#[test]
+fn a_stalled_reader_slows_a_splicing_relay_too() {
+    stalled_reader(&["--no-fds"]);
+}
+
+fn stalled_reader(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (pa, sa) = server(dir.path(), "a.sock");
     let (pb, sb) = server(dir.path(), "b.sock");
-    let r = relay(&sa, &sb);
+    let r = relay_with(flags, &sa, &sb);
     let mut writer = connect_unix(&pa);
     let mut reader = connect_unix(&pb);
     let payload = data(64 << 20, 3);
@@ -184,4 +227,59 @@ fn usage_errors() {
     let out = output_within(Command::new(BIN).args(["bogus,x=1", "null"]), "chardev-relay bogus");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+#[test]
+fn pty_and_unix_socket_both_ways_where_the_pty_cannot_splice() {
+    // No fd can reach a pty, so the relay sets up splicing both ways; the pty can neither
+    // be spliced from nor into, and the relay must notice and copy, losing nothing.
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pty");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let r = Command::new(BIN)
+        .args(["-v", &format!("pty,path={}", link.display()), &sb])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the pty link", || link.exists());
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open(&link).unwrap();
+    let mut attrs = tcgetattr(&tty).unwrap();
+    cfmakeraw(&mut attrs);
+    tcsetattr(&tty, SetArg::TCSANOW, &attrs).unwrap();
+    let mut sock = connect_unix(&pb);
+
+    let (to_pty, to_sock) = (data(1 << 20, 7), data(256 << 10, 8));
+    let mut tty_w = tty.try_clone().unwrap();
+    let mut sock_w = sock.try_clone().unwrap();
+    let writers = {
+        let (to_pty, to_sock) = (to_pty.clone(), to_sock.clone());
+        std::thread::spawn(move || {
+            let w = std::thread::spawn(move || tty_w.write_all(&to_sock).unwrap());
+            sock_w.write_all(&to_pty).unwrap();
+            w.join().unwrap();
+        })
+    };
+    let mut got_sock = vec![0u8; to_sock.len()];
+    let reader = std::thread::spawn(move || {
+        sock.read_exact(&mut got_sock).unwrap();
+        (sock, got_sock)
+    });
+    let mut got_pty = vec![0u8; to_pty.len()];
+    let mut tty_r = TimedPipe(tty);
+    tty_r.read_exact(&mut got_pty).unwrap();
+    let (sock, got_sock) = reader.join().unwrap();
+    writers.join().unwrap();
+    assert!(got_pty == to_pty, "unix -> pty differs");
+    assert!(got_sock == to_sock, "pty -> unix differs");
+
+    drop(sock); // the socket side closes: the relay ends
+    let out = wait_output(r, "the relay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a->b 262144 bytes (0 spliced), b->a 1048576 bytes (0 spliced)"),
+        "{stderr}"
+    );
 }

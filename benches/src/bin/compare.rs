@@ -349,19 +349,21 @@ fn p1(c: &Config, report: &mut Report) -> Result<()> {
 }
 
 /// A relay route: its figure's name, its CPU figure's name, the route.
-type RouteCase = (&'static str, &'static str, Route);
+/// A relay row: its name, its CPU row's name, the route, chardev-relay's flags, and whether
+/// the 1.5 goal applies.
+type RouteCase = (&'static str, &'static str, Route, &'static [&'static str], bool);
 
 fn relays(c: &Config, routes: &[RouteCase], report: &mut Report) -> Result<()> {
     let dir = tempdir()?;
-    let ours = Relayer::Chardev(c.relay.clone());
     for round in 0..c.rounds {
-        for &(name, cpu_name, route) in routes {
+        for &(name, cpu_name, route, flags, goal) in routes {
+            let ours = Relayer::Chardev(c.relay.clone(), flags.to_vec());
             let (a, b) = pair(
                 round,
                 || relay::run(&ours, route, dir.path(), c.bytes, c.verify),
                 || relay::run(&Relayer::Socat, route, dir.path(), c.bytes, c.verify),
             )?;
-            let goal = Some(Goal::AtLeast(1.5));
+            let goal = goal.then_some(Goal::AtLeast(1.5));
             report.add(transfer_samples((name, cpu_name), Unit::Bytes, goal, a, b));
         }
     }
@@ -383,7 +385,22 @@ fn relay_missing(c: &Config) -> Option<String> {
 }
 
 fn p2(c: &Config, report: &mut Report) -> Result<()> {
-    relays(c, &[("relay unix->unix", "  CPU of the relay", Route::UnixToUnix)], report)
+    relays(
+        c,
+        &[
+            // What socat does: no fds. chardev-relay then splices.
+            (
+                "relay unix->unix --no-fds",
+                "  CPU of the relay",
+                Route::UnixToUnix,
+                &["--no-fds"],
+                true,
+            ),
+            // Fds may flow between two unix sockets: every byte is copied.
+            ("relay unix->unix, fds on", "  CPU of that relay", Route::UnixToUnix, &[], false),
+        ],
+        report,
+    )
 }
 
 /// Whether chardev-relay can relay a pty yet: a small transfer each way.
@@ -392,7 +409,7 @@ fn pty_probe(c: &Config) -> Option<String> {
         Ok(d) => d,
         Err(e) => return Some(e),
     };
-    let ours = Relayer::Chardev(c.relay.clone());
+    let ours = Relayer::Chardev(c.relay.clone(), Vec::new());
     for route in [Route::PtyToUnix, Route::UnixToPty] {
         if let Err(e) = relay::run(&ours, route, dir.path(), 256 * 1024, Verify::All) {
             return Some(format!("chardev-relay pty does not work yet ({route:?}: {e})"));
@@ -405,8 +422,8 @@ fn p3(c: &Config, report: &mut Report) -> Result<()> {
     relays(
         c,
         &[
-            ("relay pty->unix", "  CPU of the relay", Route::PtyToUnix),
-            ("relay unix->pty", "  CPU of that relay", Route::UnixToPty),
+            ("relay pty->unix", "  CPU of the relay", Route::PtyToUnix, &[], true),
+            ("relay unix->pty", "  CPU of that relay", Route::UnixToPty, &[], true),
         ],
         report,
     )

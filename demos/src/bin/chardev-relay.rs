@@ -10,18 +10,21 @@ use std::time::{Duration, Instant};
 use chardev::{ChardevSpec, EventLoop, Registry};
 use demos::relay::{self, RelayEvent};
 
-const USAGE: &str = "usage: chardev-relay [--keep-open] [-v] SPEC SPEC
+const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] SPEC SPEC
 
 Joins two chardevs back to back, each given in QEMU's -chardev syntax without id:
   chardev-relay pty unix:/tmp/s.sock,server=on        (legacy forms work too)
   chardev-relay socket,path=/tmp/a,server=on,wait=off socket,host=127.0.0.1,port=4000
 
 Bytes flow both ways with flow control (a slow side slows the other; nothing is dropped),
-and fds pass through when both sides are unix sockets. The relay ends when a side that was
-open closes.
+and fds pass through when both sides are unix sockets. Where no fd can flow, bytes between
+plain sockets move by splice(2) and never enter user space. The relay ends when a side
+that was open closes.
 
   --keep-open   do not end when a side closes: wait for its next connection
-  -v            report the rate each second on stderr
+  --no-fds      do not pass fds (close those that arrive, as socat does): splice everywhere
+  --copy        never splice: copy every byte through the relay's buffer
+  -v            report the rate each second on stderr, and the totals at the end
   -h, --help    this help
 ";
 
@@ -29,11 +32,14 @@ fn main() -> ExitCode {
     env_logger::init();
     let mut keep_open = false;
     let mut verbose = false;
+    let mut options = relay::Options::default();
     let mut specs = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--keep-open" => keep_open = true,
             "-v" => verbose = true,
+            "--no-fds" => options.pass_fds = false,
+            "--copy" => options.splice = false,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -49,7 +55,7 @@ fn main() -> ExitCode {
         eprintln!("chardev-relay: two chardevs are needed, {} given\n\n{USAGE}", specs.len());
         return ExitCode::from(2);
     }
-    match run(&specs[0], &specs[1], keep_open, verbose) {
+    match run(&specs[0], &specs[1], keep_open, verbose, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chardev-relay: {e}");
@@ -69,7 +75,13 @@ fn parse(spec: &str, id: &str) -> Result<ChardevSpec, String> {
     }
 }
 
-fn run(a: &str, b: &str, keep_open: bool, verbose: bool) -> Result<(), String> {
+fn run(
+    a: &str,
+    b: &str,
+    keep_open: bool,
+    verbose: bool,
+    options: relay::Options,
+) -> Result<(), String> {
     let specs = [parse(a, "a")?, parse(b, "b")?];
     let lp = EventLoop::spawn().map_err(|e| e.to_string())?;
     let registry = Registry::new(lp.handle());
@@ -83,7 +95,12 @@ fn run(a: &str, b: &str, keep_open: bool, verbose: bool) -> Result<(), String> {
         registry.connect("a").map_err(|e| e.to_string())?,
         registry.connect("b").map_err(|e| e.to_string())?,
     ];
-    let relay = relay::join(handles[0].clone(), handles[1].clone(), tx);
+    let relay = relay::join_with(handles[0].clone(), handles[1].clone(), tx, options);
+    for (side, name) in ["a", "b"].iter().enumerate() {
+        if relay.splices(side) {
+            log::info!("{name}: bytes move by splice(2)");
+        }
+    }
     let counters = relay.counters();
     // A side closed: what it sent must still reach the other side before the relay ends.
     let mut closing: Option<usize> = None;
@@ -115,6 +132,15 @@ fn run(a: &str, b: &str, keep_open: bool, verbose: bool) -> Result<(), String> {
             );
             last = (Instant::now(), now);
         }
+    }
+    if verbose {
+        eprintln!(
+            "chardev-relay: done: a->b {} bytes ({} spliced), b->a {} bytes ({} spliced)",
+            counters.moved(0),
+            counters.spliced(0),
+            counters.moved(1),
+            counters.spliced(1)
+        );
     }
     for id in ["a", "b"] {
         let _ = registry.remove_forced(id);
