@@ -38,12 +38,22 @@ fn child_main() {
 mod child {
     use std::time::Duration;
 
+    use nix::libc;
+
     use chardev::{Event, EventLoop, Registry};
     use nix::sys::termios::tcgetattr;
 
     use crate::common::{record, Record, Seen, DEADLINE};
 
     pub fn run(scenario: &str) {
+        // A program started the usual way: whoever ran the tests may have had SIGHUP ignored
+        // (nohup), which the child would inherit, and the library rightly leaves an ignored
+        // signal alone.
+        for signal in [libc::SIGHUP, libc::SIGUSR1, libc::SIGALRM, libc::SIGTERM] {
+            // SAFETY: signal(2) restoring the default action; nothing else in this child
+            // process handles these signals.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
         match scenario {
             "echo" => echo("stdio,id=s0"),
             "echo-nosignal" => echo("stdio,id=s0,signal=off"),
