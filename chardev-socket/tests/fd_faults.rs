@@ -51,16 +51,17 @@ fn slow(h: &FrontendHandle) -> (Arc<AtomicUsize>, Receiver<Got>) {
     (room, rx)
 }
 
-/// Runs burst_fds.py against `path`: every message is in the socket, and the peer gone,
-/// when this returns.
+/// Runs `send_fds.py --burst` against `path`: every message is in the socket, and the peer
+/// gone, when this returns.
 fn burst(path: &Path, messages: &[&str]) {
     let mut cmd = python();
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/burst_fds.py"))
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/send_fds.py"))
+        .arg("--burst")
         .arg(path)
         .args(messages)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = wait_output(cmd.spawn().expect("run burst_fds.py"), "burst_fds.py");
+    let out = wait_output(cmd.spawn().expect("run send_fds.py"), "send_fds.py --burst");
     assert!(
         out.status.success() && out.stdout == b"sent\n",
         "the peer failed: {}",
