@@ -1,7 +1,7 @@
 //! `FrontendHandle::notify_writable`: a frontend whose write came back short is told once when
 //! the backend can take more, and not before. Socket and pty backends report writability from
 //! their own registration; other backends with an fd (a pipe) get a watch of the loop's own;
-//! backends that never block say so at once.
+//! backends that never block say so at once; a connection that ends ends the wait too.
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
@@ -22,8 +22,10 @@ impl Frontend for Waiter {
     }
     fn receive(&mut self, _data: &[u8], _fds: Vec<OwnedFd>) {}
     fn event(&mut self, event: Event) {
-        if event == Event::Opened {
-            let _ = self.0.send("opened");
+        match event {
+            Event::Opened => drop(self.0.send("opened")),
+            Event::Closed => drop(self.0.send("closed")),
+            _ => {}
         }
     }
     fn writable(&mut self) {
@@ -104,6 +106,46 @@ fn a_socket_frontend_is_told_once_when_the_peer_reads_and_not_before() {
     h.notify_writable();
     expect(&rx, "writable");
     nothing(&rx);
+}
+
+#[test]
+fn a_frontend_waiting_when_the_peer_leaves_is_told_and_its_write_fails() {
+    let (_lp, reg, dir) = setup();
+    let path = dir.path().join("gone.sock");
+    add(&reg, &format!("socket,id=s,path={},server=on,wait=off", path.display()));
+    let h = connect(&reg, "s");
+    let rx = waiter(&h);
+    let peer = connect_unix(&path);
+    expect(&rx, "opened");
+    fill(&h);
+    h.notify_writable();
+    nothing(&rx);
+    drop(peer);
+    // The hang-up ends the wait (Closed itself waits until the frontend reads, QEMU #1264).
+    expect(&rx, "writable");
+    nothing(&rx);
+    let err = h.write(b"x").expect_err("nobody to write to");
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+}
+
+#[test]
+fn a_frontend_waiting_when_the_connection_is_dropped_is_told_after_closed() {
+    let (_lp, reg, dir) = setup();
+    let path = dir.path().join("dropped.sock");
+    add(&reg, &format!("socket,id=s,path={},server=on,wait=off", path.display()));
+    let h = connect(&reg, "s");
+    let rx = waiter(&h);
+    let _peer = connect_unix(&path);
+    expect(&rx, "opened");
+    fill(&h);
+    h.notify_writable();
+    nothing(&rx);
+    // Our side ends it: no hang-up edge will come from a deregistered socket.
+    h.disconnect();
+    expect(&rx, "closed");
+    expect(&rx, "writable");
+    let err = h.write(b"x").expect_err("nobody to write to");
+    assert_eq!(err.kind(), ErrorKind::NotConnected, "{err}");
 }
 
 #[test]

@@ -1118,6 +1118,11 @@ impl Core {
                         }
                     }
                 }
+                // Whoever waits to write learns now (its write fails: not connected) rather
+                // than never: a closed connection reports no more writability.
+                if entry.want_writable != 0 {
+                    Self::tell_writable(entry);
+                }
             }
             Event::Break | Event::MuxIn | Event::MuxOut => {
                 if let Some(fe) = entry.focused() {
