@@ -898,11 +898,7 @@ impl Core {
         let entry = self.entries.get_mut(key)?;
         let mut io =
             Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
-        let fe = entry.frontends.get_mut(entry.focus).and_then(Option::as_mut)?;
-        let current = entry.cell.frontend_gen.get(entry.focus)?.load(Ordering::Acquire);
-        if entry.gens[entry.focus] != current {
-            return None;
-        }
+        let fe = entry.focused()?;
         let result = match fe.splice_pipe() {
             Some((pipe, take)) if take > 0 => {
                 cell.backend().splice_input(&mut io, pipe, room.min(take))
