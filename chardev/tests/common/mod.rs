@@ -576,6 +576,9 @@ pub fn wait_output_for(
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let _ = pipe.read_to_end(&mut buf);
+                // Closed before the output is handed over: a test that counts its fds once
+                // this returns must not see the pipe.
+                drop(pipe);
                 let _ = tx.send(buf);
             });
         } else {
