@@ -4,6 +4,7 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -11,18 +12,12 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::process::Stdio;
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::Event;
 use common::*;
+use support::*;
 
 /// `sun_path`'s size on Linux: a `tight=off` name is the name padded with NULs to fill it.
 const SUN_PATH: usize = 108;
-
-fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
-    (lp, reg, tempfile::tempdir().unwrap())
-}
 
 /// An abstract name that looks like a path in `dir`, so a file made by mistake shows there.
 fn name_in(dir: &tempfile::TempDir) -> String {

@@ -4,6 +4,7 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -11,19 +12,9 @@ use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::Event;
 use common::*;
-
-fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
-    (lp, reg, tempfile::tempdir().unwrap())
-}
-
-fn filename(reg: &Registry, id: &str) -> String {
-    reg.query().into_iter().find(|c| c.label == id).unwrap().filename
-}
+use support::*;
 
 /// The port in a `disconnected:tcp:HOST:PORT,server=on` filename.
 fn port_in(filename: &str) -> u16 {

@@ -6,13 +6,14 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::{Event, LoopThread, Registry};
 use common::*;
 
 /// The user (and group) the unprivileged peer runs as: `nobody` on Debian.
@@ -27,10 +28,7 @@ const CHILD_LIMIT: Duration = Duration::from_secs(60);
 /// A loop and registry with the socket backends, and a temp dir that every user may search
 /// (tempfile makes it 0700), so that the socket file's own mode is what decides.
 fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
-    let dir = tempfile::tempdir().unwrap();
+    let (lp, reg, dir) = support::setup();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     (lp, reg, dir)
 }

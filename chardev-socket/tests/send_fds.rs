@@ -4,20 +4,19 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::sync::mpsc::channel;
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::{Event, LoopThread, Registry};
 use common::*;
+use support::*;
 
 fn server(dir: &tempfile::TempDir, name: &str) -> (LoopThread, Registry, std::path::PathBuf) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
+    let (lp, reg, _) = setup();
     let path = dir.path().join(name);
     reg.add_str(&format!("socket,id=s,path={},server=on,wait=off", path.display())).unwrap();
     (lp, reg, path)
@@ -57,13 +56,7 @@ fn fds_go_with_the_first_byte_only_though_the_first_sendmsg_is_partial() {
             .spawn()
             .unwrap(),
     );
-    let (tx, lines) = channel();
-    let stdout = peer.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let lines = lines_of(peer.0.stdout.take().unwrap());
     rec.expect_event(Event::Opened);
 
     let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();

@@ -3,6 +3,7 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -10,19 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::{Event, Registry};
 use common::*;
-
-fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
-    (lp, reg, tempfile::tempdir().unwrap())
-}
-
-fn filename(reg: &Registry, id: &str) -> String {
-    reg.query().into_iter().find(|c| c.label == id).unwrap().filename
-}
+use support::*;
 
 /// The port a tcp server bound, from its `disconnected:tcp:HOST:PORT,server=on` filename.
 fn bound_port(reg: &Registry, id: &str) -> u16 {

@@ -4,13 +4,15 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{channel, Sender};
 
-use chardev::{Event, Frontend, FrontendHandle, LoopThread, Registry};
+use chardev::{Event, Frontend, FrontendHandle};
 use common::*;
+use support::*;
 
 /// Offers a pipe; empties it into `got` after every splice; reports the end.
 struct Piped {
@@ -45,12 +47,6 @@ impl Frontend for Piped {
         pipe.read_exact(&mut buf).expect("the spliced bytes are in the pipe");
         self.got.extend_from_slice(&buf);
     }
-}
-
-fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let (lp, reg) = spawn_registry();
-    chardev_socket::register(&reg);
-    (lp, reg, tempfile::tempdir().expect("tempdir"))
 }
 
 fn pattern(len: usize) -> Vec<u8> {

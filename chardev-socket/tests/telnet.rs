@@ -4,22 +4,15 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::sync::mpsc::channel;
 
-use chardev::{Event, EventLoop, LoopThread, Registry};
+use chardev::Event;
 use common::*;
-
-fn setup() -> (LoopThread, Registry) {
-    let lp = EventLoop::spawn().unwrap();
-    let reg = Registry::new(lp.handle());
-    chardev_socket::register(&reg);
-    (lp, reg)
-}
+use support::*;
 
 /// What the frontend saw, with consecutive data merged.
 #[derive(Debug, PartialEq)]
@@ -55,7 +48,7 @@ fn pieces(rec: &Record, bytes: usize, events: usize) -> Vec<Piece> {
 
 #[test]
 fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() {
-    let (_lp, reg) = setup();
+    let (_lp, reg, _dir) = setup();
     reg.add_str("socket,id=tel,host=127.0.0.1,port=0,server=on,wait=off,telnet=on").unwrap();
     let filename = reg.query()[0].filename.clone();
     let port = filename.trim_end_matches(",server=on").rsplit(':').next().unwrap().to_string();
@@ -69,13 +62,7 @@ fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() 
             .spawn()
             .unwrap(),
     );
-    let (tx, lines) = channel();
-    let stdout = peer.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let lines = lines_of(peer.0.stdout.take().unwrap());
     let line = || lines.recv_timeout(DEADLINE).expect("the peer said nothing");
 
     rec.expect_event(Event::Opened);
@@ -98,7 +85,7 @@ fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() 
 
 #[test]
 fn fds_on_a_telnet_unix_socket_go_with_their_byte_or_are_refused() {
-    let (_lp, reg) = setup();
+    let (_lp, reg, _dir) = setup();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tel.sock");
     reg.add_str(&format!("socket,id=tu,path={},server=on,wait=off,telnet=on", path.display()))

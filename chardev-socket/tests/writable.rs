@@ -5,13 +5,15 @@
 
 #[path = "../../chardev/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{ErrorKind, Read};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-use chardev::{Event, Frontend, FrontendHandle, LoopThread, Registry};
+use chardev::{Event, Frontend, FrontendHandle};
 use common::*;
+use support::*;
 
 /// A frontend that reports `writable()` calls (and `Opened`) on a channel.
 struct Waiter(Sender<&'static str>);
@@ -74,12 +76,6 @@ fn drain(peer: &mut impl Read, n: usize) {
         assert!(got > 0, "the peer's stream ended with {left} bytes to go");
         left -= got;
     }
-}
-
-fn setup() -> (LoopThread, Registry, tempfile::TempDir) {
-    let (lp, reg) = spawn_registry();
-    chardev_socket::register(&reg);
-    (lp, reg, tempfile::tempdir().expect("tempdir"))
 }
 
 #[test]
