@@ -56,9 +56,39 @@ impl Counters {
 #[derive(Default)]
 struct Backlog {
     data: Vec<u8>,
+    /// How much of `data` has been written already. A slow side (a pty takes about 10 KiB
+    /// per write) is written in many pieces; moving the rest to the front after each would
+    /// copy it again every time.
+    sent: usize,
     fds: Vec<OwnedFd>,
     /// Bytes waiting in this side's pipe (see [`Pipe`]); never at the same time as `data`.
     piped: usize,
+}
+
+impl Backlog {
+    /// The bytes still to be written.
+    fn unsent(&self) -> &[u8] {
+        &self.data[self.sent..]
+    }
+
+    fn has_data(&self) -> bool {
+        self.sent < self.data.len()
+    }
+
+    /// Forgets the first `n` unsent bytes: they were written.
+    fn consume(&mut self, n: usize) {
+        self.sent += n.min(self.data.len() - self.sent);
+        if self.sent == self.data.len() {
+            self.data.clear();
+            self.sent = 0;
+        }
+    }
+
+    /// Replaces the unsent bytes with `data`.
+    fn set(&mut self, data: Vec<u8>) {
+        self.data = data;
+        self.sent = 0;
+    }
 }
 
 /// A kernel pipe that one side's input is spliced into and the other side's output spliced
@@ -147,11 +177,11 @@ impl Shared {
         let from = 1 - to;
         let mut backlog = self.backlog();
         let b = &mut backlog[from];
-        let piped = b.data.is_empty();
+        let piped = !b.has_data();
         let result = match (&self.pipes[from], piped) {
             (_, false) => {
                 let borrowed: Vec<_> = b.fds.iter().map(AsFd::as_fd).collect();
-                self.handles[to].write_with_fds(&b.data, &borrowed)
+                self.handles[to].write_with_fds(b.unsent(), &borrowed)
             }
             (Some(pipe), true) if b.piped > 0 => {
                 self.handles[to].write_from_pipe(pipe.r.as_fd(), b.piped)
@@ -173,20 +203,20 @@ impl Shared {
                 // the backlog, and input in this direction is copied from now on.
                 if let Some(pipe) = &self.pipes[from] {
                     pipe.off.store(true, Ordering::Relaxed);
-                    b.data = drain_pipe(pipe, b.piped);
+                    b.set(drain_pipe(pipe, b.piped));
                     b.piped = 0;
                 }
                 drop(backlog);
                 return self.flush_into(to);
             }
             Err(e) => {
-                let lost = if piped { b.piped } else { b.data.len() };
+                let lost = if piped { b.piped } else { b.unsent().len() };
                 log::warn!("relay: side {to} write failed: {e}; {lost} bytes dropped");
                 if let (true, Some(pipe)) = (piped, &self.pipes[from]) {
                     drain_pipe(pipe, b.piped);
                     b.piped = 0;
                 }
-                b.data.clear();
+                b.set(Vec::new());
                 0
             }
         };
@@ -196,13 +226,13 @@ impl Shared {
             if written > 0 {
                 b.fds.clear();
             }
-            b.data.drain(..written);
+            b.consume(written);
         }
         self.counters.moved[from].fetch_add(written as u64, Ordering::Relaxed);
         if piped {
             self.counters.spliced[from].fetch_add(written as u64, Ordering::Relaxed);
         }
-        let done = b.data.is_empty() && b.piped == 0;
+        let done = !b.has_data() && b.piped == 0;
         drop(backlog);
         if done {
             // Closed is delivered after the open flag drops, on this same thread: a side that
@@ -240,7 +270,7 @@ struct Side {
 impl Frontend for Side {
     fn can_receive(&mut self) -> usize {
         let b = &self.shared.backlog()[self.side];
-        if b.data.is_empty() && b.piped == 0 {
+        if !b.has_data() && b.piped == 0 {
             READ_SIZE
         } else {
             0
@@ -257,7 +287,7 @@ impl Frontend for Side {
             return None;
         }
         let b = &self.shared.backlog()[self.side];
-        b.data.is_empty().then(|| (pipe.w.as_fd(), pipe.capacity - b.piped))
+        (!b.has_data()).then(|| (pipe.w.as_fd(), pipe.capacity - b.piped))
     }
 
     fn spliced(&mut self, n: usize) {
@@ -295,7 +325,7 @@ impl Relay {
     /// Bytes read from `side` and not yet written to the other side.
     pub fn pending(&self, side: usize) -> usize {
         let b = &self.0.backlog()[side];
-        b.data.len() + b.piped
+        b.unsent().len() + b.piped
     }
 
     /// Whether bytes from `side` move by splice(2) (see [`Options::splice`]).
