@@ -578,3 +578,39 @@ fn removing_the_chardev_hangs_up_the_terminal() {
         other => panic!("the terminal should see a hang-up, got {other:?}"),
     }
 }
+
+#[test]
+fn a_fast_terminal_reaches_the_frontend_in_pieces_bigger_than_one_pty_read() {
+    // The kernel hands out at most 4 KiB per read of a pty master; what the terminal typed
+    // meanwhile is read on in the same turn, so that the frontend (a relay writing to a
+    // socket) gets bigger pieces. Nothing may be lost or reordered on the way.
+    const PTY_READ: usize = 4096;
+    let (_lp, reg, _dir) = setup();
+    let slave = add_pty(&reg, "pty,id=fast");
+    let h = reg.connect("fast").unwrap();
+    let rec = record(&h, 64 << 10);
+    let term = Term::open(&slave);
+    rec.expect_event(Event::Opened);
+    let typed = pattern(3, 4 * MIB);
+    let typist = {
+        let (mut file, data) = (term.file.try_clone().unwrap(), typed.clone());
+        std::thread::spawn(move || file.write_all(&data).unwrap())
+    };
+    let mut got = Vec::with_capacity(typed.len());
+    let mut pieces = Vec::new();
+    while got.len() < typed.len() {
+        match rec.next() {
+            Seen::Data(d, _) => {
+                pieces.push(d.len());
+                got.extend_from_slice(&d);
+            }
+            Seen::Event(e) => panic!("{e:?} after {} bytes", got.len()),
+        }
+    }
+    typist.join().unwrap();
+    assert!(got == typed, "what the terminal typed arrived changed");
+    let biggest = pieces.iter().max().copied().unwrap_or(0);
+    let big = pieces.iter().filter(|&&n| n > PTY_READ).count();
+    eprintln!("{} pieces, {big} over {PTY_READ} bytes, the biggest {biggest}", pieces.len());
+    assert!(biggest > PTY_READ, "every piece was one read of the pty ({} pieces)", pieces.len());
+}
