@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub(crate) struct Cell {
     pub(crate) accept_queued: AtomicBool,
     /// Present on a mux: up to [`MAX_MUX`] frontends, `Ctrl-A` escapes.
     pub(crate) mux: Option<Mutex<MuxOutput>>,
+    /// The loop turn in which a write last came back short on the loop thread; 0 when the
+    /// last short write was on another thread (or there was none).
+    short_write: AtomicU64,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +84,7 @@ impl Cell {
             frontend_gen: Default::default(),
             installed: AtomicU8::new(0),
             accept_queued: AtomicBool::new(false),
+            short_write: AtomicU64::new(0),
             mux: mux.then(|| {
                 Mutex::new(MuxOutput { timestamps: false, line_start: true, since: None })
             }),
@@ -211,7 +215,27 @@ impl Cell {
         }
         let r = self.backend().write(buf, fds);
         self.log_output(buf, &r);
+        self.note_short(buf.len(), &r);
         r
+    }
+
+    /// Remembers where a write that did not take everything happened (see
+    /// [`Cell::short_write_turn`]).
+    fn note_short(&self, asked: usize, r: &io::Result<usize>) {
+        let short = match r {
+            Ok(n) => *n < asked,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        if short {
+            let turn = self.lp.turn_on_loop_thread().unwrap_or(0);
+            self.short_write.store(turn, Ordering::Relaxed);
+        }
+    }
+
+    /// The loop turn in which the last short write happened on the loop thread, 0 if it
+    /// happened elsewhere: the loop knows whether an epoll wait came between it and now.
+    pub(crate) fn short_write_turn(&self) -> u64 {
+        self.short_write.load(Ordering::Relaxed)
     }
 
     /// Splices output out of `pipe`; refused where every byte must pass through here (a
@@ -221,7 +245,9 @@ impl Cell {
             let what = format!("{} (with a logfile or timestamps)", self.label);
             return Err(Error::Unsupported { what, operation: "write from a pipe" }.into());
         }
-        self.backend().write_from_pipe(pipe, len)
+        let r = self.backend().write_from_pipe(pipe, len);
+        self.note_short(len, &r);
+        r
     }
 
     /// Writes all of `buf`, waiting on the backend's fd (poll(2)) while it is full.

@@ -48,6 +48,8 @@ struct Queue {
     /// The thread inside `poll_once` right now: posts from it need no wake-up.
     loop_thread: Option<ThreadId>,
     woken: bool,
+    /// Counts `poll_once` calls, each one epoll wait: see [`Core::turn`].
+    turn: u64,
 }
 
 struct Shared {
@@ -117,6 +119,13 @@ impl LoopHandle {
         if let Err(e) = self.shared.waker.wake() {
             log::error!("cannot wake the chardev event loop: {e}");
         }
+    }
+
+    /// The loop's current turn (see [`Core::turn`]) if the calling thread is the one
+    /// running the loop right now.
+    pub(crate) fn turn_on_loop_thread(&self) -> Option<u64> {
+        let q = lock(&self.shared.queue);
+        (q.loop_thread == Some(thread::current().id())).then_some(q.turn)
     }
 
     /// Whether the calling thread is the one running the loop right now.
@@ -245,6 +254,10 @@ pub(crate) struct Core {
     exit: Option<ExitHandler>,
     /// Muxes whose newly installed frontends still owe an `Opened`.
     open_due: Vec<usize>,
+    /// The current `poll_once`, counted from 1. A write that came back short on the loop
+    /// thread in this turn is followed by no epoll wait yet, so every edge raised after it
+    /// is still to be seen (see [`Core::watch_writable`]).
+    turn: u64,
 }
 
 /// A chardev event loop on mio: register chardevs through a [`Registry`], then
@@ -282,7 +295,12 @@ impl EventLoop {
         let core_registry =
             poll.registry().try_clone().map_err(|e| Error::io("clone the mio registry", e))?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { requests: Vec::new(), loop_thread: None, woken: false }),
+            queue: Mutex::new(Queue {
+                requests: Vec::new(),
+                loop_thread: None,
+                woken: false,
+                turn: 0,
+            }),
             waker,
             registry,
             stop: AtomicBool::new(false),
@@ -303,6 +321,7 @@ impl EventLoop {
                 fds: Vec::new(),
                 exit: None,
                 open_due: Vec::new(),
+                turn: 0,
             },
             shared,
             requests: Vec::new(),
@@ -356,6 +375,8 @@ impl EventLoop {
         let busy = {
             let mut q = lock(&self.shared.queue);
             q.loop_thread = Some(thread::current().id());
+            q.turn += 1;
+            self.core.turn = q.turn;
             !q.requests.is_empty()
         };
         let timeout = if busy || !self.core.pending.is_empty() {
@@ -652,9 +673,14 @@ impl Core {
         let mut backend = cell.backend();
         // Room may have come before this request (the write may have failed on another
         // thread, and the edge gone by): look first. No fd: writes never block (a ringbuf).
-        let now = backend
-            .write_fd()
-            .is_none_or(|fd| crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true));
+        // But a write that came back short on this thread in this turn had no epoll wait
+        // since: any room after it raises an edge still to be seen (and a new watch is
+        // checked as it is armed), while looking now would find a sliver (a pty reports
+        // room as soon as a few bytes have gone) and spend a write and a wake-up on it.
+        let fresh = cell.short_write_turn() == self.turn;
+        let now = backend.write_fd().is_none_or(|fd| {
+            !fresh && crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true)
+        });
         let watch = if now {
             Watch::Now
         } else if backend.watch_output(&mut io) {
