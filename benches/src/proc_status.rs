@@ -45,6 +45,8 @@ pub enum Who {
     Process,
     /// The children this process has waited for, added up.
     Children,
+    /// The calling thread alone.
+    Thread,
 }
 
 /// User plus system CPU time used so far by `who`.
@@ -52,6 +54,7 @@ pub fn cpu_time(who: Who) -> Result<Duration> {
     let usage = getrusage(match who {
         Who::Process => UsageWho::RUSAGE_SELF,
         Who::Children => UsageWho::RUSAGE_CHILDREN,
+        Who::Thread => UsageWho::RUSAGE_THREAD,
     })
     .context("getrusage")?;
     let secs = |t: nix::sys::time::TimeVal| {

@@ -8,7 +8,8 @@
 //! deadline, which ends a stuck read or write with an error.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -193,10 +194,81 @@ fn transfer(route: Route, a: &Path, b: &Path, bytes: u64, verify: Verify) -> Res
     // Side a first: socat opens its addresses in order.
     let side_a = if route.has_pty() { open_pty(a)? } else { unix(a)? };
     let side_b = unix(b)?;
-    let (mut writer, mut reader) = match route {
+    let (writer, reader) = match route {
         Route::UnixToUnix | Route::PtyToUnix => (side_a, side_b),
         Route::UnixToPty => (side_b, side_a),
     };
+    stream(writer, reader, bytes, verify)
+}
+
+/// The ceiling for P3: the same transfer through a pty with no relay at all, the writer on
+/// one end and the reader on the other, both raw (for `PtyToUnix`, into the slave and out of
+/// the master, where a relay would read; for `UnixToPty` the other way). Every relay between
+/// a pty and a socket does at least this much work on the pty's side, so no relay can be
+/// faster; `cpu` is zero (there is no relay process).
+pub fn pty_alone(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
+    let pty = nix::pty::openpty(None, None).context("open a pty")?;
+    let (master, slave) = (File::from(pty.master), File::from(pty.slave));
+    let mut t = tcgetattr(&slave).context("read the pty's line settings")?;
+    cfmakeraw(&mut t);
+    tcsetattr(&slave, SetArg::TCSANOW, &t).context("make the pty raw")?;
+    let (writer, reader) = match route {
+        Route::PtyToUnix => (slave, master),
+        Route::UnixToPty => (master, slave),
+        Route::UnixToUnix => return Err("pty_alone: this route has no pty".into()),
+    };
+    stream(writer, reader, bytes, verify)
+}
+
+/// The best a relay can do between a pty and a unix socket: a thread of this process in a
+/// bare blocking loop, `read` 64 KiB from one, `write_all` to the other, no poll, no
+/// buffering, nothing else. It does what any relay must do for each byte and nothing more,
+/// so it is the yardstick for "close to the syscall limit"; `cpu` is that thread's alone.
+pub fn bare(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
+    let pty = nix::pty::openpty(None, None).context("open a pty")?;
+    let (master, slave) = (File::from(pty.master), File::from(pty.slave));
+    let mut t = tcgetattr(&slave).context("read the pty's line settings")?;
+    cfmakeraw(&mut t);
+    tcsetattr(&slave, SetArg::TCSANOW, &t).context("make the pty raw")?;
+    let (near, far) = UnixStream::pair().context("socketpair")?;
+    let (near, far) = (File::from(OwnedFd::from(near)), File::from(OwnedFd::from(far)));
+    // `from` and `to` are the relay's; `writer` and `reader` the test's ends.
+    let (mut from, mut to, writer, reader) = match route {
+        Route::PtyToUnix => (master, near, slave, far),
+        Route::UnixToPty => (near, master, far, slave),
+        Route::UnixToUnix => return Err("bare: this route has no pty".into()),
+    };
+    let relaying = std::thread::spawn(move || -> std::io::Result<Duration> {
+        let start = cpu_time(Who::Thread).map_err(std::io::Error::other)?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match from.read(&mut buf) {
+                // A pty master whose slave closed reads EIO: the end, as for a relay.
+                Ok(0) => break,
+                Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+                Ok(n) => match to.write_all(&buf[..n]) {
+                    Ok(()) => {}
+                    // The reader has gone: everything it wanted arrived.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Ok(cpu_time(Who::Thread).map_err(std::io::Error::other)? - start)
+    });
+    let moved = stream(writer, reader, bytes, verify);
+    let cpu = relaying.join().map_err(|_| "the bare relay panicked")?;
+    let moved = moved?;
+    Ok(Transfer { cpu: cpu.context("the bare relay")?, ..moved })
+}
+
+/// Writes the warm-up and then `bytes` of the pattern into `writer` on a thread of its own,
+/// and reads and checks them from `reader`; the clock runs from the warm-up's arrival to the
+/// last byte's.
+fn stream(mut writer: File, mut reader: File, bytes: u64, verify: Verify) -> Result<Transfer> {
     let (go, wait_go) = channel::<()>();
     let (close, wait_close) = channel::<()>();
     let writing = std::thread::spawn(move || -> std::io::Result<()> {

@@ -348,15 +348,20 @@ fn p1(c: &Config, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// A relay route: its figure's name, its CPU figure's name, the route.
-/// A relay row: its name, its CPU row's name, the route, chardev-relay's flags, and whether
-/// the 1.5 goal applies.
-type RouteCase = (&'static str, &'static str, Route, &'static [&'static str], bool);
+/// A relay row: its name, its CPU row's name, the route, chardev-relay's flags, whether the
+/// 1.5 goal applies, and for a pty route the names of its yardstick rows (see [`Yardsticks`]).
+type RouteCase =
+    (&'static str, &'static str, Route, &'static [&'static str], bool, Option<Yardsticks>);
+
+/// For a pty route, what the fastest relay could reach, each against socat in the same
+/// minutes: a bare blocking read/write loop (rate, CPU), and the pty with no relay at all.
+/// Their names, which must differ between routes.
+type Yardsticks = [&'static str; 3];
 
 fn relays(c: &Config, routes: &[RouteCase], report: &mut Report) -> Result<()> {
     let dir = tempdir()?;
     for round in 0..c.rounds {
-        for &(name, cpu_name, route, flags, goal) in routes {
+        for &(name, cpu_name, route, flags, goal, yardsticks) in routes {
             let ours = Relayer::Chardev(c.relay.clone(), flags.to_vec());
             let (a, b) = pair(
                 round,
@@ -365,6 +370,24 @@ fn relays(c: &Config, routes: &[RouteCase], report: &mut Report) -> Result<()> {
             )?;
             let goal = goal.then_some(Goal::AtLeast(1.5));
             report.add(transfer_samples((name, cpu_name), Unit::Bytes, goal, a, b));
+            if let Some([bare_name, bare_cpu_name, alone_name]) = yardsticks {
+                let bare = relay::bare(route, c.bytes, c.verify)?;
+                report.add(transfer_samples(
+                    (bare_name, bare_cpu_name),
+                    Unit::Bytes,
+                    None,
+                    bare,
+                    b,
+                ));
+                let alone = relay::pty_alone(route, c.bytes, c.verify)?;
+                report.add(vec![Sample {
+                    name: alone_name,
+                    unit: Unit::Bytes,
+                    goal: None,
+                    ours: alone.rate(),
+                    base: b.rate(),
+                }]);
+            }
         }
     }
     Ok(())
@@ -395,9 +418,17 @@ fn p2(c: &Config, report: &mut Report) -> Result<()> {
                 Route::UnixToUnix,
                 &["--no-fds"],
                 true,
+                None,
             ),
             // Fds may flow between two unix sockets: every byte is copied.
-            ("relay unix->unix, fds on", "  CPU of that relay", Route::UnixToUnix, &[], false),
+            (
+                "relay unix->unix, fds on",
+                "  CPU of that relay",
+                Route::UnixToUnix,
+                &[],
+                false,
+                None,
+            ),
         ],
         report,
     )
@@ -422,8 +453,22 @@ fn p3(c: &Config, report: &mut Report) -> Result<()> {
     relays(
         c,
         &[
-            ("relay pty->unix", "  CPU of the relay", Route::PtyToUnix, &[], true),
-            ("relay unix->pty", "  CPU of that relay", Route::UnixToPty, &[], true),
+            (
+                "relay pty->unix",
+                "  CPU of the relay",
+                Route::PtyToUnix,
+                &[],
+                true,
+                Some(["  bare blocking relay", "    its CPU", "  no relay: pty alone"]),
+            ),
+            (
+                "relay unix->pty",
+                "  CPU of that relay",
+                Route::UnixToPty,
+                &[],
+                true,
+                Some(["  bare relay, this way", "    CPU, this way", "  pty alone, this way"]),
+            ),
         ],
         report,
     )
