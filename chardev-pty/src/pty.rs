@@ -542,6 +542,10 @@ impl Chardev for Pty {
         true // the master is registered for writability for its whole life
     }
 
+    fn output_always_watched(&self) -> bool {
+        true
+    }
+
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {
         if id == POLL_TIMER {
             if let (Watching::Poll, Terminal::Absent) = (&self.watching, self.terminal) {

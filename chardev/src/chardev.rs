@@ -114,6 +114,16 @@ pub trait Chardev: Any + Send {
         false
     }
 
+    /// Whether this backend's own registration reports writable edges of
+    /// [`Chardev::write_fd`] at all times, with nothing to turn on. After a write came back
+    /// short on the loop thread, the loop then waits for the next edge instead of looking
+    /// for room first: a pty reports room as soon as a few bytes have gone, and each look
+    /// would cost a poll and a small write. (Watches turned on at need are checked as they
+    /// are armed, so looking first only saves the arming.)
+    fn output_always_watched(&self) -> bool {
+        false
+    }
+
     /// A timer set with [`Io::add_timer`] has fired.
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {
         let _ = (io, id);

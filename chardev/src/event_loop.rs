@@ -674,10 +674,10 @@ impl Core {
         // Room may have come before this request (the write may have failed on another
         // thread, and the edge gone by): look first. No fd: writes never block (a ringbuf).
         // But a write that came back short on this thread in this turn had no epoll wait
-        // since: any room after it raises an edge still to be seen (and a new watch is
-        // checked as it is armed), while looking now would find a sliver (a pty reports
-        // room as soon as a few bytes have gone) and spend a write and a wake-up on it.
-        let fresh = cell.short_write_turn() == self.turn;
+        // since: on a backend that always watches, any room after it raises an edge still
+        // to be seen, while looking now would find a sliver (a pty reports room as soon as
+        // a few bytes have gone) and spend a write and a wake-up on it.
+        let fresh = cell.short_write_turn() == self.turn && backend.output_always_watched();
         let now = backend.write_fd().is_none_or(|fd| {
             !fresh && crate::fd::wait_writable(fd, Some(Duration::ZERO)).unwrap_or(true)
         });

@@ -283,3 +283,62 @@ fn pty_and_unix_socket_both_ways_where_the_pty_cannot_splice() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stalled_terminal_slows_the_socket_writer_and_each_stall_ends_when_it_reads() {
+    // The relay writes into a pty whose terminal reads nothing: its writes come back short,
+    // then it waits for the pty's next writable edge (it does not look for room first, see
+    // `Chardev::output_always_watched`). Each time the terminal reads again that edge must
+    // come, or the transfer hangs.
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    const LEN: usize = 2 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pty");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let _r = relay(&format!("pty,path={}", link.display()), &sb);
+    wait_until("the pty link", || link.exists());
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open(&link).unwrap();
+    let mut attrs = tcgetattr(&tty).unwrap();
+    cfmakeraw(&mut attrs);
+    tcsetattr(&tty, SetArg::TCSANOW, &attrs).unwrap();
+    let mut writer = connect_unix(&pb);
+    writer.set_nonblocking(true).unwrap();
+    let payload = data(LEN, 11);
+    let mut tty = TimedPipe(tty);
+    let mut got = Vec::with_capacity(LEN);
+    let mut sent = 0;
+    let mut stalls = 0;
+    while got.len() < LEN {
+        // Write until the chain is full for 200 ms on end (or all is sent)...
+        while sent < LEN {
+            match writer.write(&payload[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let room = chardev::fd::wait_writable(
+                        std::os::fd::AsFd::as_fd(&writer),
+                        Some(Duration::from_millis(200)),
+                    )
+                    .unwrap();
+                    if !room {
+                        stalls += 1;
+                        break;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            sent - got.len() < 4 << 20,
+            "{} bytes in flight to a stalled terminal",
+            sent - got.len()
+        );
+        // ...then the terminal reads half of what is in flight, or the rest at the end.
+        let take = if sent == LEN { LEN - got.len() } else { ((sent - got.len()) / 2).max(1) };
+        let mut buf = vec![0u8; take];
+        tty.read_exact(&mut buf).unwrap();
+        got.extend_from_slice(&buf);
+    }
+    assert!(got == payload, "data differs after the stalls");
+    eprintln!("{stalls} stalls");
+    assert!(stalls >= 3, "the terminal never stalled the writer ({stalls} stalls)");
+}
