@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | P1 | a peer writes into a unix socket chardev, a frontend consumes | a blocking read loop on a socketpair |
 //! | P2 | `chardev-relay` unix <-> unix | `socat -b 65536`, same route |
-//! | P3 | `chardev-relay` pty <-> unix | `socat -b 65536`, same route |
+//! | P3 | `chardev-relay` pty <-> unix | `socat -b 65536`, same route; yardsticks: a bare blocking relay thread, the pty alone |
 //! | P4 | 64-byte echo round trips through a chardev | a blocking echo thread |
 //! | P5 | P4 on one chardev among thousands of idle ones | P4 on a loop of its own |
 //! | P6 | fds received through a unix socket chardev | a blocking `recvmsg` loop |
