@@ -201,17 +201,23 @@ fn transfer(route: Route, a: &Path, b: &Path, bytes: u64, verify: Verify) -> Res
     stream(writer, reader, bytes, verify)
 }
 
+/// A new pty of this process, raw: (master, slave).
+fn raw_pty() -> Result<(File, File)> {
+    let pty = nix::pty::openpty(None, None).context("open a pty")?;
+    let (master, slave) = (File::from(pty.master), File::from(pty.slave));
+    let mut t = tcgetattr(&slave).context("read the pty's line settings")?;
+    cfmakeraw(&mut t);
+    tcsetattr(&slave, SetArg::TCSANOW, &t).context("make the pty raw")?;
+    Ok((master, slave))
+}
+
 /// The ceiling for P3: the same transfer through a pty with no relay at all, the writer on
 /// one end and the reader on the other, both raw (for `PtyToUnix`, into the slave and out of
 /// the master, where a relay would read; for `UnixToPty` the other way). Every relay between
 /// a pty and a socket does at least this much work on the pty's side, so no relay can be
 /// faster; `cpu` is zero (there is no relay process).
 pub fn pty_alone(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
-    let pty = nix::pty::openpty(None, None).context("open a pty")?;
-    let (master, slave) = (File::from(pty.master), File::from(pty.slave));
-    let mut t = tcgetattr(&slave).context("read the pty's line settings")?;
-    cfmakeraw(&mut t);
-    tcsetattr(&slave, SetArg::TCSANOW, &t).context("make the pty raw")?;
+    let (master, slave) = raw_pty()?;
     let (writer, reader) = match route {
         Route::PtyToUnix => (slave, master),
         Route::UnixToPty => (master, slave),
@@ -225,11 +231,7 @@ pub fn pty_alone(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
 /// buffering, nothing else. It does what any relay must do for each byte and nothing more,
 /// so it is the yardstick for "close to the syscall limit"; `cpu` is that thread's alone.
 pub fn bare(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
-    let pty = nix::pty::openpty(None, None).context("open a pty")?;
-    let (master, slave) = (File::from(pty.master), File::from(pty.slave));
-    let mut t = tcgetattr(&slave).context("read the pty's line settings")?;
-    cfmakeraw(&mut t);
-    tcsetattr(&slave, SetArg::TCSANOW, &t).context("make the pty raw")?;
+    let (master, slave) = raw_pty()?;
     let (near, far) = UnixStream::pair().context("socketpair")?;
     let (near, far) = (File::from(OwnedFd::from(near)), File::from(OwnedFd::from(far)));
     // `from` and `to` are the relay's; `writer` and `reader` the test's ends.

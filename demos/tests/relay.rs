@@ -35,6 +35,17 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Opens the relay's pty through its link once it is there, raw, as a terminal program would.
+fn open_terminal(link: &std::path::Path) -> std::fs::File {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    wait_until("the pty link", || link.exists());
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open(link).unwrap();
+    let mut attrs = tcgetattr(&tty).unwrap();
+    cfmakeraw(&mut attrs);
+    tcsetattr(&tty, SetArg::TCSANOW, &attrs).unwrap();
+    tty
+}
+
 fn server(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
     let path = dir.join(name);
     let spec = format!("socket,path={},server=on,wait=off", path.display());
@@ -233,7 +244,6 @@ fn usage_errors() {
 fn pty_and_unix_socket_both_ways_where_the_pty_cannot_splice() {
     // No fd can reach a pty, so the relay sets up splicing both ways; the pty can neither
     // be spliced from nor into, and the relay must notice and copy, losing nothing.
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("pty");
     let (pb, sb) = server(dir.path(), "b.sock");
@@ -243,11 +253,7 @@ fn pty_and_unix_socket_both_ways_where_the_pty_cannot_splice() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the pty link", || link.exists());
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open(&link).unwrap();
-    let mut attrs = tcgetattr(&tty).unwrap();
-    cfmakeraw(&mut attrs);
-    tcsetattr(&tty, SetArg::TCSANOW, &attrs).unwrap();
+    let tty = open_terminal(&link);
     let mut sock = connect_unix(&pb);
 
     let (to_pty, to_sock) = (data(1 << 20, 7), data(256 << 10, 8));
@@ -290,17 +296,12 @@ fn a_stalled_terminal_slows_the_socket_writer_and_each_stall_ends_when_it_reads(
     // then it waits for the pty's next writable edge (it does not look for room first, see
     // `Chardev::output_always_watched`). Each time the terminal reads again that edge must
     // come, or the transfer hangs.
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     const LEN: usize = 2 << 20;
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("pty");
     let (pb, sb) = server(dir.path(), "b.sock");
     let _r = relay(&format!("pty,path={}", link.display()), &sb);
-    wait_until("the pty link", || link.exists());
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open(&link).unwrap();
-    let mut attrs = tcgetattr(&tty).unwrap();
-    cfmakeraw(&mut attrs);
-    tcsetattr(&tty, SetArg::TCSANOW, &attrs).unwrap();
+    let tty = open_terminal(&link);
     let mut writer = connect_unix(&pb);
     writer.set_nonblocking(true).unwrap();
     let payload = data(LEN, 11);
