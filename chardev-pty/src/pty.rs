@@ -44,10 +44,10 @@ use mio::Interest;
 
 use crate::backlog::Backlog;
 use crate::termios::{self, TIOCPKT_DATA, TIOCPKT_FLUSHREAD};
+use crate::watch::{self, Change, SlaveWatch};
 
 /// The most one read of a pty master returns: n_tty's buffer (`N_TTY_BUF_SIZE`).
 const PTY_READ: usize = 4096;
-use crate::watch::{self, Change, SlaveWatch};
 
 const MASTER: usize = 0;
 const WATCH: usize = 1;

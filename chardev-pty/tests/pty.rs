@@ -614,3 +614,38 @@ fn a_fast_terminal_reaches_the_frontend_in_pieces_bigger_than_one_pty_read() {
     eprintln!("{} pieces, {big} over {PTY_READ} bytes, the biggest {biggest}", pieces.len());
     assert!(biggest > PTY_READ, "every piece was one read of the pty ({} pieces)", pieces.len());
 }
+
+/// Asks for `writable` from inside its `Opened` callback, on the loop thread, without having
+/// written anything; reports each `writable` call.
+struct AsksOnOpen {
+    handle: FrontendHandle,
+    tx: Sender<&'static str>,
+}
+
+impl Frontend for AsksOnOpen {
+    fn can_receive(&mut self) -> usize {
+        0
+    }
+    fn receive(&mut self, _data: &[u8], _fds: Vec<OwnedFd>) {}
+    fn event(&mut self, event: Event) {
+        if event == Event::Opened {
+            self.handle.notify_writable();
+        }
+    }
+    fn writable(&mut self) {
+        let _ = self.tx.send("writable");
+    }
+}
+
+#[test]
+fn asking_for_writability_on_the_loop_thread_without_a_short_write_is_answered_at_once() {
+    // A pty waits for its next writable edge only after a write came back short in the same
+    // turn; an idle pty with room raises no edge, so anything else must look first.
+    let (_lp, reg, _dir) = setup();
+    let slave = add_pty(&reg, "pty,id=ask");
+    let h = reg.connect("ask").unwrap();
+    let (tx, rx) = channel();
+    h.set_frontend(AsksOnOpen { handle: h.clone(), tx });
+    let _term = Term::open(&slave);
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok("writable"), "no writable() for an empty pty");
+}

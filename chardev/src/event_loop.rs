@@ -130,7 +130,7 @@ impl LoopHandle {
 
     /// Whether the calling thread is the one running the loop right now.
     pub fn is_loop_thread(&self) -> bool {
-        lock(&self.shared.queue).loop_thread == Some(thread::current().id())
+        self.turn_on_loop_thread().is_some()
     }
 
     /// What a mux's `Ctrl-A x` does on this loop, for loops started with
