@@ -190,15 +190,7 @@ fn telnet_client_against_a_telnet_server() {
     assert_eq!(filename(&reg, "tel"), format!("disconnected:telnet:127.0.0.1:{port},server=on"));
     let h = reg.connect("tel").unwrap();
     let rec = record(&h, 4096);
-    let mut telnet = KillOnDrop(
-        Command::new("telnet")
-            .args(["127.0.0.1", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut telnet = telnet_client(port);
     rec.expect_event(Event::Opened);
     assert!(filename(&reg, "tel").starts_with("telnet:127.0.0.1:"));
     let out = read_until(telnet.0.stdout.take().unwrap(), b"ready>");

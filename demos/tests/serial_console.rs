@@ -108,15 +108,7 @@ fn monitor_on_a_telnet_server_with_the_telnet_client() {
     let _m =
         start(&["-nodefaults", "-monitor", &format!("telnet:127.0.0.1:{port},server=on,wait=off")]);
     drop(connect_tcp(port)); // the monitor then waits for the next client: telnet
-    let mut telnet = KillOnDrop(
-        Command::new("telnet")
-            .args(["127.0.0.1", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut telnet = telnet_client(port);
     let mut stdin = telnet.0.stdin.take().unwrap();
     let mut stdout = TimedPipe(telnet.0.stdout.take().unwrap());
     let banner = read_until(&mut stdout, "(qemu) ");

@@ -422,6 +422,19 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The Debian telnet client connected to `port` on loopback, its stdin and stdout piped.
+pub fn telnet_client(port: u16) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new("telnet")
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run telnet (apt-get install telnet)"),
+    )
+}
+
 /// Connects to a unix socket server as soon as it listens (bind() makes the file a moment
 /// before listen()), with reads bounded by the deadline.
 pub fn connect_unix(path: &std::path::Path) -> std::os::unix::net::UnixStream {
