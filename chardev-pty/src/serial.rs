@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use chardev::backends::fd_stream::{FdStream, Output};
 use chardev::error::{Error, Result};
+use chardev::fdset::OpenHow;
 use chardev::options::{BackendSpec, ChardevSpec};
 use chardev::registry::BuildContext;
 use chardev::serial::{ModemLines, SerialParams};
@@ -22,11 +23,18 @@ use chardev::{Chardev, Input, Io};
 use crate::termios;
 
 /// Builds a `serial` backend on the device at `path=`.
-pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
+/// `/dev/fdset/N` names a tty passed in an fd set.
+pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
     let BackendSpec::Serial { path } = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
-    Ok(Box::new(Serial::open(path)?))
+    let how =
+        OpenHow { read: true, write: true, nonblocking: true, noctty: true, ..OpenHow::default() };
+    let fd = cx.open(path, &how).map_err(|e| match e {
+        Error::Io { source, .. } => Error::io_path("open serial device", path, source),
+        other => other,
+    })?;
+    Ok(Box::new(Serial::from_fd(std::fs::File::from(fd), path)?))
 }
 
 /// A `serial` chardev: an [`FdStream`] over the tty, and termios for the line.
@@ -42,7 +50,12 @@ impl Serial {
     /// Opens the tty at `path` for the loop (non-blocking, not as our controlling terminal),
     /// raw at 115200 8N1; fails if it cannot be opened or is not a tty.
     pub fn open(path: &Path) -> Result<Serial> {
-        let file = termios::open_tty(path, "open serial device")?;
+        Serial::from_fd(termios::open_tty(path, "open serial device")?, path)
+    }
+
+    /// A serial line on a tty opened for the loop (non-blocking, and on a description of
+    /// our own); set raw at 115200 8N1.
+    fn from_fd(file: std::fs::File, path: &Path) -> Result<Serial> {
         termios::init_serial(&file, path)?;
         let control =
             file.try_clone().map_err(|e| Error::io_path("duplicate the fd of", path, e))?;

@@ -158,11 +158,10 @@ pub fn inspect_fd(fd: &OwnedFd, name: &str) -> Result<FdKind> {
     use nix::sys::socket::{
         getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
     };
-    let not_socket =
-        || Error::option("fd", name, format!("File descriptor '{name}' is not a socket"));
+    let not_socket = || Error::Fd(format!("File descriptor '{name}' is not a socket"));
     let ty = getsockopt(&fd.as_fd(), sockopt::SockType).map_err(|_| not_socket())?;
     if ty != SockType::Stream {
-        return Err(Error::option("fd", name, "is not a stream socket"));
+        return Err(Error::Fd(format!("File descriptor '{name}' is not a stream socket")));
     }
     let listening = getsockopt(&fd.as_fd(), sockopt::AcceptConn).map_err(|_| not_socket())?;
     let local: SockaddrStorage =

@@ -247,7 +247,7 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
         connect_error_reported: false,
     };
     match &s.addr {
-        SocketAddrSpec::Fd(name) => socket.adopt_fd(name)?,
+        SocketAddrSpec::Fd(name) => socket.adopt_fd(name, cx.take_fd(name)?, s.server)?,
         _ if s.server => socket.listen(s)?,
         _ => socket.prepare_client(s)?,
     }
@@ -425,24 +425,38 @@ impl Socket {
 
     /// `fd=N`: an inherited listening or connected socket, made non-blocking for our loop
     /// (contract point 4: code that needs non-blocking mode sets it itself).
-    fn adopt_fd(&mut self, name: &str) -> Result<()> {
-        let number: i32 = name.parse().map_err(|_| {
-            Error::option("fd", name, "must be a file descriptor number (named fds need a monitor)")
-        })?;
-        let owned = fd::take_inherited(number)?;
+    /// A socket passed as `fd=` (inherited) or by name (`getfd`); closed on any error. A
+    /// server needs a listening socket (QEMU calls listen(2), which a connected socket
+    /// refuses); a listening socket is served even when `server` is off.
+    fn adopt_fd(&mut self, name: &str, owned: OwnedFd, server: bool) -> Result<()> {
         let kind = address::inspect_fd(&owned, name)?;
+        if server && !kind.listening {
+            return Err(Error::Fd(
+                "Failed to listen on fd socket: Invalid argument (a connected socket cannot \
+                 listen; pass a listening one)"
+                    .into(),
+            ));
+        }
         fd::set_nonblocking(&owned, true)?;
         self.unix = kind.unix;
-        let listen = if kind.listening { ",server=on" } else { "" };
-        self.disconnected = format!("disconnected:fd:{name}{listen}");
         self.server = kind.listening;
         if kind.listening {
-            self.listener = Some(if kind.unix {
-                Listener::Unix(mio::net::UnixListener::from_std(owned.into()))
+            // QEMU 7.2 names a passed listener by the address it is bound to.
+            let (listener, bound) = if kind.unix {
+                let l = std::os::unix::net::UnixListener::from(owned);
+                let path = l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_owned()));
+                let bound = path.map(|p| format!("unix:{}", p.display()));
+                (Listener::Unix(mio::net::UnixListener::from_std(l)), bound)
             } else {
-                Listener::Tcp(mio::net::TcpListener::from_std(owned.into()))
-            });
+                let l = std::net::TcpListener::from(owned);
+                let bound = l.local_addr().ok().map(|a| format!("tcp:{}:{}", a.ip(), a.port()));
+                (Listener::Tcp(mio::net::TcpListener::from_std(l)), bound)
+            };
+            let bound = bound.unwrap_or_else(|| format!("fd:{name}"));
+            self.disconnected = format!("disconnected:{bound},server=on");
+            self.listener = Some(listener);
         } else {
+            self.disconnected = format!("disconnected:fd:{name}");
             let stream = if kind.unix {
                 Stream::Unix(mio::net::UnixStream::from_std(owned.into()))
             } else {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::chardev::Chardev;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
+use crate::fdset::FdSetLease;
 use crate::frontend::Frontend;
 use crate::serial::{ModemLines, SerialParams};
 
@@ -31,6 +32,14 @@ pub(crate) struct MuxOutput {
     pub(crate) since: Option<Instant>,
 }
 
+/// What a chardev opened besides its backend: the logfile, and the leases on the fd sets
+/// that it or the backend came from.
+#[derive(Debug, Default)]
+pub(crate) struct Opened {
+    pub(crate) log: Option<File>,
+    pub(crate) leases: Vec<FdSetLease>,
+}
+
 pub(crate) struct Cell {
     pub(crate) label: String,
     backend: Mutex<Box<dyn Chardev>>,
@@ -38,6 +47,9 @@ pub(crate) struct Cell {
     pub(crate) key: AtomicUsize,
     pub(crate) lp: LoopHandle,
     log: Mutex<Option<File>>,
+    /// What keeps the fd sets alive that the backend or its logfile came from (dropped
+    /// with them, on remove and on hot swap).
+    leases: Mutex<Vec<FdSetLease>>,
     /// `Opened` seen and `Closed` not since (QEMU's `be_open`).
     open: AtomicBool,
     /// Per frontend slot: the id of the handle that claimed it, 0 when free. Clones of a
@@ -69,7 +81,7 @@ impl Cell {
         label: String,
         backend: Box<dyn Chardev>,
         lp: LoopHandle,
-        log: Option<File>,
+        opened: Opened,
         mux: bool,
     ) -> Cell {
         Cell {
@@ -77,7 +89,8 @@ impl Cell {
             backend: Mutex::new(backend),
             key: AtomicUsize::new(NO_KEY),
             lp,
-            log: Mutex::new(log),
+            log: Mutex::new(opened.log),
+            leases: Mutex::new(opened.leases),
             open: AtomicBool::new(false),
             owners: Default::default(),
             retired: AtomicBool::new(false),
@@ -344,9 +357,13 @@ impl Cell {
         }
     }
 
-    /// Replaces the logfile (hot swap takes the new spec's).
-    pub(crate) fn set_log(&self, log: Option<File>) {
-        *lock(&self.log) = log;
+    /// Replaces the logfile and the fd-set leases (hot swap takes the new spec's; removal
+    /// gives [`Opened::default`]). The old ones are dropped after the new are in place.
+    pub(crate) fn set_opened(&self, opened: Opened) {
+        let old_log = std::mem::replace(&mut *lock(&self.log), opened.log);
+        let old_leases = std::mem::replace(&mut *lock(&self.leases), opened.leases);
+        drop(old_log);
+        drop(old_leases);
     }
 
     /// Takes the backend out, leaving an inert one that refuses writes (remove, force).

@@ -252,8 +252,8 @@ impl<'a> Io<'a> {
     }
 
     /// Says that the output fd became writable (or failed): frontends waiting in
-    /// `notify_writable` may write again. For backends whose [`Chardev::reports_writable`] is
-    /// true.
+    /// `notify_writable` may write again. For backends that watch their output fd themselves
+    /// (see [`Chardev::watch_output`]).
     pub fn output_ready(&mut self) {
         self.output_ready = true;
     }

@@ -54,6 +54,9 @@ pub enum Error {
     NotConnected(String),
     /// The event loop that served this chardev is gone.
     LoopGone,
+    /// A passed fd (`getfd`, `add-fd`, `/dev/fdset/N`) cannot be found or used; the text is
+    /// QEMU's where QEMU has one.
+    Fd(String),
     /// An I/O error, with what was being done and on what.
     Io {
         /// What was being done ("open", "read", "set O_NONBLOCK on", ...).
@@ -118,6 +121,7 @@ impl fmt::Display for Error {
             }
             Error::NotConnected(id) => write!(f, "chardev '{id}' is not connected"),
             Error::LoopGone => write!(f, "the chardev event loop has stopped"),
+            Error::Fd(text) => f.write_str(text),
             Error::Io { op, path: Some(path), source } => {
                 write!(f, "cannot {op} '{}': {source}", path.display())
             }

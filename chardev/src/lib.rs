@@ -41,6 +41,7 @@ pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> 
 pub mod error; // the one error type
 pub mod event_loop; // mio loop: readiness, flow control, timers, requests
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
+pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N opens
 pub mod frontend; // the device side: callbacks and the handle
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec

@@ -6,27 +6,64 @@
 //! that registers theirs; the core registers `null`, `file`, `pipe`, `ringbuf` and `stdio`.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backends::ringbuf::Ringbuf;
-use crate::cell::{Cell, Removed};
+use crate::cell::{Cell, Opened, Removed};
 use crate::chardev::{downcast_mut, Chardev};
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
+use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};
 use crate::frontend::{Event, FrontendHandle};
-use crate::options::{ChardevSpec, LogSpec};
+use crate::options::ChardevSpec;
 
-/// What a constructor is told besides the spec.
+/// What a constructor is told besides the spec, and how it opens what the spec names.
 #[derive(Debug)]
 pub struct BuildContext<'a> {
     /// The id of the chardev being built (the pty banner names it).
     pub id: &'a str,
     /// The loop the chardev will live on.
     pub loop_handle: &'a LoopHandle,
+    fd_sets: &'a FdSets,
+    named_fds: Option<&'a Mutex<NamedFds>>,
+    leases: Mutex<Vec<FdSetLease>>,
+}
+
+impl BuildContext<'_> {
+    /// Opens a path the spec names, as every backend must: `/dev/fdset/N` is a member of the
+    /// registry's fd sets (kept alive while the chardev lives), anything else is opened with
+    /// `open(2)`. See [`fdset::open_path`].
+    pub fn open(&self, path: &Path, how: &OpenHow) -> Result<OwnedFd> {
+        let opened = fdset::open_path(path, how, self.fd_sets)?;
+        if let Some(lease) = opened.lease {
+            self.leases.lock().unwrap_or_else(PoisonError::into_inner).push(lease);
+        }
+        Ok(opened.fd)
+    }
+
+    /// Takes the fd a socket address of type `fd` names. Added from a monitor
+    /// ([`Registry::add_with_fds`]), `name` is looked up among the fds passed to that monitor
+    /// with `getfd`, and taken for good, as QEMU does (a string of digits is a name there
+    /// too); added from a command line, it is the number of an inherited fd.
+    pub fn take_fd(&self, name: &str) -> Result<OwnedFd> {
+        match self.named_fds {
+            Some(named) => named.lock().unwrap_or_else(PoisonError::into_inner).take(name),
+            None => {
+                let number: i32 = name.parse().map_err(|_| {
+                    Error::option(
+                        "fd",
+                        name,
+                        "must be a file descriptor number (named fds need a monitor)",
+                    )
+                })?;
+                crate::fd::take_inherited(number)
+            }
+        }
+    }
 }
 
 /// Builds a backend of one type from a spec.
@@ -76,6 +113,7 @@ struct Inner {
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
     lp: LoopHandle,
+    fd_sets: FdSets,
 }
 
 impl std::fmt::Debug for Registry {
@@ -85,17 +123,30 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A registry whose chardevs live on `loop_handle`'s loop, with the core backends known.
+    /// A registry whose chardevs live on `loop_handle`'s loop, with the core backends known
+    /// and fd sets of its own.
     pub fn new(loop_handle: &LoopHandle) -> Registry {
+        Registry::with_fd_sets(loop_handle, FdSets::new())
+    }
+
+    /// A registry that opens `/dev/fdset/N` from `fd_sets`: give every registry of a process
+    /// the same sets, as QEMU has one store per process.
+    pub fn with_fd_sets(loop_handle: &LoopHandle, fd_sets: FdSets) -> Registry {
         let registry = Registry {
             inner: Arc::new(Mutex::new(Inner {
                 chardevs: BTreeMap::new(),
                 constructors: BTreeMap::new(),
             })),
             lp: loop_handle.clone(),
+            fd_sets,
         };
         crate::backends::register_core(&registry);
         registry
+    }
+
+    /// The fd sets this registry's chardevs open `/dev/fdset/N` from (`add-fd` fills them).
+    pub fn fd_sets(&self) -> &FdSets {
+        &self.fd_sets
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -140,7 +191,18 @@ impl Registry {
     }
 
     /// Creates a chardev (and its `ID-base` when `mux=on`). Nothing is created on error.
+    /// A socket address of type `fd` is an inherited fd number.
     pub fn add(&self, spec: &ChardevSpec) -> Result<Added> {
+        self.add_inner(spec, None)
+    }
+
+    /// [`add`](Self::add) for a monitor: a socket address of type `fd` names an fd passed to
+    /// that monitor with `getfd` (taken out of `named`, and closed if the add fails).
+    pub fn add_with_fds(&self, spec: &ChardevSpec, named: &Mutex<NamedFds>) -> Result<Added> {
+        self.add_inner(spec, Some(named))
+    }
+
+    fn add_inner(&self, spec: &ChardevSpec, named: Option<&Mutex<NamedFds>>) -> Result<Added> {
         let base_id = format!("{}-base", spec.id);
         let taken = |inner: &Inner| {
             if inner.chardevs.contains_key(&spec.id) {
@@ -152,9 +214,9 @@ impl Registry {
             Ok(())
         };
         taken(&self.inner())?;
-        let (backend, log) = self.build(spec)?;
+        let (backend, opened) = self.build(spec, named)?;
         let added = Added { pty: backend.pty_path() };
-        let cell = Arc::new(Cell::new(spec.id.clone(), backend, self.lp.clone(), log, spec.mux));
+        let cell = Arc::new(Cell::new(spec.id.clone(), backend, self.lp.clone(), opened, spec.mux));
         {
             let mut inner = self.inner();
             // The build ran unlocked (a server may wait for its first client): check again.
@@ -183,7 +245,8 @@ impl Registry {
     /// Adds a backend the embedder built itself (one of its own [`Chardev`] types) under `id`.
     pub fn add_chardev(&self, id: &str, backend: Box<dyn Chardev>) -> Result<Added> {
         let added = Added { pty: backend.pty_path() };
-        let cell = Arc::new(Cell::new(id.to_string(), backend, self.lp.clone(), None, false));
+        let cell =
+            Arc::new(Cell::new(id.to_string(), backend, self.lp.clone(), Opened::default(), false));
         {
             let mut inner = self.inner();
             if inner.chardevs.contains_key(id) {
@@ -199,7 +262,11 @@ impl Registry {
         Ok(added)
     }
 
-    fn build(&self, spec: &ChardevSpec) -> Result<(Box<dyn Chardev>, Option<File>)> {
+    fn build(
+        &self,
+        spec: &ChardevSpec,
+        named_fds: Option<&Mutex<NamedFds>>,
+    ) -> Result<(Box<dyn Chardev>, Opened)> {
         let kind = spec.backend.kind();
         let constructor = self
             .inner()
@@ -207,9 +274,24 @@ impl Registry {
             .get(kind)
             .cloned()
             .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
-        let log = spec.log.as_ref().map(open_log).transpose()?;
-        let backend = constructor(spec, &BuildContext { id: &spec.id, loop_handle: &self.lp })?;
-        Ok((backend, log))
+        let cx = BuildContext {
+            id: &spec.id,
+            loop_handle: &self.lp,
+            fd_sets: &self.fd_sets,
+            named_fds,
+            leases: Mutex::default(),
+        };
+        // QEMU opens the logfile first: a bad one leaves no backend behind.
+        let log = match &spec.log {
+            Some(log) => Some(File::from(
+                cx.open(&log.path, &OpenHow::output(log.append))
+                    .map_err(|e| log_error(e, &log.path))?,
+            )),
+            None => None,
+        };
+        let backend = constructor(spec, &cx)?;
+        let leases = cx.leases.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Ok((backend, Opened { log, leases }))
     }
 
     fn record(&self, id: &str) -> Result<Record> {
@@ -271,6 +353,26 @@ impl Registry {
     /// `Closed` for the old connection, then the new backend's `Opened`, and keeps its handle.
     /// A chardev without a frontend is simply removed and added again.
     pub fn change(&self, id: &str, spec: &ChardevSpec) -> Result<Added> {
+        self.change_inner(id, spec, None)
+    }
+
+    /// [`change`](Self::change) for a monitor: a socket address of type `fd` names an fd
+    /// passed to that monitor with `getfd`.
+    pub fn change_with_fds(
+        &self,
+        id: &str,
+        spec: &ChardevSpec,
+        named: &Mutex<NamedFds>,
+    ) -> Result<Added> {
+        self.change_inner(id, spec, Some(named))
+    }
+
+    fn change_inner(
+        &self,
+        id: &str,
+        spec: &ChardevSpec,
+        named: Option<&Mutex<NamedFds>>,
+    ) -> Result<Added> {
         let record = self.record(id)?;
         if record.role != Role::Plain || spec.mux {
             return Err(Error::option(
@@ -283,14 +385,14 @@ impl Registry {
         spec.id = id.to_string();
         if !record.cell.is_claimed() {
             self.remove(id)?;
-            return self.add(&spec);
+            return self.add_inner(&spec, named);
         }
-        let (backend, log) = self.build(&spec)?;
+        let (backend, opened) = self.build(&spec, named)?;
         let added = Added { pty: backend.pty_path() };
         let mut old = record.cell.replace_backend(backend);
         old.deregister(self.lp.registry());
         drop(old);
-        record.cell.set_log(log);
+        record.cell.set_opened(opened);
         LoopHandle::post_cell(&record.cell, |core, key| core.swapped(key));
         Ok(added)
     }
@@ -358,17 +460,14 @@ fn retire(cell: &Arc<Cell>, lp: &LoopHandle) {
     let mut old = cell.replace_backend(Box::new(Removed { label: cell.label.clone() }));
     old.deregister(lp.registry());
     drop(old);
-    cell.set_log(None);
+    cell.set_opened(Opened::default());
 }
 
-/// Opens a `logfile=` (QEMU: created 0666, truncated unless `logappend=on`).
-fn open_log(log: &LogSpec) -> Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).mode(0o666);
-    if log.append {
-        options.append(true);
-    } else {
-        options.truncate(true);
+/// A `logfile=` that cannot be opened says so (QEMU: created 0666, truncated unless
+/// `logappend=on`).
+fn log_error(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Io { source, .. } => Error::io_path("open logfile", path, source),
+        other => other,
     }
-    options.open(&log.path).map_err(|e| Error::io_path("open logfile", &log.path, e))
 }

@@ -2,19 +2,18 @@
 //! them (read-write, so that neither open nor read waits for the other side). Fifos are
 //! never created here: the user makes them with mkfifo.
 
-use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::backends::fd_stream::{FdStream, Output};
 use crate::chardev::Chardev;
 use crate::error::{Error, Result};
+use crate::fdset::OpenHow;
 use crate::options::{BackendSpec, ChardevSpec};
 use crate::registry::BuildContext;
 
 /// Builds a `pipe` backend.
-pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
+pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
     let BackendSpec::Pipe { path } = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
@@ -23,18 +22,15 @@ pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chard
         p.push(suffix);
         PathBuf::from(p)
     };
-    let stream = match (open_rw(&with(".in")), open_rw(&with(".out"))) {
-        (Ok(input), Ok(output)) => {
-            FdStream::new("pipe", Some(OwnedFd::from(input)), Output::Fd(output))
-        }
-        _ => {
-            let both = open_rw(path).map_err(|e| Error::io_path("open", path, e))?;
-            FdStream::new("pipe", Some(OwnedFd::from(both)), Output::Input)
-        }
+    let stream = match (open_rw(cx, &with(".in")), open_rw(cx, &with(".out"))) {
+        (Ok(input), Ok(output)) => FdStream::new("pipe", Some(input), Output::Fd(output.into())),
+        _ => FdStream::new("pipe", Some(open_rw(cx, path)?), Output::Input),
     };
     Ok(Box::new(stream))
 }
 
-fn open_rw(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).write(true).custom_flags(nix::libc::O_NONBLOCK).open(path)
+/// `/dev/fdset/N` works here too; `/dev/fdset/N.in` does not parse, so a set is used for
+/// both ways, as in QEMU.
+fn open_rw(cx: &BuildContext<'_>, path: &Path) -> Result<OwnedFd> {
+    cx.open(path, &OpenHow { read: true, write: true, nonblocking: true, ..OpenHow::default() })
 }
