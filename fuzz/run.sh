@@ -10,7 +10,7 @@ targets=${*:-"chardev_options qmp_json telnet_filter websocket_frames mux_escape
 for t in $targets; do
     mkdir -p "corpus/$t"
     seeds="seeds/$t"
-    [ "$t" = migration_load ] && seeds=../demos/tests/fixtures
+    [ "$t" = migration_load ] && seeds=../qevm/tests/fixtures
     cargo +nightly fuzz run "$t" "corpus/$t" "$seeds" -- \
         -max_total_time="$secs" -timeout=10 -max_len=131072 -print_final_stats=1
 done

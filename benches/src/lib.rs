@@ -30,7 +30,7 @@ pub mod echo; // P4, P5: echo round trips through a chardev or a plain thread; i
 pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop
 pub mod fixture; // a loop, a registry, socket chardevs and the frontends the scenarios use
 pub mod ingest; // P1: a peer's bytes into a frontend, or into a plain read loop
-pub mod migrate; // P7: the demo's migration stream into a socketpair, or plain writes
+pub mod migrate; // P7: qevm's migration stream into a socketpair, or plain writes
 pub mod pattern; // the verifiable byte stream every transfer moves
 pub mod peer; // the other end: connecting, deadlines, child processes that die with us
 pub mod proc_status; // VmRSS and the fd limit, from /proc and getrlimit

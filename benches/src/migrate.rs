@@ -1,4 +1,4 @@
-//! P7, migration: the machine's RAM saved as QEMU's stream v3 through the demo's blocking
+//! P7, migration: the machine's RAM saved as QEMU's stream v3 through qevm's blocking
 //! writer into a socketpair with a fast reader, against the same number of bytes written
 //! with plain blocking `write_all`s into the same kind of socketpair.
 
@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use demos::migration::{self, BlockingWriter, Progress, Snapshot};
+use qevm::{BlockingWriter, Progress, Snapshot};
 
 use crate::pattern::{Pattern, CHUNK};
 use crate::proc_status::{cpu_time, Who};
@@ -15,7 +15,7 @@ use crate::{Context, Result, Transfer};
 
 /// Guest RAM of `bytes` (rounded down to pages), every page with data: the worst case.
 fn ram(bytes: u64) -> Vec<u8> {
-    let len = (bytes as usize / migration::PAGE_SIZE).max(1) * migration::PAGE_SIZE;
+    let len = (bytes as usize / qevm::PAGE_SIZE).max(1) * qevm::PAGE_SIZE;
     let mut ram = vec![0u8; len];
     for (i, b) in ram.iter_mut().enumerate() {
         *b = (i % 251) as u8 | 1;
@@ -55,7 +55,7 @@ pub fn chardev(bytes: u64, check: bool) -> Result<Transfer> {
     let mut writer = BlockingWriter::new(OwnedFd::from(tx)).context("the migration writer")?;
     let snapshot = Snapshot { machine_type: "pc", ram: &ram, devices: &[] };
     let progress = Progress::new();
-    migration::save(&mut writer, &snapshot, &progress).map_err(|e| format!("save: {e}"))?;
+    qevm::save(&mut writer, &snapshot, &progress).map_err(|e| format!("save: {e}"))?;
     writer.flush().context("flush the stream")?;
     drop(writer);
     let (total, stream, at) =
@@ -63,7 +63,7 @@ pub fn chardev(bytes: u64, check: bool) -> Result<Transfer> {
     let cpu = cpu_time(Who::Process)? - cpu;
     if check {
         let mut back = vec![0u8; ram.len()];
-        migration::load(stream.as_slice(), "pc", &mut back).map_err(|e| format!("load: {e}"))?;
+        qevm::load(stream.as_slice(), "pc", &mut back).map_err(|e| format!("load: {e}"))?;
         if back != ram {
             return Err("the loaded RAM differs from the saved RAM".into());
         }
@@ -73,9 +73,9 @@ pub fn chardev(bytes: u64, check: bool) -> Result<Transfer> {
 
 /// The baseline: the same number of bytes the stream has, by blocking `write_all`s of 64 KiB.
 pub fn raw(bytes: u64) -> Result<Transfer> {
-    let pages = (bytes as usize / migration::PAGE_SIZE).max(1) as u64;
+    let pages = (bytes as usize / qevm::PAGE_SIZE).max(1) as u64;
     // A PAGE record is 8 bytes of header plus the page; the rest of the stream is small.
-    let total = pages * (migration::PAGE_SIZE as u64 + 8);
+    let total = pages * (qevm::PAGE_SIZE as u64 + 8);
     let (mut tx, rx) = UnixStream::pair().context("socketpair")?;
     let read = reader(rx, false);
     let cpu = cpu_time(Who::Process)?;

@@ -4,7 +4,6 @@
 pub mod cli; // qemu-system-x86_64's options -> Config
 pub mod hmp; // the (qemu) prompt: line editing and commands
 pub mod machine; // guest RAM, run state, a 16550 UART and the guest's shell
-pub mod migration; // QEMU's migration stream v3: save the machine, load it back
 pub mod qmp; // the JSON monitor: negotiation, commands, events, getfd
 pub mod relay; // two chardevs back to back, flow control end to end
 pub mod services; // what monitors reach: chardevs, run state, migration

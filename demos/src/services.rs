@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use chardev::{LoopHandle, Registry};
+use qevm::{self as migration, BlockingWriter, DeviceState, Progress, Snapshot};
 use serde_json::{json, Value};
 
 use crate::hmp::NamedFds;
 use crate::machine::{Irq, Machine, RunState, TxBuffer, Uart};
-use crate::migration::{self, BlockingWriter, DeviceState, Progress, Snapshot};
 use crate::qmp::EventBus;
 
 /// The machine's services, shared by every monitor.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::KillOnDrop as Machine;
 use common::*;
-use demos::migration;
+use qevm as migration;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_serial-console");

@@ -3,11 +3,11 @@
 //! (run with `-timeout=10`: a stream that makes the reader spin is a finding).
 #![no_main]
 
-use demos::migration::{load, Loader};
 use libfuzzer_sys::fuzz_target;
+use qevm::{load, Loader};
 
-/// 64 KiB of destination RAM for streams like [`demos::migration::save`] writes (sixteen
-/// pages, enough for page records to land).
+/// 64 KiB of destination RAM for streams like [`qevm::save`] writes (sixteen pages, enough
+/// for page records to land).
 const RAM: usize = 16 * 4096;
 
 /// 2 MiB for QEMU's streams, the size of the captured `none` machine in the tests' fixture.

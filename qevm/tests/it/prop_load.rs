@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use demos::migration::{self, DeviceState, Loader, Progress, Snapshot, PAGE_SIZE};
 use proptest::prelude::*;
+use qevm::{DeviceState, Loader, Progress, Snapshot, PAGE_SIZE};
 
 /// Sixteen pages of destination RAM.
 const PAGES: usize = 16;
@@ -24,7 +24,7 @@ fn valid_stream(seed: u8) -> Vec<u8> {
     ];
     let mut out = Vec::new();
     let snapshot = Snapshot { machine_type: "pc", ram: &ram, devices: &devices };
-    migration::save(&mut out, &snapshot, &Progress::new()).unwrap();
+    qevm::save(&mut out, &snapshot, &Progress::new()).unwrap();
     out
 }
 
@@ -73,7 +73,7 @@ fn apply(stream: &mut Vec<u8>, m: &Mutation) {
 fn load_bounded(bytes: &[u8]) -> Result<(), String> {
     let started = Instant::now();
     let mut ram = vec![0u8; PAGES * PAGE_SIZE];
-    let ours = migration::load(bytes, "pc", &mut ram);
+    let ours = qevm::load(bytes, "pc", &mut ram);
     let qemu = Loader::new("pc").fixed_size("serial", 12).load(bytes, &mut ram);
     let took = started.elapsed();
     assert!(took < BOUND, "loading {} bytes took {took:?}", bytes.len());
