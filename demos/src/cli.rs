@@ -37,6 +37,17 @@ pub struct Loader {
     pub addr: u64,
 }
 
+/// An fd the process inherited, for an fd set (`-add-fd fd=N,set=M[,opaque=S]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddFd {
+    /// The inherited fd's number.
+    pub fd: i32,
+    /// The set it goes into.
+    pub set: i64,
+    /// Its `opaque` text in `query-fdsets`.
+    pub opaque: Option<String>,
+}
+
 /// Everything the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -58,6 +69,8 @@ pub struct Config {
     pub loaders: Vec<Loader>,
     /// `-incoming URI`.
     pub incoming: Option<String>,
+    /// `-add-fd` entries, in order.
+    pub add_fds: Vec<AddFd>,
     /// One-line notes and warnings for stderr, about what listens where (see
     /// [`confine_listeners`]); printed before anything opens.
     pub notices: Vec<String>,
@@ -102,6 +115,7 @@ const WITH_ARGUMENT: &[&str] = &[
     "device",
     "incoming",
     "echr",
+    "add-fd",
 ];
 
 /// The options that stand alone.
@@ -136,6 +150,7 @@ pub fn usage(program: &str) -> String {
          -S                start stopped; 'cont' starts the guest\n\
          -device loader,file=PATH,addr=ADDR,force-raw=on  load a file into guest RAM\n\
          -incoming URI     wait for an incoming migration\n\
+         -add-fd fd=N,set=M[,opaque=S]  put inherited fd N into fd set M (/dev/fdset/M)\n\
          -h, --help        this help\n\
          --version         the version\n\
          \n\
@@ -203,6 +218,7 @@ impl Raw {
             machine: "pc".into(),
             loaders: Vec::new(),
             incoming: None,
+            add_fds: Vec::new(),
             notices: Vec::new(),
         };
         let mut default_serial = !self.nodefaults;
@@ -308,6 +324,7 @@ impl Raw {
                 }
                 "device" => config.loaders.push(parse_loader(value).map_err(|e| fail(&e))?),
                 "incoming" => config.incoming = Some(value.clone()),
+                "add-fd" => config.add_fds.push(parse_add_fd(value).map_err(|e| fail(&e))?),
                 "echr" => {
                     return Err(fail(
                         &"a different escape character is not supported; Ctrl-A it is",
@@ -610,4 +627,25 @@ fn split_host_port(s: &str) -> Option<(String, String)> {
         None => s.rsplit_once(':')?,
     };
     Some((host.to_string(), port.to_string()))
+}
+
+/// `-add-fd fd=N,set=M[,opaque=S]`, checked as QEMU's `parse_add_fd` checks it.
+fn parse_add_fd(value: &str) -> Result<AddFd, String> {
+    let mut fd = None;
+    let mut set = None;
+    let mut opaque = None;
+    for (k, v) in split_options(value, "fd").map_err(|e| e.to_string())? {
+        match k.as_str() {
+            "fd" => fd = v.parse::<i32>().ok().filter(|n| *n >= 0).or(Some(-1)),
+            "set" => set = v.parse::<i64>().ok().filter(|n| *n >= 0).or(Some(-1)),
+            "opaque" => opaque = Some(v),
+            other => return Err(format!("Invalid parameter '{other}'")),
+        }
+    }
+    let fd = fd.filter(|n| *n >= 0).ok_or("fd option is required and must be non-negative")?;
+    if fd <= 2 {
+        return Err("fd cannot be a standard I/O stream".into());
+    }
+    let set = set.filter(|n| *n >= 0).ok_or("set option is required and must be non-negative")?;
+    Ok(AddFd { fd, set, opaque })
 }

@@ -1,72 +1,15 @@
 //! The human monitor (HMP): QEMU's `(qemu) ` prompt on any chardev, with line editing and
 //! history, and the commands that manage chardevs, the run state and passed fds.
 
-use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
+use chardev::fdset::NamedFds;
 use chardev::{ChardevSpec, Event, Frontend, FrontendHandle};
 
 use crate::machine::RunState;
 use crate::services::Services;
-
-/// The program name the banner and `info version` show.
-pub const PROGRAM: &str = "serial-console";
-
-/// Fds passed to one monitor with `getfd` (QEMU keeps them per monitor).
-#[derive(Debug, Default)]
-pub struct NamedFds {
-    fds: BTreeMap<String, OwnedFd>,
-    /// The fds that came with the latest input, waiting for `getfd`.
-    pending: Vec<OwnedFd>,
-}
-
-impl NamedFds {
-    /// Keeps the fds of the latest input; an older unclaimed batch is closed (QEMU does too).
-    pub fn arrived(&mut self, fds: Vec<OwnedFd>) {
-        if !fds.is_empty() {
-            if !self.pending.is_empty() {
-                log::warn!(
-                    "monitor: {} passed fds were never claimed with getfd; closed",
-                    self.pending.len()
-                );
-            }
-            self.pending = fds;
-        }
-    }
-
-    /// `getfd NAME`: names the first pending fd (the others of its batch close); a name in use
-    /// has its old fd closed.
-    pub fn getfd(&mut self, name: &str) -> Result<(), String> {
-        if self.pending.is_empty() {
-            return Err("No file descriptor supplied via SCM_RIGHTS".into());
-        }
-        let fd = self.pending.remove(0);
-        self.pending.clear();
-        if name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err("Parameter 'fdname' expects a name not starting with a digit".into());
-        }
-        self.fds.insert(name.to_string(), fd);
-        Ok(())
-    }
-
-    /// `closefd NAME`.
-    pub fn closefd(&mut self, name: &str) -> Result<(), String> {
-        self.fds
-            .remove(name)
-            .map(drop)
-            .ok_or_else(|| format!("File descriptor named '{name}' not found"))
-    }
-
-    /// Takes a named fd for good (`migrate fd:NAME`, `fd=NAME`).
-    pub fn take(&mut self, name: &str) -> Result<OwnedFd, String> {
-        self.fds
-            .remove(name)
-            .ok_or_else(|| format!("File descriptor named '{name}' has not been found"))
-    }
-}
+use crate::PROGRAM;
 
 /// A line editor for a raw byte stream: what a terminal (or telnet client) types in, the
 /// lines it completes, and what to echo back.
@@ -210,6 +153,9 @@ pub struct Hmp {
     services: Services,
     editor: LineEditor,
     fds: Arc<Mutex<NamedFds>>,
+    /// The fds that came with input no completed line has used yet; `getfd` takes the first.
+    /// They belong to this connection and close when a line completes or it ends.
+    pending: Vec<OwnedFd>,
     /// Seen `Opened` for the current connection (the banner is out).
     open: bool,
 }
@@ -246,14 +192,15 @@ impl Hmp {
             services,
             editor: LineEditor::default(),
             fds: Arc::default(),
+            pending: Vec::new(),
             open: false,
         }
     }
 
     /// A monitor with no chardev of its own, for QMP's `human-monitor-command`; it shares
-    /// the QMP monitor's passed fds.
-    pub fn detached(services: Services, fds: Arc<Mutex<NamedFds>>) -> Hmp {
-        Hmp { handle: None, services, editor: LineEditor::default(), fds, open: false }
+    /// the QMP monitor's named fds and takes the fd that came with the QMP command.
+    pub fn detached(services: Services, fds: Arc<Mutex<NamedFds>>, pending: Vec<OwnedFd>) -> Hmp {
+        Hmp { handle: None, services, editor: LineEditor::default(), fds, pending, open: false }
     }
 
     fn say(&self, text: &str) {
@@ -285,14 +232,15 @@ impl Hmp {
             "help" | "?" => Ok(help(args.first().copied())),
             "info" => self.info(args.first().copied()),
             "chardev-add" => {
-                let added = reg.add(&ChardevSpec::parse(rest).map_err(e)?).map_err(e)?;
+                let spec = ChardevSpec::parse(rest).map_err(e)?;
+                let added = reg.add_with_fds(&spec, &self.fds).map_err(e)?;
                 Ok(added.pty.map(|p| format!("{}\r\n", p.display())).unwrap_or_default())
             }
             "chardev-change" => {
                 let [id, spec] =
                     split2(rest).ok_or("chardev-change: usage: chardev-change id args")?;
                 let spec = ChardevSpec::parse_with_id(spec, id).map_err(e)?;
-                reg.change(id, &spec).map_err(e)?;
+                reg.change_with_fds(id, &spec, &self.fds).map_err(e)?;
                 Ok(String::new())
             }
             "chardev-remove" => reg.remove(one(&args, "id")?).map(|_| String::new()).map_err(e),
@@ -313,8 +261,17 @@ impl Hmp {
                 let data = reg.ringbuf_read(id, size).map_err(e)?;
                 Ok(format!("{}\r\n", String::from_utf8_lossy(&data)))
             }
-            "getfd" => self.fds().getfd(one(&args, "fdname")?).map(|_| String::new()),
-            "closefd" => self.fds().closefd(one(&args, "fdname")?).map(|_| String::new()),
+            "getfd" => {
+                let name = one(&args, "fdname")?;
+                if self.pending.is_empty() {
+                    return Err("No file descriptor supplied via SCM_RIGHTS".into());
+                }
+                // The first fd; the others of its input close (QEMU's get_msgfd).
+                let fd = self.pending.remove(0);
+                self.pending.clear();
+                self.fds().insert(name, fd).map(|()| String::new()).map_err(e)
+            }
+            "closefd" => self.fds().close(one(&args, "fdname")?).map(|()| String::new()).map_err(e),
             "stop" => {
                 self.services.stop();
                 Ok(String::new())
@@ -381,11 +338,15 @@ impl Frontend for Hmp {
     }
 
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
-        self.fds().arrived(fds);
+        if !fds.is_empty() {
+            // Newer fds replace unclaimed older ones (closed), as in QEMU.
+            self.pending = fds;
+        }
         let edited = self.editor.feed(data, PROMPT);
         if !edited.echo.is_empty() {
             self.say_bytes(&edited.echo);
         }
+        let completed = !edited.lines.is_empty();
         for line in edited.lines {
             let reply = match self.run_line(&line) {
                 Ok(text) => text,
@@ -396,6 +357,10 @@ impl Frontend for Hmp {
             }
             self.say(&format!("{reply}{PROMPT}"));
         }
+        if completed {
+            // Fds belong to the input they came with: unclaimed, they close now.
+            self.pending.clear();
+        }
     }
 
     fn event(&mut self, event: Event) {
@@ -404,6 +369,7 @@ impl Frontend for Hmp {
                 // A new client starts fresh: banner and prompt again.
                 self.open = true;
                 self.editor.reset();
+                self.pending.clear();
                 self.say(&format!(
                     "{PROGRAM} {} monitor - type 'help' for more information\r\n{PROMPT}",
                     env!("CARGO_PKG_VERSION")
@@ -413,6 +379,7 @@ impl Frontend for Hmp {
             Event::Closed => {
                 self.open = false;
                 self.editor.reset();
+                self.pending.clear();
             }
             _ => {}
         }
@@ -451,18 +418,5 @@ mod tests {
         ed.feed(b"first\rsecond\r", PROMPT);
         assert_eq!(ed.feed(b"\x1b[A\x1b[A\r", PROMPT).lines, ["first"]);
         assert_eq!(ed.feed(b"\x1b[A\x1b[B\x1b[Bnew\r", PROMPT).lines, ["new"]);
-    }
-
-    #[test]
-    fn getfd_names_the_first_pending_fd_and_checks_the_name() {
-        let mut fds = NamedFds::default();
-        assert_eq!(fds.getfd("x").unwrap_err(), "No file descriptor supplied via SCM_RIGHTS");
-        let f = || OwnedFd::from(tempfile::tempfile().unwrap());
-        fds.arrived(vec![f(), f()]);
-        assert!(fds.getfd("1abc").unwrap_err().contains("not starting with a digit"));
-        fds.arrived(vec![f()]);
-        fds.getfd("mig").unwrap();
-        assert!(fds.take("mig").is_ok());
-        assert_eq!(fds.closefd("mig").unwrap_err(), "File descriptor named 'mig' not found");
     }
 }

@@ -4,6 +4,9 @@
 pub mod cli; // qemu-system-x86_64's options -> Config
 pub mod hmp; // the (qemu) prompt: line editing and commands
 pub mod machine; // guest RAM, run state, a 16550 UART and the guest's shell
-pub mod qmp; // the JSON monitor: negotiation, commands, events, getfd
+pub mod qmp; // the machine's QMP commands on the chardev-qmp server
 pub mod relay; // two chardevs back to back, flow control end to end
 pub mod services; // what monitors reach: chardevs, run state, migration
+
+/// The program name the banner, `info version` and `query-version` show.
+pub const PROGRAM: &str = "serial-console";

@@ -81,7 +81,7 @@ pub struct Machine {
     /// Uptime carried over from the machine this one was migrated from, in ms.
     uptime_before: std::sync::atomic::AtomicU64,
     /// Set once the machine is shutting down: the guest thread leaves.
-    pub quitting: AtomicBool,
+    pub quitting: Arc<AtomicBool>,
 }
 
 impl Machine {
@@ -94,7 +94,7 @@ impl Machine {
             state_changed: Condvar::new(),
             started: Instant::now(),
             uptime_before: std::sync::atomic::AtomicU64::new(0),
-            quitting: AtomicBool::new(false),
+            quitting: Arc::new(AtomicBool::new(false)),
         })
     }
 

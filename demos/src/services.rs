@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use chardev::fdset::NamedFds;
 use chardev::{LoopHandle, Registry};
+use chardev_qmp::EventBus;
 use qevm::{self as migration, BlockingWriter, DeviceState, Progress, Snapshot};
 use serde_json::{json, Value};
 
-use crate::hmp::NamedFds;
 use crate::machine::{Irq, Machine, RunState, TxBuffer, Uart};
-use crate::qmp::EventBus;
 
 /// The machine's services, shared by every monitor.
 #[derive(Clone)]
@@ -80,7 +80,7 @@ impl MigrationEndpoint {
     /// Parses a migration URI; `fd:NAME` takes the named fd for good (QEMU does too).
     pub fn parse(uri: &str, fds: &mut NamedFds) -> Result<MigrationEndpoint, String> {
         if let Some(name) = uri.strip_prefix("fd:") {
-            return fds.take(name).map(MigrationEndpoint::Fd);
+            return fds.take(name).map(MigrationEndpoint::Fd).map_err(|e| e.to_string());
         }
         if let Some(path) = uri.strip_prefix("unix:") {
             return Ok(MigrationEndpoint::Unix(PathBuf::from(path)));
@@ -261,7 +261,7 @@ impl Services {
                     let _ = services.cont();
                 }
                 Err(e) => {
-                    eprintln!("{}: load of migration failed: {e}", crate::hmp::PROGRAM);
+                    eprintln!("{}: load of migration failed: {e}", crate::PROGRAM);
                     *services.migration() = MigrationState::Failed(e);
                     services.failed.store(true, std::sync::atomic::Ordering::Release);
                     services.quit();

@@ -205,6 +205,11 @@ fn command_line_errors_name_the_option_and_exit_1_before_opening_anything() {
             "one serial port",
         ),
         (&["positional"], "positional: invalid option"),
+        (&["-add-fd", "fd=1,set=2"], "-add-fd fd=1,set=2: fd cannot be a standard I/O stream"),
+        (&["-add-fd", "set=2"], "fd option is required and must be non-negative"),
+        (&["-add-fd", "fd=7"], "set option is required and must be non-negative"),
+        (&["-add-fd", "fd=987,set=1"], "-add-fd fd=987,set=1: cannot use inherited fd"),
+        (&["-chardev", "file,id=f,path=/dev/fdset/4"], "Could not open '/dev/fdset/4'"),
     ];
     for (args, message) in cases {
         let err = fails(args);
@@ -378,4 +383,17 @@ fn a_waiting_server_says_so_as_qemu_does_and_starts_when_the_client_comes() {
     let mut s = connect_unix(&path);
     s.write_all(b"echo started\r").unwrap();
     read_until(&mut s, "started\r\nguest$ ");
+}
+
+#[test]
+fn add_fd_puts_an_inherited_fd_into_a_set_that_a_file_chardev_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output_within(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/add_fd_cli.py"))
+            .arg(BIN)
+            .arg(dir.path()),
+        "add_fd_cli.py",
+    );
+    assert_said_ok(&out);
 }

@@ -3,17 +3,21 @@
 //! never panics on any value the stream yields.
 #![no_main]
 
-use demos::qmp::{backend_spec, JsonStream};
+use chardev_qmp::backend_spec;
+use chardev_qmp::json::JsonStream;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, data)) = data.split_first() else { return };
-    let whole = JsonStream::default().push(data);
+    let values = |parsed: Vec<chardev_qmp::json::Parsed>| -> Vec<Result<Value, String>> {
+        parsed.into_iter().map(|p| p.value).collect()
+    };
+    let whole = values(JsonStream::default().push(data));
     let mut stream = JsonStream::default();
     let at = usize::from(split) % (data.len() + 1);
-    let mut parts = stream.push(&data[..at]);
-    parts.extend(stream.push(&data[at..]));
+    let mut parts = values(stream.push(&data[..at]));
+    parts.extend(values(stream.push(&data[at..])));
     assert_eq!(whole, parts, "split at {at} changes the values");
     for value in whole.into_iter().flatten() {
         let _ = backend_spec("fuzz0", &value);

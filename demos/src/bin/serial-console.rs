@@ -21,16 +21,17 @@
 //! starts running, on the loop thread (which is the main thread), or on a thread of its own
 //! with `CHARDEV_DEMO_PANIC_THREAD=worker`. The tests use it to check the terminal is restored.
 
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chardev::{EventLoop, LoopHandle, Registry};
-use demos::cli::{self, Command, Config, MonitorMode};
-use demos::hmp::{Hmp, PROGRAM};
+use demos::cli::{self, AddFd, Command, Config, MonitorMode};
+use demos::hmp::Hmp;
 use demos::machine::{self, Guest, Machine, RunState};
-use demos::qmp::Qmp;
 use demos::services::{MigrationEndpoint, Services};
+use demos::PROGRAM;
 use nix::libc;
 use nix::sys::signal::{SigSet, Signal};
 
@@ -60,9 +61,18 @@ fn main() -> ExitCode {
     for notice in &config.notices {
         eprintln!("{PROGRAM}: {notice}");
     }
+    // Inherited fds are claimed first, before this process opens anything that could take
+    // a number it does not own.
+    let inherited = match take_add_fds(&config.add_fds) {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("{PROGRAM}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Before any thread starts: they all inherit the blocked mask.
     let shutdown = Shutdown::catch_signals();
-    match run(&config, &shutdown) {
+    match run(&config, inherited, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{PROGRAM}: {e}");
@@ -71,10 +81,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config, shutdown: &Shutdown) -> Result<(), String> {
+/// `-add-fd`: each inherited number is taken once (a number named twice is duplicated, as
+/// QEMU duplicates every one).
+fn take_add_fds(add_fds: &[AddFd]) -> Result<Vec<(OwnedFd, &AddFd)>, String> {
+    let mut taken: Vec<(OwnedFd, &AddFd)> = Vec::new();
+    for add in add_fds {
+        let fail =
+            |e: &dyn std::fmt::Display| format!("-add-fd fd={},set={}: {e}", add.fd, add.set);
+        let fd = match taken.iter().find(|(_, a)| a.fd == add.fd) {
+            Some((first, _)) => chardev::fd::dup(first).map_err(|e| fail(&e))?,
+            None => chardev::fd::take_inherited(add.fd).map_err(|e| fail(&e))?,
+        };
+        taken.push((fd, add));
+    }
+    Ok(taken)
+}
+
+fn run(
+    config: &Config,
+    inherited: Vec<(OwnedFd, &AddFd)>,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
     let mut event_loop = EventLoop::new().map_err(|e| e.to_string())?;
     let handle = event_loop.handle();
     let registry = Registry::new(&handle);
+    for (fd, add) in inherited {
+        registry
+            .fd_sets()
+            .add(fd, Some(add.set), add.opaque.clone())
+            .map_err(|e| format!("-add-fd fd={},set={}: {e}", add.fd, add.set))?;
+    }
     chardev_socket::register(&registry);
     chardev_pty::register(&registry);
 
@@ -123,15 +159,14 @@ fn run(config: &Config, shutdown: &Shutdown) -> Result<(), String> {
 
     // Monitors first, then the serial port: on a shared mux the serial port ends up with the
     // focus and only it greets the user, as with QEMU's -nographic.
+    let qmp = demos::qmp::server(&services);
     for monitor in &config.monitors {
         let fe = registry
             .connect(&monitor.chardev)
             .map_err(|e| format!("-mon chardev={}: {e}", monitor.chardev))?;
         match monitor.mode {
             MonitorMode::Readline => fe.set_frontend(Hmp::new(fe.clone(), services.clone())),
-            MonitorMode::Control { pretty } => {
-                fe.set_frontend(Qmp::new(fe.clone(), services.clone(), pretty))
-            }
+            MonitorMode::Control { pretty } => fe.set_frontend(qmp.monitor(fe.clone(), pretty)),
         }
     }
     let serial = match &config.serial {

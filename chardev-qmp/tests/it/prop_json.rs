@@ -2,7 +2,8 @@
 //! boundaries, survives garbage and goes on with the next command; `backend_spec`
 //! (chardev-add's `backend`) never panics on any JSON.
 
-use demos::qmp::{backend_spec, JsonStream};
+use chardev_qmp::backend_spec;
+use chardev_qmp::json::JsonStream;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -39,7 +40,7 @@ fn push_in_pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Result<Value, String>> {
     let mut out = Vec::new();
     let mut start = 0;
     for end in cuts.into_iter().chain([bytes.len()]) {
-        out.extend(stream.push(&bytes[start..end]));
+        out.extend(stream.push(&bytes[start..end]).into_iter().map(|p| p.value));
         start = end;
     }
     out
@@ -146,7 +147,8 @@ proptest! {
         object in object(),
     ) {
         let bytes = format!("{{{junk}}} [{junk},] {}", serde_json::to_string(&object).unwrap());
-        let got = JsonStream::default().push(bytes.as_bytes());
+        let got: Vec<_> =
+            JsonStream::default().push(bytes.as_bytes()).into_iter().map(|p| p.value).collect();
         prop_assert_eq!(got.last(), Some(&Ok(object)), "{}", bytes);
     }
 

@@ -1,0 +1,255 @@
+//! QAPI's `ChardevBackend` JSON (what `chardev-add` and `chardev-change` take) as the same
+//! typed [`ChardevSpec`] the `-chardev` parser builds, with QEMU's error texts.
+
+use std::path::PathBuf;
+
+use chardev::options::{BackendSpec, ChardevSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec};
+use serde_json::{Map, Value};
+
+/// Whether an error of [`backend_spec`] is one of QAPI's input checks (a member missing,
+/// unexpected or of the wrong type), which QEMU reports before the command runs and so
+/// without the command's "Failed to add chardev" prefix.
+pub fn is_input_error(desc: &str) -> bool {
+    desc.starts_with("Parameter '") || desc.starts_with("Invalid parameter type")
+}
+
+/// QMP's `ChardevBackend` (`{"type": ..., "data": {...}}`) as the same typed spec the
+/// `-chardev` parser builds.
+pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
+    let obj =
+        backend.as_object().ok_or("Invalid parameter type for 'backend', expected: object")?;
+    let kind =
+        obj.get("type").and_then(Value::as_str).ok_or("Parameter 'backend.type' is missing")?;
+    // Every branch of QAPI's union wraps its members in a required `data`.
+    let data = match obj.get("data") {
+        Some(Value::Object(d)) => d,
+        Some(_) => return Err("Invalid parameter type for 'backend.data', expected: object".into()),
+        None => return Err("Parameter 'backend.data' is missing".into()),
+    };
+    let mut d = Data { map: data.clone(), prefix: "backend.data".into() };
+    let log =
+        d.opt_str("logfile")?.map(|path| LogSpec { path: PathBuf::from(path), append: false });
+    let log_append = d.opt_bool("logappend")?.unwrap_or(false);
+    let log = log.map(|l| LogSpec { append: log_append, ..l });
+    d.opt_bool("logtimestamp")?;
+    let backend = match kind {
+        "null" => BackendSpec::Null,
+        "file" => BackendSpec::File {
+            out: PathBuf::from(d.str("out")?),
+            input: d.opt_str("in")?.map(PathBuf::from),
+            append: d.opt_bool("append")?.unwrap_or(false),
+        },
+        "pipe" => BackendSpec::Pipe { path: PathBuf::from(d.str("device")?) },
+        "serial" | "tty" => BackendSpec::Serial { path: PathBuf::from(d.str("device")?) },
+        "ringbuf" | "memory" => {
+            let size = d.opt_u64("size")?.unwrap_or(65536);
+            let size = usize::try_from(size)
+                .map_err(|_| "size of ringbuf chardev must be power of two")?;
+            if !size.is_power_of_two() {
+                return Err("size of ringbuf chardev must be power of two".into());
+            }
+            BackendSpec::Ringbuf { size }
+        }
+        "stdio" => BackendSpec::Stdio { signal: d.opt_bool("signal")?.unwrap_or(true) },
+        "pty" => BackendSpec::Pty {
+            path: d.opt_str("path")?.map(PathBuf::from),
+            backlog: d
+                .opt_u64("backlog")?
+                .map_or(Ok(chardev::options::DEFAULT_PTY_BACKLOG), usize::try_from)
+                .map_err(|_| "backlog is too large")?,
+        },
+        "socket" => socket_spec(&mut d)?,
+        "udp" => {
+            let remote =
+                d.map.remove("remote").ok_or("Parameter 'backend.data.remote' is missing")?;
+            let (host, port) = inet(&remote, "backend.data.remote")?;
+            let (localaddr, localport) = match d.map.remove("local") {
+                Some(local) => {
+                    let (h, p) = inet(&local, "backend.data.local")?;
+                    (Some(h), Some(p))
+                }
+                None => (None, None),
+            };
+            BackendSpec::Udp(UdpSpec { host, port, localaddr, localport, ipv4: None, ipv6: None })
+        }
+        other => return Err(format!("Parameter 'type' does not accept value '{other}'")),
+    };
+    d.done()?;
+    let spec = ChardevSpec { id: id.to_string(), backend, mux: false, log };
+    // The same checks as the command line (`-chardev`) makes.
+    spec.check().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
+    let addr = d.map.remove("addr").ok_or("Parameter 'backend.data.addr' is missing")?;
+    let addr_type = addr
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("Parameter 'backend.data.addr.type' is missing")?;
+    let mut a = Data {
+        map: addr
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or("Parameter 'backend.data.addr.data' is missing")?,
+        prefix: "backend.data.addr.data".into(),
+    };
+    let addr = match addr_type {
+        "unix" => SocketAddrSpec::Unix {
+            path: PathBuf::from(a.str("path")?),
+            abstract_: a.opt_bool("abstract")?.unwrap_or(false),
+            tight: a.opt_bool("tight")?.unwrap_or(true),
+        },
+        "inet" => SocketAddrSpec::Inet {
+            host: a.str("host")?,
+            port: a.str("port")?,
+            to: a
+                .opt_u64("to")?
+                .map(|t| u16::try_from(t).map_err(|_| "'to' must be a port number"))
+                .transpose()?,
+            ipv4: a.opt_bool("ipv4")?,
+            ipv6: a.opt_bool("ipv6")?,
+        },
+        "fd" => SocketAddrSpec::Fd(a.str("str")?),
+        other => {
+            return Err(format!(
+                "Parameter 'backend.data.addr.type' does not accept value '{other}'"
+            ))
+        }
+    };
+    a.opt_bool("numeric")?;
+    a.opt_bool("keep-alive")?;
+    a.done()?;
+    // QMP's defaults differ from the command line's: a server unless told otherwise, no wait.
+    let server = d.opt_bool("server")?.unwrap_or(true);
+    let wait = d.opt_bool("wait")?;
+    if wait.is_some() && !server {
+        return Err("'wait' option is incompatible with socket in client connect mode".into());
+    }
+    let wait = wait.unwrap_or(false);
+    let reconnect_s = d.opt_u64("reconnect")?;
+    let reconnect_ms = d.opt_u64("reconnect-ms")?;
+    let spec = SocketSpec {
+        addr,
+        server,
+        wait: server && wait,
+        nodelay: d.opt_bool("nodelay")?.unwrap_or(false),
+        telnet: d.opt_bool("telnet")?.unwrap_or(false),
+        tn3270: d.opt_bool("tn3270")?.unwrap_or(false),
+        websocket: d.opt_bool("websocket")?.unwrap_or(false),
+        reconnect_ms: reconnect_ms.or(reconnect_s.map(|s| s.saturating_mul(1000))).unwrap_or(0),
+        // QEMU's ChardevSocket has no such field: `mode=` is a command-line extension.
+        mode: None,
+    };
+    if spec.reconnect_ms > 0 && server {
+        return Err("'reconnect' option is incompatible with socket in server listen mode".into());
+    }
+    for unsupported in ["tls-creds", "tls-authz"] {
+        if d.map.remove(unsupported).is_some() {
+            return Err(format!("'{unsupported}': TLS is not supported"));
+        }
+    }
+    Ok(BackendSpec::Socket(spec))
+}
+
+fn inet(v: &Value, what: &str) -> Result<(String, String), String> {
+    if v.get("type").and_then(Value::as_str) != Some("inet") {
+        return Err(format!("'{what}' must be an inet address"));
+    }
+    let mut a = Data {
+        map: v
+            .get("data")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or(format!("Parameter '{what}.data' is missing"))?,
+        prefix: format!("{what}.data"),
+    };
+    let host = a.str("host")?;
+    let port = a.str("port")?;
+    a.opt_bool("ipv4")?;
+    a.opt_bool("ipv6")?;
+    a.done()?;
+    Ok((host, port))
+}
+
+/// The `data` members of a backend, checked like [`Args`](crate::Args) (with QAPI's dotted
+/// names).
+struct Data {
+    map: Map<String, Value>,
+    prefix: String,
+}
+
+impl Data {
+    fn wrong(&self, name: &str, expected: &str) -> String {
+        format!("Invalid parameter type for '{}.{name}', expected: {expected}", self.prefix)
+    }
+    fn str(&mut self, name: &str) -> Result<String, String> {
+        self.opt_str(name)?.ok_or_else(|| format!("Parameter '{}.{name}' is missing", self.prefix))
+    }
+    fn opt_str(&mut self, name: &str) -> Result<Option<String>, String> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.wrong(name, "string")),
+        }
+    }
+    fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, String> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(self.wrong(name, "boolean")),
+        }
+    }
+    fn opt_u64(&mut self, name: &str) -> Result<Option<u64>, String> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.wrong(name, "integer")),
+        }
+    }
+    fn done(self) -> Result<(), String> {
+        match self.map.keys().next() {
+            Some(k) => Err(format!("Parameter '{}.{k}' is unexpected", self.prefix)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backend_json_maps_onto_the_command_line_spec() {
+        let spec = backend_spec(
+            "mon1",
+            &json!({"type":"socket","data":{"addr":{"type":"unix","data":{"path":"/tmp/m.sock"}},"server":true,"wait":false}}),
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            ChardevSpec::parse("socket,id=mon1,path=/tmp/m.sock,server=on,wait=off").unwrap()
+        );
+        let spec = backend_spec("f", &json!({"type":"file","data":{"out":"/tmp/o","append":true}}))
+            .unwrap();
+        assert_eq!(spec, ChardevSpec::parse("file,id=f,path=/tmp/o,append=on").unwrap());
+        let err = backend_spec("r", &json!({"type":"ringbuf","data":{"size":5}})).unwrap_err();
+        assert_eq!(err, "size of ringbuf chardev must be power of two");
+        let err = backend_spec("n", &json!({"type":"null","data":{"bogus":1}})).unwrap_err();
+        assert_eq!(err, "Parameter 'backend.data.bogus' is unexpected");
+    }
+
+    #[test]
+    fn qemu_7_2_refusals() {
+        let err = backend_spec("r", &json!({"type":"ringbuf"})).unwrap_err();
+        assert_eq!(err, "Parameter 'backend.data' is missing");
+        let fd = json!({"type":"fd","data":{"str":"x"}});
+        let err = backend_spec(
+            "s",
+            &json!({"type":"socket","data":{"addr":fd,"server":false,"wait":false}}),
+        )
+        .unwrap_err();
+        assert_eq!(err, "'wait' option is incompatible with socket in client connect mode");
+    }
+}
