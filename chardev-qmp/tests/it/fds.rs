@@ -33,12 +33,12 @@ fn an_fd_on_a_command_that_does_not_take_it_is_closed_after_that_command() {
     let pipe = Pipe::new();
     let reply = c.cmd_fds("query-version", json!({}), &[pipe.write.as_fd()]);
     assert!(reply["return"]["qemu"].is_object(), "{reply}");
+    pipe.assert_all_writers_close();
     // QEMU 7.2 would hand it to this getfd; here it went with its command.
     assert_eq!(
         c.error("getfd", json!({"fdname": "stale"}), &[]),
         "No file descriptor supplied via SCM_RIGHTS"
     );
-    pipe.assert_all_writers_close();
 }
 
 #[test]
@@ -74,12 +74,13 @@ fn fds_never_pass_from_one_connection_to_the_next() {
         // Passed and never claimed; then the client leaves.
         chardev::fd::send_with_fds(c.sock.as_fd(), b" ", &[pipe.write.as_fd()]).unwrap();
     }
+    // Closed with the connection, before any other client comes.
+    pipe.assert_all_writers_close();
     let mut next = server.client("qmp0");
     assert_eq!(
         next.error("getfd", json!({"fdname": "theft"}), &[]),
         "No file descriptor supplied via SCM_RIGHTS"
     );
-    pipe.assert_all_writers_close();
 }
 
 #[test]
