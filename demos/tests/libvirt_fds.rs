@@ -189,3 +189,42 @@ fn eight_rounds_of_libvirt_hotplug_and_two_thousand_fd_passing_connections_leak_
     assert_eq!(counts["fdsets"], serde_json::json!([]), "no fd set is left: {counts}");
     assert_eq!(counts["after_connections"], counts["before"], "after 2,000 connections: {counts}");
 }
+
+/// Runs `fd_kinds.py` against a fresh `program`; returns what it printed.
+fn fd_kinds(program: &str, dir: &Path) -> Value {
+    std::fs::create_dir_all(dir).unwrap();
+    let sock = dir.join("q.sock");
+    let _target = KillOnDrop(
+        Command::new(program)
+            .args(["-machine", "none", "-nodefaults", "-display", "none", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program}: {e} (for QEMU: apt-get install qemu-system-x86)")
+            }),
+    );
+    wait_until("the QMP socket to listen", || UnixStream::connect(&sock).is_ok());
+    let out = output_within(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fd_kinds.py"))
+            .arg(&sock)
+            .arg(dir),
+        "fd_kinds.py",
+    );
+    assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_fd_kind_libvirt_passes_arrives_blocking_through_getfd_and_add_fd_as_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = fd_kinds(BIN, &dir.path().join("o"));
+    let cases = ours.as_object().unwrap();
+    assert_eq!(cases.len(), 16, "4 kinds x getfd/add-fd x 2 ways: {ours}");
+    for (case, blocking) in cases {
+        assert_eq!(blocking, &Value::Bool(true), "{case}: the sender's copy is blocking now");
+    }
+    assert_eq!(fd_kinds(QEMU, &dir.path().join("q")), ours, "QEMU 7.2 does the same");
+}
