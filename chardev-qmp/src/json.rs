@@ -3,8 +3,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// The largest QMP input value we buffer; beyond it the value is dropped with an error.
-pub const MAX_INPUT: usize = 1 << 20;
+/// The largest QMP input value we buffer (QEMU's `MAX_TOKEN_SIZE`); a longer one is skipped
+/// to its end with one error, and the stream goes on with the next.
+pub const MAX_INPUT: usize = 64 << 20;
 
 /// QEMU's JSON parser nests at most this deep.
 pub const MAX_NESTING: usize = 1024;
@@ -21,6 +22,10 @@ pub struct Parsed {
 
 /// Splits a byte stream into top-level JSON values as their last byte arrives (a command runs
 /// when its closing brace arrives, as in QEMU).
+///
+/// The split follows the lexical state (depth, inside a string, after a backslash) of every
+/// byte, also of a value that went over a limit: such a value is skipped to its real end with
+/// one error, so that a string holding braces cannot flip the parity of what follows.
 #[derive(Debug, Default)]
 pub struct JsonStream {
     buf: Vec<u8>,
@@ -29,11 +34,20 @@ pub struct JsonStream {
     escaped: bool,
     /// Inside a bare top-level token (a number, a keyword, or garbage).
     in_token: bool,
+    /// The value in progress went over a limit: its bytes are dropped until it ends.
+    skipping: bool,
     /// Values started so far; the ordinal of the one in progress, if any.
     started: u64,
+    /// The size limit of one value; [`MAX_INPUT`] when 0.
+    limit: usize,
 }
 
 impl JsonStream {
+    /// A stream whose values may be at most `max_input` bytes long (default [`MAX_INPUT`]).
+    pub fn with_limit(max_input: usize) -> JsonStream {
+        JsonStream { limit: max_input, ..JsonStream::default() }
+    }
+
     /// Feeds bytes; returns each complete top-level value, or the error that ended it.
     pub fn push(&mut self, data: &[u8]) -> Vec<Parsed> {
         let mut out = Vec::new();
@@ -42,15 +56,17 @@ impl JsonStream {
                 && (b.is_ascii_whitespace() || matches!(b, b'{' | b'[' | b'"' | b'}' | b']'))
             {
                 self.in_token = false;
-                out.push(self.finish());
+                out.extend(self.finish());
             }
-            if self.buf.is_empty() && !self.in_token {
+            if !self.in_value() {
                 if b.is_ascii_whitespace() {
                     continue;
                 }
                 self.started += 1;
             }
-            self.buf.push(b);
+            if !self.skipping {
+                self.buf.push(b);
+            }
             if self.in_string {
                 match (self.escaped, b) {
                     (true, _) => self.escaped = false,
@@ -58,7 +74,7 @@ impl JsonStream {
                     (false, b'"') => {
                         self.in_string = false;
                         if self.depth == 0 {
-                            out.push(self.finish());
+                            out.extend(self.finish());
                         }
                     }
                     _ => {}
@@ -70,20 +86,23 @@ impl JsonStream {
                     b'}' | b']' if self.depth > 0 => {
                         self.depth -= 1;
                         if self.depth == 0 {
-                            out.push(self.finish());
+                            out.extend(self.finish());
                         }
                     }
-                    b'}' | b']' => out.push(self.finish()),
+                    b'}' | b']' => out.extend(self.finish()),
                     _ if self.depth == 0 => self.in_token = true,
                     _ => {}
                 }
             }
-            if self.depth > MAX_NESTING || self.buf.len() > MAX_INPUT {
-                self.reset();
+            let limit = if self.limit == 0 { MAX_INPUT } else { self.limit };
+            if !self.skipping && (self.depth > MAX_NESTING || self.buf.len() > limit) {
+                let what = if self.depth > MAX_NESTING { "nesting depth" } else { "token size" };
                 out.push(Parsed {
                     ordinal: self.started,
-                    value: Err("JSON parse error, input too large or nested too deeply".into()),
+                    value: Err(format!("JSON parse error, {what} limit exceeded")),
                 });
+                self.skipping = true;
+                self.buf = Vec::new();
             }
         }
         out
@@ -96,7 +115,7 @@ impl JsonStream {
 
     /// Whether a value has started and not yet ended.
     pub fn in_value(&self) -> bool {
-        !self.buf.is_empty()
+        !self.buf.is_empty() || self.skipping
     }
 
     /// Forgets a value in progress (a new connection starts clean).
@@ -104,10 +123,16 @@ impl JsonStream {
         self.reset();
     }
 
-    fn finish(&mut self) -> Parsed {
+    /// Ends the value in progress: parsed, or nothing for one that was skipped (its error is
+    /// out already).
+    fn finish(&mut self) -> Option<Parsed> {
+        let skipped = self.skipping;
         let text = std::mem::take(&mut self.buf);
         self.reset();
-        let value = serde_json::from_slice(&text).map_err(|e| {
+        if skipped {
+            return None;
+        }
+        let value = parse(&text).map_err(|e| {
             let shown = String::from_utf8_lossy(&text);
             if text.first().is_some_and(|c| c.is_ascii_alphabetic()) {
                 format!("JSON parse error, invalid keyword '{}'", shown.trim())
@@ -115,7 +140,7 @@ impl JsonStream {
                 format!("JSON parse error, {e}")
             }
         });
-        Parsed { ordinal: self.started, value }
+        Some(Parsed { ordinal: self.started, value })
     }
 
     fn reset(&mut self) {
@@ -124,6 +149,72 @@ impl JsonStream {
         self.in_string = false;
         self.escaped = false;
         self.in_token = false;
+        self.skipping = false;
+    }
+}
+
+/// Parses one JSON text, refusing an object with the same key twice, as QEMU does ("duplicate
+/// key"): `{"execute": "query-status", "execute": "quit"}` must not quit, and a filter that
+/// reads the first `execute` must agree with the server.
+fn parse(text: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Unique>(text).map(|u| u.0)
+}
+
+/// A JSON value whose objects have no key twice.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key '{key}'")));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -227,6 +318,41 @@ mod tests {
         let out = s.push(b":2}");
         assert_eq!(out[0].ordinal, 2);
         assert!(!s.in_value());
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_skipped_to_its_real_end_and_the_stream_goes_on() {
+        let mut s = JsonStream::with_limit(4096);
+        // A string full of braces and quotes (escaped) longer than the limit: after it, the
+        // next commands are found, not parsed from the middle of the string.
+        let mut big = br#"{"execute": "ringbuf-write", "arguments": {"data": ""#.to_vec();
+        while big.len() <= 4096 {
+            big.extend_from_slice(br#"}}{\"x\":[\" "#);
+        }
+        big.extend_from_slice(br#""}}"#);
+        let mut out = s.push(&big);
+        out.extend(s.push(br#" {"execute": "query-status", "id": 1}{"execute": "b"}"#));
+        let values: Vec<_> = out.into_iter().map(|p| p.value).collect();
+        assert_eq!(
+            values.len(),
+            3,
+            "{:?}",
+            values.iter().map(|v| v.as_ref().map(|_| ())).collect::<Vec<_>>()
+        );
+        assert_eq!(values[0].as_ref().unwrap_err(), "JSON parse error, token size limit exceeded");
+        assert_eq!(values[1].as_ref().unwrap()["id"], 1);
+        assert_eq!(values[2].as_ref().unwrap()["execute"], "b");
+    }
+
+    #[test]
+    fn an_object_with_a_key_twice_is_refused() {
+        let mut s = JsonStream::default();
+        let out = values(s.push(br#"{"execute": "query-status", "execute": "quit"}"#));
+        assert!(out[0].as_ref().unwrap_err().contains("duplicate key 'execute'"), "{out:?}");
+        let out = values(s.push(br#"{"a": {"b": 1, "b": 2}}"#));
+        assert!(out[0].as_ref().unwrap_err().contains("duplicate key 'b'"), "{out:?}");
+        let out = values(s.push(br#"{"a": [{"b": 1}, {"b": 2}], "c": 1.5}"#));
+        assert_eq!(out[0].as_ref().unwrap()["c"], 1.5);
     }
 
     #[test]

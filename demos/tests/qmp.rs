@@ -164,3 +164,87 @@ fn fds_on_the_same_sendmsg_as_getfd_as_libvirt_sends_them() {
     assert!(ended, "closefd did not close the monitor's copy within {DEADLINE:?}");
     assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 0, "closefd closed the monitor's copy");
 }
+
+fn qemu_machine(dir: &std::path::Path) -> (Machine, std::path::PathBuf) {
+    let path = dir.join("qemu.sock");
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "none", "-nodefaults", "-display", "none", "-chardev"])
+        .arg("ringbuf,id=rb0,size=4096")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", path.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt-get install qemu-system-x86)");
+    wait_until("QEMU's QMP socket to listen", || UnixStream::connect(&path).is_ok());
+    (Machine(child), path)
+}
+
+/// Sends a 1,100 KiB ringbuf-write, an object with a key twice, and 10 query-status with ids;
+/// returns the replies' ids (or error texts).
+fn big_command_then_ten(path: &std::path::Path, size: usize) -> Vec<serde_json::Value> {
+    let mut q = Raw::connect(path);
+    q.line();
+    q.send(r#"{"execute":"qmp_capabilities"}"#);
+    q.line();
+    // Braces and escaped quotes inside the string: a splitter that loses its place in the
+    // string would find commands in the middle of it.
+    let filler = r#"}}{\"execute\":\"quit\"}"#;
+    let data = filler.repeat(size / filler.len() + 1);
+    let writer = {
+        let mut out = q.out.try_clone().unwrap();
+        let text = format!(
+            r#"{{"execute":"ringbuf-write","arguments":{{"device":"rb0","data":"{data}"}},"id":"big"}}"#
+        );
+        std::thread::spawn(move || out.write_all(text.as_bytes()).is_ok())
+    };
+    assert!(writer.join().unwrap());
+    q.send(r#"{"execute": "query-status", "execute": "quit", "id": "dup"}"#);
+    for i in 0..10 {
+        q.send(&format!(r#"{{"execute":"query-status","id":{i}}}"#));
+    }
+    (0..12)
+        .map(|_| {
+            let reply = q.line();
+            match reply.get("error") {
+                Some(e) => serde_json::json!({"id": reply["id"], "error": e["desc"]}),
+                None => reply["id"].clone(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_big_command_and_a_duplicate_key_leave_the_connection_answering_as_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = {
+        let (_m, path) = qmp_machine(dir.path());
+        // serial-console has no ringbuf by default: make one.
+        let mut q = Raw::connect(&path);
+        q.line();
+        q.send(r#"{"execute":"qmp_capabilities"}"#);
+        q.line();
+        q.send(r#"{"execute":"chardev-add","arguments":{"id":"rb0","backend":{"type":"ringbuf","data":{"size":4096}}}}"#);
+        assert_eq!(q.line(), serde_json::json!({"return": {}}));
+        drop(q);
+        big_command_then_ten(&path, 1100 << 10)
+    };
+    assert_eq!(ours[0], "big", "the 1,100 KiB command is answered: {:?}", ours[0]);
+    let dup = ours[1]["error"].as_str().unwrap_or_default();
+    assert!(dup.starts_with("JSON parse error, duplicate key"), "{:?}", ours[1]);
+    assert_eq!(&ours[2..], (0..10).map(serde_json::Value::from).collect::<Vec<_>>());
+    let (_q, qemu_path) = qemu_machine(dir.path());
+    let qemu = big_command_then_ten(&qemu_path, 1100 << 10);
+    assert_eq!(qemu[0], ours[0]);
+    assert!(qemu[1]["error"].as_str().unwrap().starts_with("JSON parse error, duplicate key"));
+    assert_eq!(qemu[2..], ours[2..]);
+}
+
+#[test]
+fn a_command_over_the_64_mib_limit_is_one_error_and_the_next_ten_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, path) = qmp_machine(dir.path());
+    let replies = big_command_then_ten(&path, 65 << 20);
+    assert_eq!(replies[0]["error"], "JSON parse error, token size limit exceeded", "{replies:?}");
+    assert!(replies[1]["error"].as_str().unwrap().contains("duplicate key"));
+    assert_eq!(&replies[2..], (0..10).map(serde_json::Value::from).collect::<Vec<_>>());
+}

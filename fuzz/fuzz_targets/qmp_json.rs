@@ -1,6 +1,6 @@
 //! QMP's input side without a machine: `JsonStream::push` splits bytes into JSON values the
-//! same way whatever the read boundaries, and `backend_spec` (chardev-add's `backend`)
-//! never panics on any value the stream yields.
+//! same way whatever the read boundaries (also across the size limit), and `backend_spec`
+//! (chardev-add's `backend`) never panics on any value the stream yields.
 #![no_main]
 
 use chardev_qmp::backend_spec;
@@ -19,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let mut parts = values(stream.push(&data[..at]));
     parts.extend(values(stream.push(&data[at..])));
     assert_eq!(whole, parts, "split at {at} changes the values");
+    // The same across the size limit: a value over it is one error, whatever the split.
+    let small = values(JsonStream::with_limit(64).push(data));
+    let mut stream = JsonStream::with_limit(64);
+    let mut small_parts = values(stream.push(&data[..at]));
+    small_parts.extend(values(stream.push(&data[at..])));
+    assert_eq!(small, small_parts, "split at {at} changes the values over the limit");
     for value in whole.into_iter().flatten() {
         let _ = backend_spec("fuzz0", &value);
         if let Some(backend) = value.pointer("/arguments/backend") {
