@@ -31,9 +31,11 @@ pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop
 pub mod fixture; // a loop, a registry, socket chardevs and the frontends the scenarios use
 pub mod ingest; // P1: a peer's bytes into a frontend, or into a plain read loop
 pub mod migrate; // P7: qevm's migration stream into a socketpair, or plain writes
+pub mod migrate_qemu; // P8: a stopped 1 GiB machine migrated by serial-console or QEMU 7.2
 pub mod pattern; // the verifiable byte stream every transfer moves
 pub mod peer; // the other end: connecting, deadlines, child processes that die with us
 pub mod proc_status; // VmRSS and the fd limit, from /proc and getrlimit
+pub mod qmp_rtt; // P9: QMP round trips through serial-console's monitor / QEMU 7.2's
 pub mod relay; // P2, P3: chardev-relay or socat between two endpoints, in a process of its own
 pub mod stats; // medians, percentiles, spreads
 

@@ -62,3 +62,22 @@ pub fn cpu_time(who: Who) -> Result<Duration> {
     };
     Ok(secs(usage.user_time()) + secs(usage.system_time()))
 }
+
+/// User plus system CPU time of process `pid` (every thread), from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).context(format!("read {path}"))?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after its
+    // closing parenthesis start with field 3, so utime (14) and stime (15) are 11 and 12.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or(format!("no ')' in {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i).ok_or(format!("{path} is too short"))?.parse().context(&path)
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .context("sysconf(CLK_TCK)")?
+        .filter(|&hz| hz > 0)
+        .ok_or("sysconf(CLK_TCK) has no value")? as u64;
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs(total / hz) + Duration::from_nanos((total % hz) * 1_000_000_000 / hz))
+}

@@ -71,6 +71,19 @@ fn every_scenario_delivers_everything_intact() {
         Some(_) => assert!(line(&out, "P2 complete:").is_some(), "P2 did not complete"),
         None => assert!(line(&out, "P2 skipped: chardev-relay not found").is_some()),
     }
+    // P8 and P9 run serial-console against QEMU 7.2: when the same build has serial-console
+    // (`cargo test --workspace` does), they complete.
+    for id in ["P8", "P9"] {
+        let serial_console = Path::new(COMPARE).with_file_name("serial-console");
+        match serial_console.is_file() {
+            true => {
+                assert!(line(&out, &format!("{id} complete:")).is_some(), "{id} did not complete")
+            }
+            false => {
+                assert!(line(&out, &format!("{id} skipped: serial-console not found")).is_some())
+            }
+        }
+    }
     // P3 waits for the pty backend: it may say why it cannot run, but may not fail.
     assert!(
         line(&out, "P3 complete:").is_some() || line(&out, "P3 skipped:").is_some(),

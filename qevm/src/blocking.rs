@@ -172,13 +172,15 @@ impl Write for BlockingWriter {
     }
 }
 
-/// One sendmsg(2) of (the first `IOV_MAX` of) `bufs` with `MSG_NOSIGNAL`: a peer that has
+/// The most slices one sendmsg(2) or writev(2) takes: more is `EMSGSIZE` (`EINVAL`). The
+/// RAM section's writes are cut to this size.
+pub(crate) const IOV_MAX: usize = 1024;
+
+/// One sendmsg(2) of (the first [`IOV_MAX`] of) `bufs` with `MSG_NOSIGNAL`: a peer that has
 /// gone is `EPIPE`, not a SIGPIPE. The caller retries `EINTR`.
 fn send(socket: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     use nix::sys::socket::{sendmsg, MsgFlags};
-    // The kernel refuses more than IOV_MAX slices in one call (EMSGSIZE), and a part of
-    // pages with data has up to 2049; the caller writes the rest next.
-    const IOV_MAX: usize = 1024;
+    // A caller with more slices writes the rest next.
     let bufs = &bufs[..bufs.len().min(IOV_MAX)];
     sendmsg::<()>(socket.as_raw_fd(), bufs, &[], MsgFlags::MSG_NOSIGNAL, None)
         .map_err(io::Error::from)

@@ -74,6 +74,7 @@ mod progress; // Progress, RamStats: what query-migrate reads and migrate_cancel
 mod ram; // the RAM section: RamSource, page records (ZERO or PAGE) written and read
 #[cfg(feature = "uart")]
 mod uart; // the 16550 UART's state as a "serial" section (feature `uart`)
+mod untouched; // pages never written read as zero: /proc/self/pagemap says which, unread
 mod vmdesc; // the JSON after QEMU_VM_EOF: written as QEMU formats it, checked on load
 mod wire; // savevm.c's constants, and the stream's fields written and read at offsets
 mod writer; // save, Snapshot: the stream written in QEMU's order

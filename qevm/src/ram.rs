@@ -6,6 +6,8 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 
+use crate::blocking::IOV_MAX;
+use crate::untouched::Untouched;
 use crate::wire::{self, put_be32, put_be64, put_footer, put_idstr, put_u8, Stream};
 use crate::writer::Counted;
 use crate::{Error, Progress, Result};
@@ -54,6 +56,16 @@ pub trait RamSource {
         self.read_at(offset, &mut buf);
         f(&buf)
     }
+
+    /// Whether a page of the memory [`with_slice`](RamSource::with_slice) lends that this
+    /// process never touched reads as zero, so that the writer may learn from
+    /// `/proc/self/pagemap` which pages are zero instead of reading them (and faulting each
+    /// in). True for RAM from the allocator (`Vec<u8>`); false, the default, for memory
+    /// whose missing pages may come from elsewhere: a userfaultfd handler's (a snapshot
+    /// restored lazily). Files and shared memory are recognised and read in any case.
+    fn untouched_reads_zero(&self) -> bool {
+        false
+    }
 }
 
 /// Lends a range of `ram`, zero-padded past its end only when it has to be.
@@ -97,9 +109,13 @@ impl RamSource for [u8] {
     }
 }
 
+/// The allocator's memory: private and anonymous, never filled by a userfaultfd handler.
 impl RamSource for Vec<u8> {
     fn size(&self) -> usize {
         self.as_slice().size()
+    }
+    fn untouched_reads_zero(&self) -> bool {
+        true
     }
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
         self.as_slice().read_at(offset, buf)
@@ -119,6 +135,9 @@ impl RamSource for Mutex<Vec<u8>> {
     fn size(&self) -> usize {
         lock(self).len()
     }
+    fn untouched_reads_zero(&self) -> bool {
+        true
+    }
     fn read_at(&self, offset: usize, buf: &mut [u8]) {
         copy_from(&lock(self), offset, buf)
     }
@@ -136,16 +155,28 @@ impl RamSource for Mutex<Vec<u8>> {
 
 // ---- saving -------------------------------------------------------------------------------
 
-/// Where a piece of a SECTION_PART comes from: the record headers, or a page of RAM.
+/// Where a piece of the stream comes from: record headers in the writer's buffer, or a page
+/// of the RAM lent for the part.
 enum Span {
     Header(std::ops::Range<usize>),
     Page(usize),
 }
 
-fn is_zero(page: &[u8]) -> bool {
-    // An OR over each 256-byte run is a loop the compiler vectorises; stopping at the first
-    // run with data spares pages with data (most of a busy guest's) a full scan.
-    page.chunks(256).all(|run| run.iter().fold(0u8, |acc, &b| acc | b) == 0)
+/// Whether `bytes` (a page, or the part of one that may hold data) are all zeros. A page
+/// with data nearly always shows it in its first 64 bytes, so the scan stops there, having
+/// read one cache line of (cold) RAM; the kernel's copy reads the rest. A zero page is read
+/// in words, which the compiler vectorises.
+#[inline]
+fn is_zero(bytes: &[u8]) -> bool {
+    let word = |w: &[u8]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        u64::from_ne_bytes(b)
+    };
+    let mut lines = bytes.chunks_exact(64);
+    let tail = lines.remainder();
+    lines.all(|line| line.chunks_exact(8).fold(0, |acc, w| acc | word(w)) == 0)
+        && tail.iter().all(|&b| b == 0)
 }
 
 /// SECTION_START for RAM: the total, the blocks, EOS (`ram_save_setup`).
@@ -162,8 +193,23 @@ pub(crate) fn put_start(buf: &mut Vec<u8>, ram_id: u32, ram_size: usize) {
     put_footer(buf, ram_id);
 }
 
-/// SECTION_PARTs of page records for the `pages` pages of `ram`, written to `out`, with
-/// `buf` for the record headers. Checks for cancellation before each part.
+/// How many header bytes may wait in the writer's buffer for the next page with data (a
+/// run of zero pages makes 9 bytes a page) before they are written on their own.
+const HELD_BACK: usize = 64 * 1024;
+
+/// A capacity for the writer's buffer that the RAM section never outgrows: what may be
+/// held back, and one part's records.
+pub(crate) const HEADERS_CAPACITY: usize = HELD_BACK + PAGES_PER_PART * 16 + 64;
+
+/// SECTION_PARTs of page records for the `pages` pages of `ram`, written to `out`. Checks
+/// for cancellation before each part.
+///
+/// Pages with data go out from the RAM itself, by vectored writes of up to [`IOV_MAX`]
+/// slices, a record header and its page alternating; the headers are gathered in `buf`.
+/// Header bytes after a write's last page (zero records, a part's EOS and footer) wait in
+/// `buf` and lead the next write, so that a part of 1,024 pages with data is two full
+/// writes and not a third of 13 bytes. On return, `buf` holds what the last part left
+/// unwritten, for the caller to append the rest of the stream to.
 pub(crate) fn put_parts<W: Write>(
     out: &mut Counted<'_, W>,
     ram: &dyn RamSource,
@@ -176,51 +222,61 @@ pub(crate) fn put_parts<W: Write>(
     // parts.
     let mut named = false;
     let (mut zero, mut normal) = (0u64, 0u64);
-    // Record headers go into `buf`; pages with data are written from the RAM itself, by
-    // vectored writes: `spans` says, in stream order, which bytes come from where.
-    let mut spans: Vec<Span> = Vec::with_capacity(2 * PAGES_PER_PART + 2);
+    // Which bytes come from where, in stream order, for the next vectored write.
+    let mut spans: Vec<Span> = Vec::with_capacity(IOV_MAX);
+    let mut untouched = ram.untouched_reads_zero().then(Untouched::new);
+    buf.clear();
     for first in (0..pages).step_by(PAGES_PER_PART) {
         if progress.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let count = PAGES_PER_PART.min(pages - first);
         ram.with_slice(first * PAGE_SIZE, count * PAGE_SIZE, &mut |part| {
-            buf.clear();
-            spans.clear();
+            let with_data = untouched.as_mut().and_then(|u| u.may_hold_data(part, PAGE_SIZE));
             put_u8(buf, wire::SECTION_PART);
             put_be32(buf, ram_id);
+            // `buf[..header_from]` is in `spans` already.
             let mut header_from = 0;
             for (i, page) in part.chunks_exact(PAGE_SIZE).enumerate() {
                 let offset = ((first + i) * PAGE_SIZE) as u64;
-                let kind = if is_zero(page) { wire::FLAG_ZERO } else { wire::FLAG_PAGE };
+                let zero_page = match with_data {
+                    Some(ranges) => is_zero(&page[ranges[i].clone()]),
+                    None => is_zero(page),
+                };
+                let kind = if zero_page { wire::FLAG_ZERO } else { wire::FLAG_PAGE };
                 let continued = if named { wire::FLAG_CONTINUE } else { 0 };
                 put_be64(buf, offset | kind | continued);
                 if !named {
                     put_idstr(buf, RAM_BLOCK);
                     named = true;
                 }
-                if kind == wire::FLAG_ZERO {
+                if zero_page {
                     put_u8(buf, 0);
                     zero += 1;
-                } else {
-                    spans.push(Span::Header(header_from..buf.len()));
-                    spans.push(Span::Page(i));
-                    header_from = buf.len();
-                    normal += 1;
+                    continue;
+                }
+                spans.push(Span::Header(header_from..buf.len()));
+                spans.push(Span::Page(i));
+                header_from = buf.len();
+                normal += 1;
+                if spans.len() + 2 > IOV_MAX {
+                    write_spans(out, &spans, buf, part)?;
+                    spans.clear();
+                    buf.clear();
+                    header_from = 0;
                 }
             }
             put_be64(buf, wire::FLAG_EOS);
             put_footer(buf, ram_id);
-            spans.push(Span::Header(header_from..buf.len()));
-            let mut slices: Vec<io::IoSlice<'_>> = spans
-                .iter()
-                .map(|span| match span {
-                    Span::Header(range) => io::IoSlice::new(&buf[range.clone()]),
-                    Span::Page(i) => io::IoSlice::new(&part[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]),
-                })
-                .filter(|s| !s.is_empty())
-                .collect();
-            out.put_vectored(&mut slices)
+            if !spans.is_empty() {
+                write_spans(out, &spans, buf, part)?;
+                spans.clear();
+                buf.drain(..header_from);
+            } else if buf.len() >= HELD_BACK {
+                out.put(buf)?;
+                buf.clear();
+            }
+            Ok(())
         })?;
         progress.duplicate.store(zero, Ordering::Relaxed);
         progress.normal.store(normal, Ordering::Relaxed);
@@ -228,6 +284,23 @@ pub(crate) fn put_parts<W: Write>(
         progress.remaining.store(left as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// One vectored write of `spans`: header bytes from `headers`, pages from `part`.
+fn write_spans<W: Write>(
+    out: &mut Counted<'_, W>,
+    spans: &[Span],
+    headers: &[u8],
+    part: &[u8],
+) -> Result<()> {
+    let mut slices = [io::IoSlice::new(&[]); IOV_MAX];
+    for (slice, span) in slices.iter_mut().zip(spans) {
+        *slice = match span {
+            Span::Header(range) => io::IoSlice::new(&headers[range.clone()]),
+            Span::Page(i) => io::IoSlice::new(&part[i * PAGE_SIZE..][..PAGE_SIZE]),
+        };
+    }
+    out.put_vectored(&mut slices[..spans.len()])
 }
 
 /// SECTION_END: every page went in the parts, so it only closes the section.

@@ -57,20 +57,25 @@ pub(crate) fn section_name(kind: u8) -> &'static str {
 
 // ---- writing ------------------------------------------------------------------------------
 
+#[inline]
 pub(crate) fn put_u8(buf: &mut Vec<u8>, v: u8) {
     buf.push(v);
 }
+#[inline]
 pub(crate) fn put_be32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_be_bytes());
 }
+#[inline]
 pub(crate) fn put_be64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(&v.to_be_bytes());
 }
 /// QEMU's idstr: a length byte, then the bytes.
+#[inline]
 pub(crate) fn put_idstr(buf: &mut Vec<u8>, s: &str) {
     put_u8(buf, s.len() as u8); // checked to fit by the callers
     buf.extend_from_slice(s.as_bytes());
 }
+#[inline]
 pub(crate) fn put_footer(buf: &mut Vec<u8>, section_id: u32) {
     put_u8(buf, SECTION_FOOTER);
     put_be32(buf, section_id);

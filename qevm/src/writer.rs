@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use crate::wire::{self, put_be32, put_footer, put_idstr, put_u8, MAX_MACHINE_TYPE_LEN};
 use crate::{
-    ram, vmdesc, DeviceState, Error, Progress, RamSource, Result, MAX_DEVICE_STATE_LEN,
-    PAGES_PER_PART, PAGE_SIZE, RAM_SECTION_ID,
+    ram, vmdesc, DeviceState, Error, Progress, RamSource, Result, MAX_DEVICE_STATE_LEN, PAGE_SIZE,
+    RAM_SECTION_ID,
 };
 
 /// Everything [`save`] writes.
@@ -55,7 +55,7 @@ impl<W: Write> Counted<'_, W> {
     }
 
     /// `write_all`, counting each partial write as it happens.
-    fn put(&mut self, mut bytes: &[u8]) -> Result<()> {
+    pub(crate) fn put(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             match self.inner.write(bytes) {
                 Ok(0) => {
@@ -134,7 +134,7 @@ pub fn save<W: Write>(out: W, snapshot: &Snapshot<'_>, progress: &Progress) -> R
 
     let mut out = Counted { inner: out, progress, written: 0 };
     let ram_id = RAM_SECTION_ID;
-    let mut buf = Vec::with_capacity(PAGES_PER_PART * (PAGE_SIZE + 16) + 64);
+    let mut buf = Vec::with_capacity(ram::HEADERS_CAPACITY);
 
     // Header and configuration (vmstate_configuration: a uint32 length and the name).
     put_be32(&mut buf, wire::MAGIC);
@@ -150,7 +150,7 @@ pub fn save<W: Write>(out: W, snapshot: &Snapshot<'_>, progress: &Progress) -> R
         return Err(Error::Cancelled);
     }
 
-    buf.clear();
+    // `buf` holds what the last part left unwritten: the END section follows it.
     ram::put_end(&mut buf, ram_id);
 
     // One SECTION_FULL per device, ids following RAM's.

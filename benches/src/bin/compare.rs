@@ -14,7 +14,7 @@ use benches::relay::{self, Relayer, Route};
 use benches::stats::Spread;
 use benches::{fdpass, ingest, Result, Transfer};
 
-const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6]
+const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9]
 
 Runs each scenario and its baseline side by side, ROUNDS times (alternating which goes
 first), and prints the median and range of each ratio with its goal. Every transfer is
@@ -30,8 +30,9 @@ checked: bytes in order and complete, every fd and echo accounted for.
   --relay PATH      the chardev-relay binary (default: next to this one, or $CHARDEV_RELAY)
   -h, --help        this help
 
-P2 and P3 need chardev-relay built in the same profile:
-  cargo build --release -p demos --bin chardev-relay
+P2 and P3 need chardev-relay built in the same profile, P8 and P9 serial-console (or
+$SERIAL_CONSOLE) and QEMU 7.2 (apt-get install qemu-system-x86):
+  cargo build --release -p demos
 ";
 
 /// What to run, from the command line.
@@ -581,6 +582,52 @@ fn p7(c: &Config, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// P8: a stopped machine, 1 GiB of RAM with 512 MiB of random data, migrated to a unix
+/// socket by serial-console and by QEMU 7.2; the rate is RAM per second, so its ratio is
+/// QEMU's time over ours.
+fn p8(c: &Config, report: &mut Report) -> Result<()> {
+    use benches::migrate_qemu::{self as mq, Machine};
+    mq::check_qemu()?;
+    let dir = tempdir()?;
+    let machine = if c.smoke {
+        Machine { ram: 16 << 20, data: 8 << 20 }
+    } else {
+        Machine { ram: 1 << 30, data: 512 << 20 }
+    };
+    let image = mq::random_image(dir.path(), machine.data)?;
+    let (ours, qemu) = (mq::serial_console(), PathBuf::from(mq::QEMU));
+    let check = c.verify == Verify::All;
+    let mut wire = (0, 0);
+    for round in 0..c.rounds {
+        let (a, b) = pair(
+            round,
+            || mq::migrate(&ours, machine, &image, dir.path(), check),
+            || mq::migrate(&qemu, machine, &image, dir.path(), check),
+        )?;
+        wire = (a.wire_bytes, b.wire_bytes);
+        report.add(transfer_samples(
+            ("RAM migrated per second", "  CPU of the machine"),
+            Unit::Bytes,
+            Some(Goal::AtLeast(1.0)),
+            a.transfer,
+            b.transfer,
+        ));
+    }
+    report.notes.push(format!(
+        "a {} MiB machine with {} MiB of data; bytes on the wire: serial-console {}, QEMU {}",
+        machine.ram >> 20,
+        machine.data >> 20,
+        wire.0,
+        wire.1
+    ));
+    Ok(())
+}
+
+fn p9(c: &Config, report: &mut Report) -> Result<()> {
+    let serial_console = benches::migrate_qemu::serial_console();
+    benches::qmp_rtt::run(&serial_console, c.rounds, c.messages / 5, &mut report.notes)
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -637,7 +684,7 @@ fn main() -> ExitCode {
     );
 
     let relay_skip = relay_missing(&c);
-    let scenarios: [(&str, &str, Run); 7] = [
+    let scenarios: [(&str, &str, Run); 9] = [
         ("P1", "ingest: unix socket chardev -> frontend / blocking read loop on a socketpair", p1),
         ("P2", "relay unix<->unix: chardev-relay / socat -b 65536", p2),
         ("P3", "relay pty<->unix: chardev-relay / socat -b 65536", p3),
@@ -653,6 +700,12 @@ fn main() -> ExitCode {
             "migration: RAM saved as QEMU's stream into a socketpair / plain blocking writes",
             p7,
         ),
+        (
+            "P8",
+            "migration of a stopped machine, 1 GiB of RAM, 512 MiB of random data, to a unix socket: serial-console / QEMU 7.2",
+            p8,
+        ),
+        ("P9", "QMP round trips, query-chardev and query-status: serial-console / QEMU 7.2", p9),
     ];
     let mut failed = false;
     for (id, title, run) in scenarios {
@@ -663,6 +716,7 @@ fn main() -> ExitCode {
         let skip = match id {
             "P2" => relay_skip.clone(),
             "P3" => relay_skip.clone().or_else(|| pty_probe(&c)),
+            "P8" | "P9" => benches::migrate_qemu::serial_console_missing(),
             _ => None,
         };
         if let Some(why) = skip {

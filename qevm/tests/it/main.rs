@@ -2,7 +2,8 @@
 //! loaded back across a real socketpair, the stream's structure read independently of the
 //! crate, a stream captured from a real QEMU 7.2 (`tests/fixtures/`), a writer that stays
 //! blocking when its socket is made non-blocking, progress and cancel, corrupt or truncated
-//! streams that fail cleanly, and arbitrary bytes that never make the reader panic.
+//! streams that fail cleanly, arbitrary bytes that never make the reader panic, and RAM
+//! never written that is sent without being read.
 
 mod allocations; // the largest allocation a thread makes (this binary's global allocator)
 mod walk; // an independent reading of a stream, from the reference's description
@@ -14,6 +15,7 @@ mod prop_load; // property tests: any bytes load or fail, quickly and without a 
 mod qemu; // a stream captured from QEMU 7.2 loads; our framing is QEMU's
 mod round_trip; // 64 MiB across a socketpair, page for page
 mod structure; // the stream has QEMU's sections, records and vmdesc
+mod untouched; // RAM never written goes out as ZERO records without a page fault
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
