@@ -19,8 +19,9 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
 const QEMU: &str = "qemu-system-x86_64";
 
-/// Runs the script against a fresh target started by `args`; returns its transcript.
-fn transcript(program: &str, dir: &Path) -> Vec<Value> {
+/// `program` (QEMU or serial-console) with no machine and a QMP socket `DIR/q.sock`, once
+/// the socket listens; killed when dropped.
+fn start(program: &str, dir: &Path) -> (KillOnDrop, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let sock = dir.join("q.sock");
     let child = Command::new(program)
@@ -34,6 +35,12 @@ fn transcript(program: &str, dir: &Path) -> Vec<Value> {
         });
     let target = KillOnDrop(child);
     wait_until("the QMP socket to listen", || UnixStream::connect(&sock).is_ok());
+    (target, sock)
+}
+
+/// Runs the script against a fresh target started by `args`; returns its transcript.
+fn transcript(program: &str, dir: &Path) -> Vec<Value> {
+    let (target, sock) = start(program, dir);
     let out = output_within(
         python()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/libvirt_fds.py"))
@@ -165,16 +172,7 @@ fn libvirts_fd_sequences_give_qemu_7_2s_replies_and_effects() {
 #[test]
 fn eight_rounds_of_libvirt_hotplug_and_two_thousand_fd_passing_connections_leak_no_fd() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("q.sock");
-    let target = KillOnDrop(
-        Command::new(BIN)
-            .args(["-nodefaults", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", sock.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the QMP socket to listen", || UnixStream::connect(&sock).is_ok());
+    let (target, sock) = start(BIN, dir.path());
     let out = output_within(
         python()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/libvirt_hotplug.py"))
@@ -192,20 +190,7 @@ fn eight_rounds_of_libvirt_hotplug_and_two_thousand_fd_passing_connections_leak_
 
 /// Runs `fd_kinds.py` against a fresh `program`; returns what it printed.
 fn fd_kinds(program: &str, dir: &Path) -> Value {
-    std::fs::create_dir_all(dir).unwrap();
-    let sock = dir.join("q.sock");
-    let _target = KillOnDrop(
-        Command::new(program)
-            .args(["-machine", "none", "-nodefaults", "-display", "none", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", sock.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {program}: {e} (for QEMU: apt-get install qemu-system-x86)")
-            }),
-    );
-    wait_until("the QMP socket to listen", || UnixStream::connect(&sock).is_ok());
+    let (_target, sock) = start(program, dir);
     let out = output_within(
         python()
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fd_kinds.py"))
