@@ -22,12 +22,12 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(WRITE as u64));
 
     let mut ring = Ringbuf::new(RING).expect("a power of two");
-    g.bench_function("push", |b| b.iter(|| ring.push(black_box(&data))));
+    g.bench_function("push", |b| b.iter(|| ring.push(black_box(&data)).expect("the ring")));
 
     let mut ring = Ringbuf::new(RING).expect("a power of two");
     g.bench_function("push_pop", |b| {
         b.iter(|| {
-            ring.push(black_box(&data));
+            ring.push(black_box(&data)).expect("the ring");
             ring.pop(WRITE)
         })
     });

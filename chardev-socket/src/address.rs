@@ -37,6 +37,9 @@ pub fn unix_addr(path: &Path, abstract_: bool, tight: bool) -> Result<UnixAddr> 
     if path.as_os_str().is_empty() {
         return Err(Error::option("path", "", "must not be empty"));
     }
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::option("path", &shown, "contains a NUL byte"));
+    }
     UnixAddr::from_pathname(path).map_err(|_| too_long())
 }
 
@@ -108,7 +111,16 @@ pub fn inet_addrs(
         ("", true) if ipv6 == Some(true) || ipv4 == Some(false) => "::",
         ("", true) => "0.0.0.0",
         ("", false) => "localhost",
-        (h, _) => h.trim_start_matches('[').trim_end_matches(']'),
+        // `[::1]` is an IPv6 address in brackets; a bracket on one side only is no address.
+        (h, _) => match h.strip_prefix('[') {
+            Some(inner) => inner
+                .strip_suffix(']')
+                .ok_or_else(|| Error::option("host", h, "has '[' without the closing ']'"))?,
+            None if h.ends_with(']') => {
+                return Err(Error::option("host", h, "has ']' without the opening '['"))
+            }
+            None => h,
+        },
     };
     let addrs: Vec<SocketAddr> = (host, port_num)
         .to_socket_addrs()

@@ -421,3 +421,34 @@ fn an_inherited_listening_fd_is_served() {
     peer.write_all(b"fd").unwrap();
     assert_eq!(rec.data(2), b"fd");
 }
+
+#[test]
+fn a_host_with_one_bracket_and_a_path_with_a_nul_are_refused_for_what_they_are() {
+    let (_lp, reg, _dir) = setup();
+    // QEMU 7.2: "address resolution failed for [::1:45001"; it never binds ::1.
+    let err = reg.add_str("socket,id=s,host=[::1,port=0,server=on,wait=off").unwrap_err();
+    assert!(err.to_string().contains("has '[' without the closing ']'"), "{err}");
+    let err = reg.add_str("socket,id=s,host=::1],port=0,server=on,wait=off").unwrap_err();
+    assert!(err.to_string().contains("without the opening '['"), "{err}");
+    let spec = chardev::ChardevSpec {
+        id: "n".into(),
+        backend: chardev::BackendSpec::Socket(chardev::options::SocketSpec {
+            addr: chardev::options::SocketAddrSpec::Unix {
+                path: "/tmp/a\0b".into(),
+                abstract_: false,
+                tight: true,
+            },
+            ..chardev::ChardevSpec::parse("socket,id=x,path=/tmp/x,server=on,wait=off")
+                .map(|s| match s.backend {
+                    chardev::BackendSpec::Socket(s) => s,
+                    _ => unreachable!(),
+                })
+                .unwrap()
+        }),
+        mux: false,
+        log: None,
+    };
+    let err = reg.add(&spec).unwrap_err();
+    assert!(err.to_string().contains("contains a NUL byte"), "{err}");
+    assert!(reg.query().is_empty());
+}

@@ -24,6 +24,12 @@ use crate::error::{Error, Result};
 /// The ring buffer size QEMU uses when `size=` is not given.
 const DEFAULT_RINGBUF_SIZE: usize = 65536;
 
+/// The largest `ringbuf` (`size=`) accepted: 1 GiB. The ring is allocated at its first write,
+/// so a size the process cannot hold would abort it then (QEMU aborts at creation); sizes
+/// above this are refused when the chardev is created, and a ring that still cannot be
+/// allocated makes that write fail instead of aborting.
+pub const MAX_RINGBUF_SIZE: usize = 1 << 30;
+
 /// How much output a pty keeps for its first terminal when `backlog=` is not given.
 pub const DEFAULT_PTY_BACKLOG: usize = 64 * 1024;
 
@@ -301,6 +307,9 @@ impl ChardevSpec {
             BackendSpec::Ringbuf { size } if !size.is_power_of_two() => {
                 Err(Error::option("size", &size.to_string(), "must be a power of two"))
             }
+            BackendSpec::Ringbuf { size } if *size > MAX_RINGBUF_SIZE => {
+                Err(Error::option("size", &size.to_string(), "is larger than the maximum ring, 1G"))
+            }
             BackendSpec::Socket(s) => {
                 if s.websocket && !s.server {
                     return Err(Error::option(
@@ -322,6 +331,15 @@ impl ChardevSpec {
                         &s.reconnect_ms.to_string(),
                         "'reconnect' option is incompatible with socket in server listen mode",
                     ));
+                }
+                if let SocketAddrSpec::Inet { port, to: Some(to), .. } = &s.addr {
+                    if port.parse::<u16>().is_ok_and(|p| *to < p) {
+                        return Err(Error::option(
+                            "to",
+                            &to.to_string(),
+                            format!("the port range {port}-{to} is empty: 'to' is below 'port'"),
+                        ));
+                    }
                 }
                 s.check_mode()
             }
@@ -569,7 +587,9 @@ fn parse_spec(s: &str, default_id: Option<&str>) -> Result<ChardevSpec> {
     }
     let ty = backend_type(&opts.backend)?;
     opts.check_keys(ty.keys)?;
-    let id = match (opts.get("id"), default_id) {
+    // QEMU's QemuOpts keeps the first `id=` (for every other key the last one counts).
+    let first_id = opts.pairs.iter().find(|(k, _)| k == "id").map(|(_, v)| v.as_str());
+    let id = match (first_id, default_id) {
         (Some(id), _) | (None, Some(id)) => id.to_string(),
         (None, None) => return Err(opts.missing("id")),
     };
@@ -577,7 +597,10 @@ fn parse_spec(s: &str, default_id: Option<&str>) -> Result<ChardevSpec> {
     let mux = opts.bool_or("mux", false)?;
     let log = log_spec(&opts)?;
     let backend = backend_spec(ty.kind, &opts)?;
-    Ok(ChardevSpec { id, backend, mux, log })
+    let spec = ChardevSpec { id, backend, mux, log };
+    // The checks QMP's specs get too (one place for rules that span options).
+    spec.check()?;
+    Ok(spec)
 }
 
 /// Looks up a backend type name, warning about deprecated aliases.
@@ -645,7 +668,10 @@ fn ringbuf_size(opts: &Opts) -> Result<usize> {
     if !size.is_power_of_two() {
         return Err(Error::option("size", value, "must be a power of two"));
     }
-    usize::try_from(size).map_err(|_| Error::option("size", value, "is too large"))
+    usize::try_from(size)
+        .ok()
+        .filter(|s| *s <= MAX_RINGBUF_SIZE)
+        .ok_or_else(|| Error::option("size", value, "is larger than the maximum ring, 1G"))
 }
 
 /// `socket`: the address, the mode and the protocol options, with QEMU's cross-checks.

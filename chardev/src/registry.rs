@@ -424,7 +424,7 @@ impl Registry {
 
     /// Appends to a ringbuf's ring (`ringbuf-write`; the frontend does not see it).
     pub fn ringbuf_write(&self, id: &str, data: &[u8]) -> Result<()> {
-        self.with_ringbuf(id, |rb| rb.push(data))
+        self.with_ringbuf(id, |rb| rb.push(data))?
     }
 
     /// Takes up to `size` of the oldest bytes from a ringbuf (`ringbuf-read`).

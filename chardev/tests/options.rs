@@ -452,12 +452,25 @@ fn a_value_may_contain_equals_signs() {
 }
 
 #[test]
-fn the_last_repeat_of_a_key_wins() {
+fn the_last_repeat_of_a_key_wins_but_the_first_id() {
     assert_eq!(
         parse("file,id=f,path=/a,path=/b,append=on,append=off").backend,
         BackendSpec::File { out: "/b".into(), input: None, append: false }
     );
-    assert_eq!(parse("null,id=a,id=b").id, "b");
+    // QEMU 7.2: `-chardev null,id=s,id=t` makes the chardev 's' (QemuOpts' id is the first).
+    assert_eq!(parse("null,id=a,id=b").id, "a");
+}
+
+#[test]
+fn issue_15_option_checks_as_strict_as_qemus() {
+    let err = |s: &str| ChardevSpec::parse(s).unwrap_err().to_string();
+    // QEMU: "Port range ... is invalid"-like refusal; a range must not be empty.
+    let e = err("socket,id=s,host=127.0.0.1,port=45000,to=44000,server=on,wait=off");
+    assert!(e.contains("'to' is below 'port'"), "{e}");
+    // The largest ring is 1G; QEMU aborts at creation with 2^62.
+    let e = err("ringbuf,id=r,size=4611686018427387904");
+    assert!(e.contains("larger than the maximum ring, 1G"), "{e}");
+    assert!(ChardevSpec::parse("ringbuf,id=r,size=1G").is_ok());
 }
 
 #[test]

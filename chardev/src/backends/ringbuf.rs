@@ -7,7 +7,7 @@ use std::os::fd::BorrowedFd;
 use crate::chardev::{refuse_fds, Chardev, Io};
 use crate::error::{Error, Result};
 use crate::frontend::Event;
-use crate::options::{BackendSpec, ChardevSpec};
+use crate::options::{BackendSpec, ChardevSpec, MAX_RINGBUF_SIZE};
 use crate::registry::BuildContext;
 
 /// A ring of a power-of-two size that overwrites its oldest bytes when full.
@@ -30,10 +30,18 @@ pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chard
 }
 
 impl Ringbuf {
-    /// A ring of `size` bytes; `size` must be a power of two (QEMU's rule).
+    /// A ring of `size` bytes; `size` must be a power of two (QEMU's rule) and at most
+    /// [`MAX_RINGBUF_SIZE`].
     pub fn new(size: usize) -> Result<Ringbuf> {
         if !size.is_power_of_two() {
             return Err(Error::option("size", &size.to_string(), "must be a power of two"));
+        }
+        if size > MAX_RINGBUF_SIZE {
+            return Err(Error::option(
+                "size",
+                &size.to_string(),
+                "is larger than the maximum ring, 1G",
+            ));
         }
         Ok(Ringbuf { size, ring: Vec::new(), prod: 0, cons: 0 })
     }
@@ -48,10 +56,17 @@ impl Ringbuf {
         self.prod == self.cons
     }
 
-    /// Appends `data`, dropping the oldest bytes when the ring is full.
-    pub fn push(&mut self, data: &[u8]) {
+    /// Appends `data`, dropping the oldest bytes when the ring is full. The ring is
+    /// allocated at the first push; if the memory cannot be had, that push fails and nothing
+    /// is kept (the process does not abort).
+    pub fn push(&mut self, data: &[u8]) -> Result<()> {
         if self.ring.is_empty() {
-            self.ring = vec![0; self.size];
+            let mut ring = Vec::new();
+            ring.try_reserve_exact(self.size).map_err(|e| {
+                Error::io("allocate the ring", io::Error::new(io::ErrorKind::OutOfMemory, e))
+            })?;
+            ring.resize(self.size, 0);
+            self.ring = ring;
         }
         // Of more than a ring's worth, only the newest bytes survive.
         let skip = data.len().saturating_sub(self.size);
@@ -67,6 +82,7 @@ impl Ringbuf {
         if self.prod - self.cons > self.size as u64 {
             self.cons = self.prod - self.size as u64;
         }
+        Ok(())
     }
 
     /// Takes up to `max` of the oldest bytes.
@@ -93,7 +109,7 @@ impl Chardev for Ringbuf {
 
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         refuse_fds("ringbuf", fds)?;
-        self.push(buf);
+        self.push(buf)?;
         Ok(buf.len())
     }
 
