@@ -11,12 +11,27 @@ use crate::machine::RunState;
 use crate::services::Services;
 use crate::PROGRAM;
 
+/// The longest line the editor keeps, in bytes; what is typed past it is dropped, unechoed
+/// (QEMU's `READLINE_CMD_BUF_SIZE`).
+pub const MAX_LINE: usize = 4095;
+
+/// How many lines the history keeps; the oldest go first (QEMU's `READLINE_MAX_CMDS`).
+pub const MAX_HISTORY: usize = 64;
+
 /// A line editor for a raw byte stream: what a terminal (or telnet client) types in, the
 /// lines it completes, and what to echo back.
+///
+/// It is bounded as QEMU's readline is: a line holds at most [`MAX_LINE`] bytes and the
+/// history at most [`MAX_HISTORY`] lines, so it never holds more than about 270 KB however
+/// much a client types. The history belongs to the monitor, not to a client, as in QEMU.
 #[derive(Debug, Default)]
 pub struct LineEditor {
     line: Vec<u8>,
     cursor: usize,
+    /// What the terminal shows after the prompt, and where its cursor is: an edit echoes
+    /// only what differs from it, not the whole line.
+    shown: Vec<u8>,
+    shown_cursor: usize,
     history: Vec<Vec<u8>>,
     /// Position while browsing the history (`None`: editing a new line).
     browsing: Option<usize>,
@@ -35,65 +50,81 @@ pub struct Edited {
 }
 
 impl LineEditor {
-    /// Feeds typed bytes; `prompt` is what the line is drawn after.
-    pub fn feed(&mut self, data: &[u8], prompt: &str) -> Edited {
+    /// Feeds typed bytes.
+    pub fn feed(&mut self, data: &[u8]) -> Edited {
         let mut out = Edited::default();
         for &b in data {
+            // The terminal shows the line here (`shown == line`); an edit that changes
+            // nothing (a byte past the cap, an unknown key) echoes nothing and costs nothing.
             let after_cr = std::mem::replace(&mut self.after_cr, false);
             if !self.escape.is_empty() || b == 0x1b {
                 self.escape.push(b);
-                self.escape_sequence(prompt, &mut out.echo);
+                if self.escape_sequence() {
+                    self.update(&mut out.echo);
+                }
                 continue;
             }
             match b {
-                b'\n' | 0 if after_cr => {}
+                b'\n' | 0 if after_cr => continue,
                 b'\r' | b'\n' => {
                     self.after_cr = b == b'\r';
                     out.echo.extend_from_slice(b"\r\n");
                     let line = std::mem::take(&mut self.line);
                     self.cursor = 0;
+                    self.shown.clear();
+                    self.shown_cursor = 0;
                     self.browsing = None;
-                    if !line.is_empty() && self.history.last() != Some(&line) {
-                        self.history.push(line.clone());
-                    }
                     out.lines.push(String::from_utf8_lossy(&line).into_owned());
+                    self.remember(line);
+                    continue;
                 }
                 0x7f | 0x08 if self.cursor > 0 => {
                     self.cursor -= 1;
                     self.line.remove(self.cursor);
-                    self.redraw(prompt, &mut out.echo);
                 }
-                0x01 => {
-                    self.cursor = 0;
-                    self.redraw(prompt, &mut out.echo);
-                }
-                0x05 => {
-                    self.cursor = self.line.len();
-                    self.redraw(prompt, &mut out.echo);
-                }
-                b if b >= 0x20 => {
+                0x01 => self.cursor = 0,
+                0x05 => self.cursor = self.line.len(),
+                // Past the cap the byte is dropped, as QEMU's readline_insert_char does.
+                b if b >= 0x20 && self.line.len() < MAX_LINE => {
                     self.line.insert(self.cursor, b);
                     self.cursor += 1;
                     if self.cursor == self.line.len() {
+                        // Typed at the end: the terminal needs just the byte.
                         out.echo.push(b);
-                    } else {
-                        self.redraw(prompt, &mut out.echo);
+                        self.shown.push(b);
+                        self.shown_cursor = self.cursor;
+                        continue;
                     }
                 }
-                _ => {}
+                _ => continue,
             }
+            self.update(&mut out.echo);
         }
         out
     }
 
-    /// Arrows: `ESC [ A/B/C/D` (and `ESC O x`).
-    fn escape_sequence(&mut self, prompt: &str, echo: &mut Vec<u8>) {
+    /// Adds a completed line to the history as QEMU's `readline_hist_add` does: a line
+    /// already there moves to the end, and the oldest goes when the history is full.
+    fn remember(&mut self, line: Vec<u8>) {
+        if line.is_empty() {
+            return;
+        }
+        if let Some(at) = self.history.iter().position(|l| *l == line) {
+            self.history.remove(at);
+        } else if self.history.len() == MAX_HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(line);
+    }
+
+    /// Arrows: `ESC [ A/B/C/D` (and `ESC O x`); true if the line or cursor may have moved.
+    fn escape_sequence(&mut self) -> bool {
         let seq = &self.escape;
         if seq.len() < 3 {
             if seq.len() == 2 && !matches!(seq[1], b'[' | b'O') {
                 self.escape.clear();
             }
-            return;
+            return false;
         }
         let key = seq[2];
         self.escape.clear();
@@ -101,48 +132,111 @@ impl LineEditor {
             b'A' if !self.history.is_empty() => {
                 let at = self.browsing.map_or(self.history.len() - 1, |i| i.saturating_sub(1));
                 self.browsing = Some(at);
-                self.line = self.history[at].clone();
-                self.cursor = self.line.len();
+                self.recall(at);
             }
             b'B' => match self.browsing {
                 Some(i) if i + 1 < self.history.len() => {
                     self.browsing = Some(i + 1);
-                    self.line = self.history[i + 1].clone();
-                    self.cursor = self.line.len();
+                    self.recall(i + 1);
                 }
                 Some(_) => {
                     self.browsing = None;
                     self.line.clear();
                     self.cursor = 0;
                 }
-                None => return,
+                None => return false,
             },
             b'C' if self.cursor < self.line.len() => self.cursor += 1,
             b'D' if self.cursor > 0 => self.cursor -= 1,
-            _ => return,
+            _ => return false,
         }
-        self.redraw(prompt, echo);
+        true
     }
 
-    /// Draws the line again: prompt, text, clear to the end, cursor back in place.
-    fn redraw(&self, prompt: &str, echo: &mut Vec<u8>) {
-        echo.push(b'\r');
-        echo.extend_from_slice(prompt.as_bytes());
-        echo.extend_from_slice(&self.line);
-        echo.extend_from_slice(b"\x1b[K");
-        for _ in self.cursor..self.line.len() {
-            echo.extend_from_slice(b"\x1b[D");
-        }
+    /// Makes history entry `at` the line being edited, the cursor at its end.
+    fn recall(&mut self, at: usize) {
+        self.line.clone_from(&self.history[at]);
+        self.cursor = self.line.len();
     }
 
-    /// Forgets the line being typed (a new client).
+    /// Brings the terminal from what it shows to the line being edited, writing only what
+    /// changed: the cursor moves to the first byte that differs, the line is written from
+    /// there (cleared past its end if it got shorter), and the cursor moves to its place.
+    /// Typing in the middle thus writes that byte and the rest of the line, never the whole
+    /// line from the prompt.
+    fn update(&mut self, echo: &mut Vec<u8>) {
+        if self.shown != self.line {
+            let same = self.shown.iter().zip(&self.line).take_while(|(a, b)| a == b).count();
+            move_cursor(echo, self.shown_cursor, same);
+            echo.extend_from_slice(&self.line[same..]);
+            if self.line.len() < self.shown.len() {
+                echo.extend_from_slice(b"\x1b[K");
+            }
+            self.shown.clone_from(&self.line);
+            self.shown_cursor = self.line.len();
+        }
+        move_cursor(echo, self.shown_cursor, self.cursor);
+        self.shown_cursor = self.cursor;
+    }
+
+    /// The line drawn in full, for a terminal that shows only the prompt (the mux gave the
+    /// monitor its terminal back).
+    pub fn redraw(&mut self) -> Vec<u8> {
+        self.shown.clear();
+        self.shown_cursor = 0;
+        let mut echo = Vec::new();
+        self.update(&mut echo);
+        echo
+    }
+
+    /// Forgets the line being typed (a new client); the history stays, as in QEMU, whose
+    /// `readline_restart` clears only the line.
     pub fn reset(&mut self) {
         self.line.clear();
         self.cursor = 0;
+        self.shown.clear();
+        self.shown_cursor = 0;
         self.browsing = None;
         self.escape.clear();
         self.after_cr = false;
     }
+}
+
+/// Moves a terminal's cursor along the line from column `from` to column `to` (ANSI `CUB`,
+/// `CUF`: `ESC [ n D`, `ESC [ n C`, the count left out when it is 1).
+fn move_cursor(echo: &mut Vec<u8>, from: usize, to: usize) {
+    let (n, dir) = match to.cmp(&from) {
+        std::cmp::Ordering::Less => (from - to, 'D'),
+        std::cmp::Ordering::Greater => (to - from, 'C'),
+        std::cmp::Ordering::Equal => return,
+    };
+    let seq = if n == 1 { format!("\x1b[{dir}") } else { format!("\x1b[{n}{dir}") };
+    echo.extend_from_slice(seq.as_bytes());
+}
+
+/// How much of what was typed an error message quotes, in characters.
+const MAX_QUOTED: usize = 64;
+
+/// How long an error message may be, in bytes (errors from the chardev layer quote option
+/// values, which come from the line).
+const MAX_ERROR: usize = 1024;
+
+/// `text` as an error message quotes it: its first [`MAX_QUOTED`] characters, `...` after
+/// them if there were more.
+fn quoted(text: &str) -> String {
+    clip(text, text.char_indices().nth(MAX_QUOTED).map_or(text.len(), |(at, _)| at))
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, `...` marking the cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 const PROMPT: &str = "(qemu) ";
@@ -219,8 +313,13 @@ impl Hmp {
         self.fds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs one command line; returns its output or its error text.
+    /// Runs one command line; returns its output or its error text, which quotes at most
+    /// `MAX_ERROR` bytes of it.
     pub fn run_line(&mut self, line: &str) -> Result<String, String> {
+        self.run(line).map_err(|e| clip(&e, MAX_ERROR))
+    }
+
+    fn run(&mut self, line: &str) -> Result<String, String> {
         let line = line.trim();
         let (command, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
@@ -256,8 +355,9 @@ impl Hmp {
             "ringbuf_read" => {
                 let [id, size] =
                     [args.first(), args.get(1)].map(|a| a.copied().unwrap_or_default());
-                let size: usize =
-                    size.parse().map_err(|_| format!("Invalid parameter 'size': '{size}'"))?;
+                let size: usize = size
+                    .parse()
+                    .map_err(|_| format!("Invalid parameter 'size': '{}'", quoted(size)))?;
                 let data = reg.ringbuf_read(id, size).map_err(e)?;
                 Ok(format!("{}\r\n", String::from_utf8_lossy(&data)))
             }
@@ -281,7 +381,7 @@ impl Hmp {
                 self.services.quit();
                 Ok(String::new())
             }
-            other => Err(format!("unknown command: '{other}'")),
+            other => Err(format!("unknown command: '{}'", quoted(other))),
         }
     }
 
@@ -303,7 +403,7 @@ impl Hmp {
                 RunState::Paused => "VM status: paused\r\n".into(),
                 other => format!("VM status: paused ({})\r\n", other.name()),
             },
-            Some(other) => return Err(format!("unknown command: 'info {other}'")),
+            Some(other) => return Err(format!("unknown command: 'info {}'", quoted(other))),
         })
     }
 }
@@ -342,7 +442,7 @@ impl Frontend for Hmp {
             // Newer fds replace unclaimed older ones (closed), as in QEMU.
             self.pending = fds;
         }
-        let edited = self.editor.feed(data, PROMPT);
+        let edited = self.editor.feed(data);
         if !edited.echo.is_empty() {
             self.say_bytes(&edited.echo);
         }
@@ -375,7 +475,11 @@ impl Frontend for Hmp {
                     env!("CARGO_PKG_VERSION")
                 ));
             }
-            Event::MuxIn if self.open => self.say(PROMPT),
+            Event::MuxIn if self.open => {
+                // The terminal shows the prompt alone: draw the line typed so far after it.
+                let line = self.editor.redraw();
+                self.say_bytes(&[PROMPT.as_bytes(), &line].concat());
+            }
             Event::Closed => {
                 self.open = false;
                 self.editor.reset();
@@ -393,7 +497,7 @@ mod tests {
     #[test]
     fn typing_echoes_and_completes_lines() {
         let mut ed = LineEditor::default();
-        let out = ed.feed(b"info status\r", PROMPT);
+        let out = ed.feed(b"info status\r");
         assert_eq!(out.lines, ["info status"]);
         assert_eq!(out.echo, b"info status\r\n");
     }
@@ -401,22 +505,80 @@ mod tests {
     #[test]
     fn telnet_cr_nul_and_cr_lf_are_one_enter() {
         let mut ed = LineEditor::default();
-        assert_eq!(ed.feed(b"a\r\0b\r\nc\n", PROMPT).lines, ["a", "b", "c"]);
+        assert_eq!(ed.feed(b"a\r\0b\r\nc\n").lines, ["a", "b", "c"]);
     }
 
     #[test]
     fn backspace_home_end_and_arrows_edit_the_line() {
         let mut ed = LineEditor::default();
         // "helo", left, insert 'l', end, backspace 'o', type 'o'
-        assert_eq!(ed.feed(b"helo\x1b[Dl\x05\x7fo\r", PROMPT).lines, ["hello"]);
-        assert_eq!(ed.feed(b"X\x01Y\r", PROMPT).lines, ["YX"]);
+        assert_eq!(ed.feed(b"helo\x1b[Dl\x05\x7fo\r").lines, ["hello"]);
+        assert_eq!(ed.feed(b"X\x01Y\r").lines, ["YX"]);
     }
 
     #[test]
     fn history_with_up_and_down() {
         let mut ed = LineEditor::default();
-        ed.feed(b"first\rsecond\r", PROMPT);
-        assert_eq!(ed.feed(b"\x1b[A\x1b[A\r", PROMPT).lines, ["first"]);
-        assert_eq!(ed.feed(b"\x1b[A\x1b[B\x1b[Bnew\r", PROMPT).lines, ["new"]);
+        ed.feed(b"first\rsecond\r");
+        assert_eq!(ed.feed(b"\x1b[A\x1b[A\r").lines, ["first"]);
+        assert_eq!(ed.feed(b"\x1b[A\x1b[B\x1b[Bnew\r").lines, ["new"]);
+    }
+
+    #[test]
+    fn a_line_keeps_4095_bytes_and_drops_the_rest_unechoed() {
+        let mut ed = LineEditor::default();
+        let out = ed.feed(&[b'a'; 10_000]);
+        assert_eq!(out.echo.len(), MAX_LINE, "only the bytes kept are echoed");
+        assert_eq!(ed.feed(b"\r").lines, ["a".repeat(MAX_LINE)]);
+        // Editing still works at the cap: delete one, and one more fits.
+        let out = ed.feed(&[b'b'; MAX_LINE + 1]);
+        assert_eq!(out.echo.len(), MAX_LINE);
+        assert_eq!(ed.feed(b"\x7fc\r").lines, [format!("{}c", "b".repeat(MAX_LINE - 1))]);
+    }
+
+    #[test]
+    fn history_keeps_the_last_64_lines() {
+        let mut ed = LineEditor::default();
+        for i in 0..1000 {
+            ed.feed(format!("line {i}\r").as_bytes());
+        }
+        assert_eq!(ed.history.len(), MAX_HISTORY);
+        let up = b"\x1b[A".repeat(1000);
+        let oldest = format!("line {}", 1000 - MAX_HISTORY);
+        assert_eq!(ed.feed(&[&up[..], b"\r"].concat()).lines, [oldest.as_str()]);
+        // A line run again moves to the end (QEMU's readline_hist_add) rather than repeat.
+        assert_eq!(ed.history.len(), MAX_HISTORY);
+        assert_eq!(ed.history.last().map(|l| &l[..]), Some(oldest.as_bytes()));
+    }
+
+    #[test]
+    fn typing_in_the_middle_writes_the_rest_of_the_line_only() {
+        let mut ed = LineEditor::default();
+        ed.feed(&[b'a'; 1000]);
+        assert_eq!(ed.feed(b"\x01").echo, b"\x1b[1000D", "home only moves the cursor");
+        let typed = ed.feed(b"b").echo;
+        let want = [&b"b"[..], &[b'a'; 1000], b"\x1b[1000D"].concat();
+        assert_eq!(typed, want, "the character, the rest after it, the cursor back");
+        // Backspace in the middle: back one, the rest, clear the old last byte, cursor back.
+        let mut ed = LineEditor::default();
+        ed.feed(b"abcdef\x01\x1b[C\x1b[C\x1b[C");
+        assert_eq!(ed.feed(b"\x7f").echo, b"\x1b[Ddef\x1b[K\x1b[3D");
+        // 300 keystrokes before the end of a full line echo at most the line each.
+        let mut ed = LineEditor::default();
+        ed.feed(&[b'a'; MAX_LINE - 300]);
+        let echoed: usize = (0..300).map(|_| ed.feed(b"\x01b").echo.len()).sum();
+        assert!(echoed <= 300 * (MAX_LINE + 16), "300 keystrokes echoed {echoed} bytes");
+        assert_eq!(
+            ed.feed(b"\r").lines,
+            [format!("{}{}", "b".repeat(300), "a".repeat(MAX_LINE - 300))]
+        );
+    }
+
+    #[test]
+    fn an_error_quotes_only_the_start_of_the_line() {
+        assert_eq!(quoted("help"), "help");
+        let long = "é".repeat(10_000);
+        let q = quoted(&long);
+        assert!(q.len() < 200 && q.ends_with("..."), "{q:?}");
     }
 }
