@@ -7,6 +7,7 @@ pub mod machine; // guest RAM, run state, a 16550 UART and the guest's shell
 pub mod qmp; // the machine's QMP commands on the chardev-qmp server
 pub mod relay; // two chardevs back to back, flow control end to end
 pub mod services; // what monitors reach: chardevs, run state, migration
+pub mod signals; // ending signals as QEMU announces them; stderr lines that never panic
 
 /// The program name the banner, `info version` and `query-version` show.
 pub const PROGRAM: &str = "serial-console";

@@ -127,7 +127,8 @@ struct Shared {
     pipes: [Option<Pipe>; 2],
     pass_fds: bool,
     counters: Arc<Counters>,
-    events: Sender<RelayEvent>,
+    /// Sends an event on the caller's channel, as the caller's type.
+    events: Box<dyn Fn(RelayEvent) + Send + Sync>,
 }
 
 impl Shared {
@@ -238,7 +239,7 @@ impl Shared {
             // Closed is delivered after the open flag drops, on this same thread: a side that
             // closed with a backlog is reported drained here, and only such a side.
             if !self.handles[from].is_open() {
-                let _ = self.events.send(RelayEvent::Drained(from));
+                (self.events)(RelayEvent::Drained(from));
             }
             self.handles[from].accept_input();
         } else if written > 0 || self.handles[to].is_open() {
@@ -305,7 +306,7 @@ impl Frontend for Side {
             Event::Closed => RelayEvent::Closed(self.side),
             _ => return,
         };
-        let _ = self.shared.events.send(report);
+        (self.shared.events)(report);
     }
 
     fn writable(&mut self) {
@@ -335,21 +336,29 @@ impl Relay {
 }
 
 /// Joins the chardevs behind `a` and `b` with the default [`Options`]; returns the byte
-/// counters. Events go to `events`.
-pub fn join(a: FrontendHandle, b: FrontendHandle, events: Sender<RelayEvent>) -> Relay {
+/// counters. Events go to `events`, on a channel of [`RelayEvent`]s or of the caller's own
+/// type that also carries other news (a signal, say).
+pub fn join<E>(a: FrontendHandle, b: FrontendHandle, events: Sender<E>) -> Relay
+where
+    E: From<RelayEvent> + Send + 'static,
+{
     join_with(a, b, events, Options::default())
 }
 
 /// How big a splice pipe is asked to be (the kernel's default limit for unprivileged users).
 const PIPE_SIZE: usize = 1 << 20;
 
-/// Joins the chardevs behind `a` and `b` as `options` say; returns the byte counters.
-pub fn join_with(
+/// Joins the chardevs behind `a` and `b` as `options` say; returns the byte counters. Events
+/// go to `events`, as with [`join`].
+pub fn join_with<E>(
     a: FrontendHandle,
     b: FrontendHandle,
-    events: Sender<RelayEvent>,
+    events: Sender<E>,
     options: Options,
-) -> Relay {
+) -> Relay
+where
+    E: From<RelayEvent> + Send + 'static,
+{
     let fds_flow = options.pass_fds && a.can_pass_fds() && b.can_pass_fds();
     let pipe = || -> Option<Pipe> {
         if !options.splice || fds_flow {
@@ -370,7 +379,9 @@ pub fn join_with(
         pipes: [pipe(), pipe()],
         pass_fds: options.pass_fds,
         counters: Arc::clone(&counters),
-        events,
+        events: Box::new(move |event| {
+            let _ = events.send(event.into());
+        }),
     });
     a.set_frontend(Side { side: 0, shared: Arc::clone(&shared) });
     b.set_frontend(Side { side: 1, shared: Arc::clone(&shared) });

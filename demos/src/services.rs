@@ -261,7 +261,7 @@ impl Services {
                     let _ = services.cont();
                 }
                 Err(e) => {
-                    eprintln!("{}: load of migration failed: {e}", crate::PROGRAM);
+                    crate::say!("{}: load of migration failed: {e}", crate::PROGRAM);
                     *services.migration() = MigrationState::Failed(e);
                     services.failed.store(true, std::sync::atomic::Ordering::Release);
                     services.quit();

@@ -343,3 +343,53 @@ fn a_stalled_terminal_slows_the_socket_writer_and_each_stall_ends_when_it_reads(
     eprintln!("{stalls} stalls");
     assert!(stalls >= 3, "the terminal never stalled the writer ({stalls} stalls)");
 }
+
+/// Two unix socket servers with a client each, joined (a byte went through), then `signal`:
+/// the relay says so as QEMU does, shuts down cleanly, removes its socket files and exits 0
+/// (issue 15, point 8; it died by the signal's default action and left both files).
+fn ended_by(signal: nix::sys::signal::Signal) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, sa) = server(dir.path(), "a.sock");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let mut r = Relay(
+        Command::new(BIN)
+            .args([&sa, &sb])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = r.0.stderr.take().unwrap();
+    let (mut a, mut b) = (connect_unix(&pa), connect_unix(&pb));
+    // Bytes flow: the relay runs, and takes signals rather than exiting at once.
+    a.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    let pid = nix::unistd::Pid::from_raw(r.0.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let status = wait_exit(&mut r.0, "the relay");
+    // It has exited: the pipe ends where its output does.
+    let mut said = String::new();
+    stderr.read_to_string(&mut said).unwrap();
+    let me = std::env::args().next().unwrap();
+    let line = format!(
+        "chardev-relay: terminating on signal {} from pid {} ({me})",
+        signal as i32,
+        std::process::id()
+    );
+    assert_eq!(status.code(), Some(0), "{status:?}; stderr {said:?}");
+    assert!(!pa.exists() && !pb.exists(), "socket files left behind: {said:?}");
+    assert!(said.contains(&line), "no {line:?} in {said:?}");
+}
+
+#[test]
+fn sigterm_ends_the_relay_cleanly_and_removes_its_socket_files() {
+    ended_by(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_ends_the_relay_cleanly_and_removes_its_socket_files() {
+    ended_by(nix::sys::signal::Signal::SIGINT);
+}

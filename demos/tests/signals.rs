@@ -14,7 +14,7 @@
 mod common;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -287,4 +287,62 @@ fn a_signal_while_a_chardev_waits_for_its_client_exits_at_once_restoring_the_ter
     ));
     assert_eq!(status.code(), Some(0), "{status:?}; output {:?}", console.text());
     console.assert_restored();
+}
+
+/// serial-console with its serial port on a unix socket server and stderr a pipe whose reader
+/// has gone (as when the terminal or the log reader it wrote to left), up and running, then
+/// `signal`: the "terminating on signal" line cannot be written, and the shutdown goes on as
+/// ever (issue 15, point 6): status 0, the socket file removed. It was a panic on the signal
+/// thread (eprintln! on EPIPE), status 101 and the file left behind.
+fn ended_by_with_stderr_gone(signal: Signal) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    // Close-on-exec, or the demo (or another test's child) would hold a reader.
+    let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+    let serial = format!("unix:{},server=on,wait=off", path.display());
+    // The Command, and with it the test's copy of the write end, is gone after this line.
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["-nodefaults", "-serial", &serial])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(writer))
+            .spawn()
+            .expect("start serial-console"),
+    );
+    drop(reader);
+    // The guest answers on the socket: the loop runs, so the signal stops it (one before the
+    // loop runs exits at once).
+    let mut guest = common::connect_unix(&path);
+    guest.write_all(b"\r").expect("write to the guest");
+    read_until(&mut guest, PROMPT);
+    kill(Pid::from_raw(child.0.id() as i32), signal).expect("kill");
+    let status = common::wait_exit(&mut child.0, "serial-console");
+    assert_eq!(status.code(), Some(0), "{status:?}: a write to the gone stderr must not panic");
+    assert!(!path.exists(), "{} left behind", path.display());
+}
+
+/// Reads `r` (its reads bounded by a timeout) until `needle` has come.
+fn read_until(r: &mut impl Read, needle: &str) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        match r.read(&mut buf) {
+            Ok(0) => panic!("closed before {needle:?}; got {:?}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("no {needle:?}: {e}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+#[test]
+fn sigterm_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
+    ended_by_with_stderr_gone(Signal::SIGTERM);
+}
+
+#[test]
+fn sighup_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
+    ended_by_with_stderr_gone(Signal::SIGHUP);
 }

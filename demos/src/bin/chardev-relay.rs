@@ -2,13 +2,23 @@
 //!
 //! `chardev-relay [--keep-open] [-v] SPEC SPEC`, each SPEC in QEMU's `-chardev` syntax
 //! without `id`: `chardev-relay pty socket,path=/tmp/s.sock,server=on,wait=off`.
+//!
+//! SIGTERM, SIGINT and SIGHUP end it as serial-console and QEMU end: one line on stderr,
+//! `chardev-relay: terminating on signal 15 from pid 1234 (kill)`, then a clean shutdown
+//! (the totals with `-v`, the chardevs removed and with them their socket files) and exit
+//! status 0. One that comes before the relay runs (creating a chardev can wait for a client)
+//! exits at once with status 0, and a second one during the shutdown exits at once with
+//! status 1.
 
 use std::process::ExitCode;
-use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chardev::{ChardevSpec, EventLoop, Registry};
 use demos::relay::{self, RelayEvent};
+use demos::say;
+use nix::sys::signal::{SigSet, Signal};
 
 const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] SPEC SPEC
 
@@ -40,27 +50,51 @@ fn main() -> ExitCode {
             "-v" => verbose = true,
             "--no-fds" => options.pass_fds = false,
             "--copy" => options.splice = false,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
+            "-h" | "--help" => return print_out(USAGE),
             s if s.starts_with('-') => {
-                eprintln!("chardev-relay: {s}: unknown option\n\n{USAGE}");
+                say!("chardev-relay: {s}: unknown option\n\n{USAGE}");
                 return ExitCode::from(2);
             }
             s => specs.push(s.to_string()),
         }
     }
     if specs.len() != 2 {
-        eprintln!("chardev-relay: two chardevs are needed, {} given\n\n{USAGE}", specs.len());
+        say!("chardev-relay: two chardevs are needed, {} given\n\n{USAGE}", specs.len());
         return ExitCode::from(2);
     }
-    match run(&specs[0], &specs[1], keep_open, verbose, options) {
+    // Before any thread starts: they all inherit the blocked mask.
+    let shutdown = Shutdown::catch_signals();
+    match run(&specs[0], &specs[1], keep_open, verbose, options, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chardev-relay: {e}");
+            say!("chardev-relay: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` on stdout: status 0, or 1 if it cannot (print! would panic on a closed
+/// pipe).
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// What wakes the main thread.
+enum Wake {
+    /// News from the relay.
+    Relay(RelayEvent),
+    /// SIGTERM, SIGINT or SIGHUP: shut down (the signal thread has said so on stderr).
+    Signal,
+}
+
+impl From<RelayEvent> for Wake {
+    fn from(event: RelayEvent) -> Wake {
+        Wake::Relay(event)
     }
 }
 
@@ -81,6 +115,7 @@ fn run(
     keep_open: bool,
     verbose: bool,
     options: relay::Options,
+    shutdown: &Shutdown,
 ) -> Result<(), String> {
     let specs = [parse(a, "a")?, parse(b, "b")?];
     let lp = EventLoop::spawn().map_err(|e| e.to_string())?;
@@ -91,6 +126,10 @@ fn run(
         registry.add(spec).map_err(|e| e.to_string())?;
     }
     let (tx, rx) = channel();
+    // From here a signal ends the loop below (before, it exits at once: creating a chardev
+    // can wait for a client). Armed before the relay joins the sides, so that bytes flowing
+    // mean signals are taken.
+    shutdown.arm(tx.clone());
     let handles = [
         registry.connect("a").map_err(|e| e.to_string())?,
         registry.connect("b").map_err(|e| e.to_string())?,
@@ -108,22 +147,23 @@ fn run(
     let mut last = (Instant::now(), [0u64; 2]);
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(RelayEvent::Closed(side)) if !keep_open => {
+            Ok(Wake::Signal) => break,
+            Ok(Wake::Relay(RelayEvent::Closed(side))) if !keep_open => {
                 log::info!("side {side} closed");
                 if relay.pending(side) == 0 {
                     break;
                 }
                 closing = Some(side);
             }
-            Ok(RelayEvent::Drained(side)) if closing == Some(side) => break,
-            Ok(event) => log::info!("{event:?}"),
+            Ok(Wake::Relay(RelayEvent::Drained(side))) if closing == Some(side) => break,
+            Ok(Wake::Relay(event)) => log::info!("{event:?}"),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if verbose && last.0.elapsed() >= Duration::from_secs(1) {
             let now = [counters.moved(0), counters.moved(1)];
             let secs = last.0.elapsed().as_secs_f64();
-            eprintln!(
+            say!(
                 "chardev-relay: a->b {:.1} MB/s, b->a {:.1} MB/s ({} and {} bytes in all)",
                 (now[0] - last.1[0]) as f64 / secs / 1e6,
                 (now[1] - last.1[1]) as f64 / secs / 1e6,
@@ -134,7 +174,7 @@ fn run(
         }
     }
     if verbose {
-        eprintln!(
+        say!(
             "chardev-relay: done: a->b {} bytes ({} spliced), b->a {} bytes ({} spliced)",
             counters.moved(0),
             counters.spliced(0),
@@ -142,8 +182,62 @@ fn run(
             counters.spliced(1)
         );
     }
+    // Removing the chardevs closes their sockets and removes their socket files.
     for id in ["a", "b"] {
         let _ = registry.remove_forced(id);
     }
     lp.stop().map_err(|e| e.to_string())
+}
+
+/// QEMU's handling of SIGTERM, SIGINT and SIGHUP, as serial-console has it: the signals are
+/// blocked in every thread and taken by one thread with sigwaitinfo(2), which reports the
+/// sender and wakes the main thread (see the module docs).
+struct Shutdown {
+    /// Where a signal goes, once the relay runs.
+    main: Arc<Mutex<Option<Sender<Wake>>>>,
+}
+
+/// The signals that end the relay cleanly.
+const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM];
+
+impl Shutdown {
+    /// Blocks the signals in this thread (every thread started later inherits that) and
+    /// starts the thread that takes them. If that thread cannot start, the signals stay
+    /// unblocked and kill the process as before.
+    fn catch_signals() -> Shutdown {
+        let main: Arc<Mutex<Option<Sender<Wake>>>> = Arc::default();
+        let set: SigSet = TERMINATING.into_iter().collect();
+        if let Err(e) = set.thread_block() {
+            log::warn!("cannot block the terminating signals: {e}");
+            return Shutdown { main };
+        }
+        let target = Arc::clone(&main);
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || take_signals(&set, &target));
+        if let Err(e) = spawned {
+            log::warn!("cannot start the signal thread: {e}");
+            let _ = set.thread_unblock();
+        }
+        Shutdown { main }
+    }
+
+    /// From now on the first signal goes to `main` rather than exiting at once.
+    fn arm(&self, main: Sender<Wake>) {
+        *self.main.lock().unwrap_or_else(PoisonError::into_inner) = Some(main);
+    }
+}
+
+fn take_signals(set: &SigSet, target: &Mutex<Option<Sender<Wake>>>) {
+    let mut stopping = false;
+    loop {
+        if demos::signals::next_termination(set, "chardev-relay").is_none() {
+            return;
+        }
+        let main = target.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match main {
+            Some(main) if !stopping && main.send(Wake::Signal).is_ok() => stopping = true,
+            _ => std::process::exit(if stopping { 1 } else { 0 }),
+        }
+    }
 }

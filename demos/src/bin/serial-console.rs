@@ -31,8 +31,7 @@ use demos::cli::{self, AddFd, Command, Config, MonitorMode};
 use demos::hmp::Hmp;
 use demos::machine::{self, Guest, Machine, RunState};
 use demos::services::{MigrationEndpoint, Services};
-use demos::PROGRAM;
-use nix::libc;
+use demos::{say, PROGRAM};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
@@ -41,32 +40,28 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match cli::parse(&args) {
         Ok(Command::Run(config)) => config,
-        Ok(Command::Help) => {
-            print!("{}", cli::usage(PROGRAM));
-            return ExitCode::SUCCESS;
-        }
+        Ok(Command::Help) => return print_out(&cli::usage(PROGRAM)),
         Ok(Command::Version) => {
-            println!(
-                "{PROGRAM} version {} (chardev {})",
+            return print_out(&format!(
+                "{PROGRAM} version {} (chardev {})\n",
                 env!("CARGO_PKG_VERSION"),
                 env!("CARGO_PKG_VERSION")
-            );
-            return ExitCode::SUCCESS;
+            ));
         }
         Err(e) => {
-            eprintln!("{PROGRAM}: {e}");
+            say!("{PROGRAM}: {e}");
             return ExitCode::FAILURE;
         }
     };
     for notice in &config.notices {
-        eprintln!("{PROGRAM}: {notice}");
+        say!("{PROGRAM}: {notice}");
     }
     // Inherited fds are claimed first, before this process opens anything that could take
     // a number it does not own.
     let inherited = match take_add_fds(&config.add_fds) {
         Ok(fds) => fds,
         Err(e) => {
-            eprintln!("{PROGRAM}: {e}");
+            say!("{PROGRAM}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -75,9 +70,20 @@ fn main() -> ExitCode {
     match run(&config, inherited, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{PROGRAM}: {e}");
+            say!("{PROGRAM}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` on stdout: status 0, or 1 if it cannot (print! would panic on a closed
+/// pipe, as in `serial-console -h | head -1`).
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -286,27 +292,8 @@ impl Shutdown {
 fn take_signals(set: &SigSet, target: &Mutex<Option<Services>>) {
     let mut stopping = false;
     loop {
-        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is an initialised sigset_t and `info` is valid for writes.
-        let signal = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
-        if signal < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            log::warn!("sigwaitinfo: {}", std::io::Error::last_os_error());
+        if demos::signals::next_termination(set, PROGRAM).is_none() {
             return;
-        }
-        // SAFETY: sigwaitinfo filled `info` for one of our signals, which carries si_pid
-        // (0 when the kernel sent it, as for Ctrl-C on the terminal).
-        let pid = unsafe { info.si_pid() };
-        if pid == 0 {
-            eprintln!("{PROGRAM}: terminating on signal {signal}");
-        } else {
-            eprintln!(
-                "{PROGRAM}: terminating on signal {signal} from pid {pid} ({})",
-                process_name(pid).as_deref().unwrap_or("<unknown process>")
-            );
         }
         let services = target.lock().unwrap_or_else(PoisonError::into_inner).clone();
         match services {
@@ -318,11 +305,4 @@ fn take_signals(set: &SigSet, target: &Mutex<Option<Services>>) {
             _ => std::process::exit(if stopping { 1 } else { 0 }),
         }
     }
-}
-
-/// The first word of `pid`'s command line, as QEMU's `qemu_get_pid_name` reads it.
-fn process_name(pid: libc::pid_t) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let first = cmdline.split(|&b| b == 0).next().filter(|s| !s.is_empty())?;
-    Some(String::from_utf8_lossy(first).into_owned())
 }
