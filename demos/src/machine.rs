@@ -357,10 +357,7 @@ impl Guest {
                 self.with_ram(addr, len, |ram| format!("{:016x}\r\n", fnv1a(ram)))
             }
             ("peek", [addr]) => self.with_ram(addr, "1", |ram| format!("{:02x}\r\n", ram[0])),
-            ("peek", [addr, len]) => self.with_ram(addr, len, |ram| {
-                let hex: Vec<String> = ram.iter().map(|b| format!("{b:02x}")).collect();
-                format!("{}\r\n", hex.join(" "))
-            }),
+            ("peek", [addr, len]) => self.peek(addr, len),
             ("poke", [addr, byte]) => self.poke(addr, byte),
             _ => self.print(&format!("{command}: unknown command (try 'help')\r\n")),
         }
@@ -416,6 +413,41 @@ impl Guest {
             }
         };
         self.print(&text);
+    }
+
+    /// `peek ADDR LEN`: the bytes in hex, streamed a 4 KiB piece of RAM at a time, so that
+    /// the host never holds more than one piece's text whatever LEN a user asks for.
+    fn peek(&self, addr: &str, len: &str) {
+        const PIECE: u64 = 4096;
+        let (Some(start), Some(len)) =
+            (crate::cli::parse_number(addr), crate::cli::parse_number(len))
+        else {
+            return self.print("usage: ADDR and LEN are numbers (0x.. for hex)\r\n");
+        };
+        let ram_len = lock(&self.machine.ram).len() as u64;
+        let end = start.checked_add(len).filter(|&e| e <= ram_len && len > 0);
+        let Some(end) = end else {
+            return self
+                .print(&format!("{start:#x}+{len:#x} is outside guest RAM ({ram_len} bytes)\r\n"));
+        };
+        let mut at = start;
+        while at < end {
+            let next = end.min(at + PIECE);
+            let text = {
+                let ram = lock(&self.machine.ram);
+                let mut text = String::with_capacity(3 * PIECE as usize + 2);
+                for (i, b) in ram[at as usize..next as usize].iter().enumerate() {
+                    if at > start || i > 0 {
+                        text.push(' ');
+                    }
+                    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{b:02x}"));
+                }
+                text
+            };
+            self.print(&text);
+            at = next;
+        }
+        self.print("\r\n");
     }
 
     fn poke(&self, addr: &str, byte: &str) {

@@ -397,3 +397,43 @@ fn add_fd_puts_an_inherited_fd_into_a_set_that_a_file_chardev_opens() {
     );
     assert_said_ok(&out);
 }
+
+/// A process's `VmHWM` (peak resident memory) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+    line.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+#[test]
+fn peek_streams_its_answer_and_holds_no_more_than_a_piece_of_it() {
+    // Issue 15, point 9: `peek 0 0x400000` built its whole answer first (254 MB peak).
+    const LEN: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let m = start(&[
+        "-nodefaults",
+        "-m",
+        "16M",
+        "-serial",
+        &format!("unix:{},server=on,wait=off", path.display()),
+    ]);
+    let mut s = connect_unix(&path);
+    s.write_all(b"poke 0x3fffff 0xab\r").unwrap();
+    read_until(&mut s, "guest$ ");
+    let before = peak_rss_kib(m.0.id());
+    s.write_all(format!("peek 0 {LEN:#x}\r").as_bytes()).unwrap();
+    read_until(&mut s, &format!("peek 0 {LEN:#x}\r\n"));
+    // "00 00 ... ab\r\n": three characters a byte, less the first space, and the line end.
+    let mut answer = vec![0u8; 3 * LEN - 1 + 2];
+    s.read_exact(&mut answer).unwrap();
+    assert!(
+        answer.ends_with(b" ab\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[answer.len() - 16..])
+    );
+    assert!(answer[..answer.len() - 5].chunks(3).all(|c| &c[..2] == b"00"));
+    read_until(&mut s, "guest$ ");
+    let grew = peak_rss_kib(m.0.id()).saturating_sub(before);
+    assert!(grew < 4 << 10, "peak RSS grew by {grew} KiB for a 12 MiB answer");
+}
