@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::SocketAddr as UnixAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chardev::error::{Error, Result};
 use chardev::fd::{self, MAX_FDS_PER_MESSAGE};
@@ -30,6 +30,11 @@ const CONNECTION: usize = 1;
 
 const RECONNECT_TIMER: u64 = 1;
 const ACCEPT_RETRY_TIMER: u64 = 2;
+const HANDSHAKE_TIMER: u64 = 3;
+
+/// How long a websocket client may take to complete its handshake before it is dropped, so
+/// that a client that connects and says nothing does not keep the console from the next.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much frontend output one telnet write escapes at a time (bounds the pending buffer).
 const TELNET_CHUNK: usize = 16 * 1024;
@@ -120,6 +125,8 @@ struct Conn {
     sent: usize,
     /// `websocket=on`: the RFC 6455 layer over `stream`.
     ws: Option<WsConn>,
+    /// When a websocket handshake still pending is given up.
+    handshake_deadline: Option<Instant>,
     /// The frontend was told `Opened` for this connection, so it is owed a `Closed`.
     announced: bool,
     /// The peer's end of the stream (or an error) was reported: read until it shows, since
@@ -139,6 +146,7 @@ impl Conn {
             pending: Vec::new(),
             sent: 0,
             ws: None,
+            handshake_deadline: None,
             announced: false,
             hung_up: false,
             watching_output: false,
@@ -554,6 +562,10 @@ impl Socket {
             return;
         }
         if !conn.is_open() {
+            if conn.ws.is_some() {
+                conn.handshake_deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
+                io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
+            }
             return; // Opened comes when the connect or the websocket handshake completes.
         }
         if let Err(e) = conn.flush() {
@@ -586,28 +598,40 @@ impl Socket {
         }
     }
 
+    /// Takes the next client from the listen queue. A client that fails at once (a
+    /// websocket handshake refused on its first bytes, say) is dropped and the next one is
+    /// taken: the listener is edge-triggered, so no new readiness would come for clients
+    /// already queued behind it.
     fn accept_next(&mut self, io: &mut Io<'_>) {
-        if self.conn.is_some() {
-            return;
+        while self.conn.is_none() {
+            if !self.accept_one(io) {
+                return;
+            }
         }
-        let Some(listener) = &self.listener else { return };
+    }
+
+    /// One accept(2); whether another may follow at once (this client failed and the
+    /// queue may hold more).
+    fn accept_one(&mut self, io: &mut Io<'_>) -> bool {
+        let Some(listener) = &self.listener else { return false };
         match listener.accept() {
             Ok(stream) => {
                 if let Err(e) = self.accepted(stream) {
-                    log::warn!("chardev '{}': cannot set up a client: {e}", self.label);
+                    log::info!("chardev '{}': client dropped: {e}", self.label);
                     self.conn = None;
-                    return;
+                    return true;
                 }
                 self.open_conn(io);
+                // Registering the connection failed: it is gone, try the next.
+                self.conn.is_none()
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                io.add_timer(Duration::ZERO, ACCEPT_RETRY_TIMER)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             Err(e) => {
                 // Out of fds, say: edge-triggered epoll will not tell us again, so retry.
                 log::warn!("chardev '{}': accept failed: {e}", self.label);
                 io.add_timer(Duration::from_millis(100), ACCEPT_RETRY_TIMER);
+                false
             }
         }
     }
@@ -761,8 +785,8 @@ impl Chardev for Socket {
                         }
                         return;
                     }
-                    if event.is_writable() {
-                        ws.on_writable();
+                    if event.is_writable() && ws.on_writable() {
+                        io.input_ready();
                     }
                 }
                 if event.is_writable() {
@@ -916,6 +940,20 @@ impl Chardev for Socket {
         match id {
             RECONNECT_TIMER => self.start_connect(io),
             ACCEPT_RETRY_TIMER => self.accept_next(io),
+            HANDSHAKE_TIMER => {
+                // The timer may be an earlier client's: only a passed deadline counts.
+                let late = self.conn.as_ref().is_some_and(|c| {
+                    !c.is_open() && c.handshake_deadline.is_some_and(|d| d <= Instant::now())
+                });
+                if late {
+                    log::info!(
+                        "chardev '{}': websocket handshake not completed within {} s: client dropped",
+                        self.label,
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    );
+                    self.close_conn(io);
+                }
+            }
             _ => {}
         }
     }

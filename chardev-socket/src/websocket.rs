@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use chardev::fd;
@@ -16,24 +17,65 @@ use chardev::fd;
 /// The socket as tungstenite sees it: a duplicate of the connection's fd (same open file
 /// description, so the same non-blocking mode), read with recv(2) and written with
 /// `MSG_NOSIGNAL` so that a vanished peer never raises SIGPIPE.
+///
+/// tungstenite writes its whole output buffer in each call, so the part of the last call
+/// that the socket refused is what still waits in that buffer.
 #[derive(Debug)]
-pub struct SocketIo(OwnedFd);
+pub struct SocketIo {
+    fd: OwnedFd,
+    unsent: usize,
+}
 
 impl Read for SocketIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut none = Vec::new();
-        fd::recv_with_fds(self.0.as_fd(), buf, &mut none).map(|r| r.bytes)
+        fd::recv_with_fds(self.fd.as_fd(), buf, &mut none).map(|r| r.bytes)
     }
 }
 
 impl Write for SocketIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        fd::send_with_fds(self.0.as_fd(), buf, &[])
+        match fd::send_with_fds(self.fd.as_fd(), buf, &[]) {
+            Ok(n) => {
+                self.unsent = buf.len() - n;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.unsent = buf.len();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The most frontend output one message carries.
+const MESSAGE_CHUNK: usize = 1024 * 1024;
+
+/// Unsent replies (pongs) above which the client's input is no longer read: a client that
+/// does not read our answers to its pings gets no more of them. The frontend output still
+/// unsent does not count: it is bounded by [`MESSAGE_CHUNK`] and paced by the frontend.
+const PAUSE_INPUT_AT: usize = 64 * 1024;
+
+/// tungstenite's output buffer never grows past this (a pong that does not fit replaces
+/// the one waiting, as tungstenite does).
+const MAX_OUTPUT: usize = 2 * MESSAGE_CHUNK;
+
+/// The largest message (and frame) a client may send; more ends its connection. QEMU reads
+/// frames in pieces; tungstenite holds a whole message, so it is bounded here.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_OUTPUT)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// Adds QEMU's reply headers: `Server: QEMU VNC`, and the `binary` subprotocol when the
@@ -83,6 +125,10 @@ pub struct WsConn {
     /// The unread rest of a message larger than the frontend's room.
     input: Vec<u8>,
     input_at: usize,
+    /// Input is not read while the client leaves our replies unread.
+    input_paused: bool,
+    /// The frame of frontend output that may still be unsent (0 once a flush completed).
+    data_unsent: usize,
 }
 
 enum State {
@@ -108,9 +154,17 @@ fn is_would_block(e: &tungstenite::Error) -> bool {
 impl WsConn {
     /// Starts the server handshake on a connection (`socket` is borrowed and duplicated).
     pub fn accept(socket: BorrowedFd<'_>) -> io::Result<(WsConn, Step)> {
-        let io = SocketIo(socket.try_clone_to_owned()?);
-        let mut conn = WsConn { state: State::Closed, input: Vec::new(), input_at: 0 };
-        let step = conn.settle(tungstenite::accept_hdr(io, QemuHeaders));
+        let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0 };
+        let mut conn =
+            WsConn {
+            state: State::Closed,
+            input: Vec::new(),
+            input_at: 0,
+            input_paused: false,
+            data_unsent: 0,
+        };
+        let step =
+            conn.settle(tungstenite::accept_hdr_with_config(io, QemuHeaders, Some(config())));
         Ok((conn, step))
     }
 
@@ -163,6 +217,10 @@ impl WsConn {
             self.input_at += n;
             return Ok(n);
         }
+        if self.replies_unsent() > PAUSE_INPUT_AT {
+            self.input_paused = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let State::Open(ws) = &mut self.state else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -198,16 +256,25 @@ impl WsConn {
 
     fn flush_quietly(&mut self) {
         if let State::Open(ws) = &mut self.state {
-            if let Err(e) = ws.flush() {
-                if !is_would_block(&e) {
-                    log::debug!("websocket flush: {e}");
-                }
+            match ws.flush() {
+                Ok(()) => self.data_unsent = 0,
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => log::debug!("websocket flush: {e}"),
             }
         }
     }
 
-    /// Sends `buf` as one binary message. While an earlier message is still unsent the
-    /// write fails with `WouldBlock`, so at most one message waits in tungstenite's buffer.
+    /// What waits in tungstenite's buffer beyond frontend output: replies to the client.
+    fn replies_unsent(&self) -> usize {
+        match &self.state {
+            State::Open(ws) => ws.get_ref().unsent.saturating_sub(self.data_unsent),
+            _ => 0,
+        }
+    }
+
+    /// Sends (up to 1 MiB of) `buf` as one binary message. While an earlier message is
+    /// still unsent the write fails with `WouldBlock`, so at most one message waits in
+    /// tungstenite's buffer.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let State::Open(ws) = &mut self.state else {
             return Err(io::ErrorKind::NotConnected.into());
@@ -219,16 +286,28 @@ impl WsConn {
             Err(e) if is_would_block(&e) => return Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => return Err(broken(e)),
         }
-        ws.write(Message::binary(buf.to_vec())).map_err(broken)?;
+        let take = buf.len().min(MESSAGE_CHUNK);
+        ws.write(Message::binary(buf[..take].to_vec())).map_err(broken)?;
+        // A frame header is at most 14 bytes (10 from a server, which does not mask).
+        self.data_unsent = take + 14;
         match ws.flush() {
-            Ok(()) => Ok(buf.len()),
-            Err(e) if is_would_block(&e) => Ok(buf.len()),
+            Ok(()) => {
+                self.data_unsent = 0;
+                Ok(take)
+            }
+            Err(e) if is_would_block(&e) => Ok(take),
             Err(e) => Err(broken(e)),
         }
     }
 
-    /// Sends what is queued (pongs, the rest of a message) when the socket is writable.
-    pub fn on_writable(&mut self) {
+    /// Sends what is queued (pongs, the rest of a message) when the socket is writable;
+    /// true when input paused by unread output may be read again.
+    pub fn on_writable(&mut self) -> bool {
         self.flush_quietly();
+        let resume = self.input_paused && self.replies_unsent() <= PAUSE_INPUT_AT;
+        if resume {
+            self.input_paused = false;
+        }
+        resume
     }
 }
