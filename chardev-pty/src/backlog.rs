@@ -30,7 +30,7 @@ impl Backlog {
 
     /// How many more bytes fit before the oldest are dropped.
     pub(crate) fn room(&self) -> usize {
-        self.limit - self.bytes.len()
+        self.limit.saturating_sub(self.bytes.len())
     }
 
     pub(crate) fn limit(&self) -> usize {
@@ -47,9 +47,11 @@ impl Backlog {
     }
 
     /// Puts `older` (bytes that were written before everything queued) in front, keeping the
-    /// newest of them that fit; returns how many it dropped.
-    pub(crate) fn push_front(&mut self, older: &[u8]) -> usize {
-        let kept = &older[older.len().saturating_sub(self.room())..];
+    /// newest of them that fit (all of them if `all`, past the limit); returns how many it
+    /// dropped.
+    pub(crate) fn push_front(&mut self, older: &[u8], all: bool) -> usize {
+        let room = if all { older.len() } else { self.room() };
+        let kept = &older[older.len().saturating_sub(room)..];
         for &b in kept.iter().rev() {
             self.bytes.push_front(b);
         }
@@ -111,12 +113,18 @@ mod tests {
     fn older_bytes_go_in_front_as_far_as_they_fit() {
         let mut b = Backlog::new(8);
         b.push(b"new");
-        assert_eq!(b.push_front(b"0123older"), 4);
+        assert_eq!(b.push_front(b"0123older", false), 4);
         assert_eq!(contents(&b), b"oldernew");
         let mut b = Backlog::new(8);
         b.push(b"xy");
-        b.push_front(b"ab");
+        b.push_front(b"ab", false);
         assert_eq!(contents(&b), b"abxy");
+        // All of them, past the limit: nothing dropped, and no room left.
+        let mut b = Backlog::new(8);
+        b.push(b"new");
+        assert_eq!(b.push_front(b"0123older", true), 0);
+        assert_eq!(contents(&b), b"0123oldernew");
+        assert_eq!(b.room(), 0);
     }
 
     #[test]
@@ -134,7 +142,7 @@ mod tests {
     fn a_zero_limit_drops_everything() {
         let mut b = Backlog::new(0);
         assert_eq!(b.push(b"abc"), 3);
-        assert_eq!(b.push_front(b"de"), 2);
+        assert_eq!(b.push_front(b"de", false), 2);
         assert!(b.is_empty());
         assert_eq!(b.room(), 0);
     }

@@ -8,7 +8,8 @@
 //! // Prints "char device redirected to /dev/pts/N (label console)", as QEMU does.
 //! let added = registry.add_str("pty,id=console,path=/tmp/console")?;
 //! let console = registry.connect("console")?;
-//! // Kept (up to `backlog=`, 64 KiB) until a terminal attaches, then shown to it.
+//! // Kept (up to `backlog=`, 64 KiB) until a terminal attaches, then shown to it; past
+//! // that the oldest is dropped, or with `backlog-full=wait` the writer waits.
 //! console.write_all(b"guest booting...\r\n")?;
 //! if let Some(slave) = added.pty {
 //!     eprintln!("attach with: picocom {} (or /tmp/console)", slave.display());

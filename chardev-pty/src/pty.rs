@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use chardev::chardev::refuse_fds;
 use chardev::error::{Error, Result};
-use chardev::options::{BackendSpec, ChardevSpec};
+use chardev::options::{BackendSpec, BacklogFull, ChardevSpec};
 use chardev::registry::BuildContext;
 use chardev::{Chardev, Event, Input, Io};
 use mio::unix::SourceFd;
@@ -107,6 +107,8 @@ pub struct Pty {
     /// The id of the settle timer that ends the current settling (a flush supersedes one).
     settle_timer: u64,
     backlog: Backlog,
+    /// Whether a full backlog drops its oldest bytes or makes the writer wait.
+    when_full: BacklogFull,
     /// Some output was dropped since the last terminal attached, and that was logged.
     warned_full: bool,
     /// The last terminal left: `Closed` is raised once what it typed has been read.
@@ -128,10 +130,10 @@ impl std::fmt::Debug for Pty {
 /// Builds a `pty` backend and prints QEMU's `char device redirected to /dev/pts/N (label
 /// ID)` on stdout.
 pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
-    let BackendSpec::Pty { path, backlog } = &spec.backend else {
+    let BackendSpec::Pty { path, backlog, when_full } = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
-    let pty = Pty::open(cx.id, path.as_deref(), *backlog, Watch::Inotify)?;
+    let pty = Pty::open(cx.id, path.as_deref(), *backlog, Watch::Inotify)?.when_full(*when_full);
     // Libraries do not print, but this line is part of QEMU's interface: scripts and test
     // harnesses find the slave in it (QEMU 8+ prints it on stdout). Programs have the path
     // from `Added::pty` and `query-chardev`; embedders that open a `Pty` themselves print
@@ -182,9 +184,17 @@ impl Pty {
             terminal: Terminal::Absent,
             settle_timer: POLL_TIMER,
             backlog: Backlog::new(backlog),
+            when_full: BacklogFull::DropOldest,
             warned_full: false,
             close_pending: false,
         })
+    }
+
+    /// What a full backlog does (`backlog-full=`): drop its oldest bytes (the default), or
+    /// make the writer wait for a terminal (a relay's back-pressure; nothing is dropped).
+    pub fn when_full(mut self, when_full: BacklogFull) -> Pty {
+        self.when_full = when_full;
+        self
     }
 
     /// The slave's path, `/dev/pts/N`.
@@ -214,6 +224,10 @@ impl Pty {
         io.add_timer(SETTLE_MAX, self.settle_timer);
         log::info!("chardev '{}': a terminal opened {}", self.label, self.slave.display());
         io.event(Event::Opened);
+        if self.when_full == BacklogFull::Wait {
+            // A writer may wait for room: the terminal will take the backlog.
+            io.output_ready();
+        }
         // It may have flushed or typed before we heard of it.
         self.take_status(io);
         io.input_ready();
@@ -276,7 +290,9 @@ impl Pty {
                 self.label,
                 unread.len()
             );
-            self.backlog.push_front(&unread);
+            // Waiting writers lost nothing so far: keep all of it (at most what the
+            // kernel's pty buffer held), past the limit if need be.
+            self.backlog.push_front(&unread, self.when_full == BacklogFull::Wait);
         }
     }
 
@@ -344,6 +360,21 @@ impl Pty {
         Ok(())
     }
 
+    /// Output while no terminal reads it: into the backlog, all of it (the oldest bytes
+    /// dropped), or, with `backlog-full=wait`, what fits (`WouldBlock` when nothing does).
+    fn hold(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.when_full == BacklogFull::DropOldest {
+            self.keep(buf);
+            return Ok(buf.len());
+        }
+        let n = buf.len().min(self.backlog.room());
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.keep(&buf[..n]);
+        Ok(n)
+    }
+
     /// Keeps output for a terminal to come.
     fn keep(&mut self, buf: &[u8]) {
         if self.backlog.push(buf) > 0 && !std::mem::replace(&mut self.warned_full, true) {
@@ -392,8 +423,7 @@ impl Pty {
             if termios::hung_up(&self.master) {
                 // The terminal left and the loop has not seen it yet; the kernel would take
                 // this and throw it away when the next terminal opens the slave.
-                self.keep(buf);
-                return Ok(buf.len());
+                return self.hold(buf);
             }
         }
         self.flush_backlog()?;
@@ -517,10 +547,7 @@ impl Chardev for Pty {
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         refuse_fds("pty", fds)?;
         match self.terminal {
-            Terminal::Absent => {
-                self.keep(buf);
-                Ok(buf.len())
-            }
+            Terminal::Absent => self.hold(buf),
             Terminal::Settling { .. } if self.backlog.room() >= buf.len() => {
                 self.keep(buf);
                 Ok(buf.len())

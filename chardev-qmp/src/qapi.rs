@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use chardev::options::{BackendSpec, ChardevSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec};
+use chardev::options::{
+    BackendSpec, BacklogFull, ChardevSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec,
+};
 use serde_json::{Map, Value};
 
 /// Whether an error of [`backend_spec`] is one of QAPI's input checks (a member missing,
@@ -57,6 +59,17 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
                 .opt_u64("backlog")?
                 .map_or(Ok(chardev::options::DEFAULT_PTY_BACKLOG), usize::try_from)
                 .map_err(|_| "backlog is too large")?,
+            when_full: match d.opt_str("backlog-full")?.as_deref() {
+                None | Some("drop") => BacklogFull::DropOldest,
+                Some("wait") => BacklogFull::Wait,
+                Some(other) => {
+                    return Err(format!(
+                        "Parameter '{}.backlog-full' does not accept value '{other}' \
+                         (expected 'drop' or 'wait')",
+                        d.prefix
+                    ));
+                }
+            },
         },
         "socket" => socket_spec(&mut d)?,
         "udp" => {
@@ -238,6 +251,16 @@ mod tests {
         assert_eq!(err, "size of ringbuf chardev must be power of two");
         let err = backend_spec("n", &json!({"type":"null","data":{"bogus":1}})).unwrap_err();
         assert_eq!(err, "Parameter 'backend.data.bogus' is unexpected");
+        let spec =
+            backend_spec("p", &json!({"type":"pty","data":{"backlog-full":"wait"}})).unwrap();
+        assert_eq!(spec, ChardevSpec::parse("pty,id=p,backlog-full=wait").unwrap());
+        let err =
+            backend_spec("p", &json!({"type":"pty","data":{"backlog-full":"block"}})).unwrap_err();
+        assert_eq!(
+            err,
+            "Parameter 'backend.data.backlog-full' does not accept value 'block' \
+             (expected 'drop' or 'wait')"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::options::{BackendSpec, ChardevSpec, DEFAULT_PTY_BACKLOG};
+use crate::options::{BackendSpec, BacklogFull, ChardevSpec, DEFAULT_PTY_BACKLOG};
 
 /// What a legacy string asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,13 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
         "none" => return Ok((Compat::None, false)),
         "null" => return simple(BackendSpec::Null),
         "stdio" => return simple(BackendSpec::Stdio { signal: true }),
-        "pty" => return simple(BackendSpec::Pty { path: None, backlog: DEFAULT_PTY_BACKLOG }),
+        "pty" => {
+            return simple(BackendSpec::Pty {
+                path: None,
+                backlog: DEFAULT_PTY_BACKLOG,
+                when_full: BacklogFull::DropOldest,
+            })
+        }
         // There is no graphical console here; QEMU's `vc` default becomes a sink.
         "vc" => return simple(BackendSpec::Null),
         _ => {}
@@ -165,7 +171,11 @@ mod tests {
         assert_eq!(new("null").0.backend, BackendSpec::Null);
         assert_eq!(
             new("pty").0.backend,
-            BackendSpec::Pty { path: None, backlog: DEFAULT_PTY_BACKLOG }
+            BackendSpec::Pty {
+                path: None,
+                backlog: DEFAULT_PTY_BACKLOG,
+                when_full: BacklogFull::DropOldest,
+            }
         );
         assert_eq!(parse_compat("none", "s").unwrap().0, Compat::None);
         assert_eq!(parse_compat("chardev:c0", "s").unwrap().0, Compat::Existing("c0".into()));

@@ -33,6 +33,19 @@ pub const MAX_RINGBUF_SIZE: usize = 1 << 30;
 /// How much output a pty keeps for its first terminal when `backlog=` is not given.
 pub const DEFAULT_PTY_BACKLOG: usize = 64 * 1024;
 
+/// What a pty does with output once its backlog is full and still no terminal reads
+/// (`backlog-full=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BacklogFull {
+    /// `drop` (the default): the oldest output goes, counted and logged, and the writer
+    /// never waits, as a guest's console must not stall for want of a terminal.
+    #[default]
+    DropOldest,
+    /// `wait`: the writer waits until a terminal attaches and takes the backlog, as a relay
+    /// (socat's pty) applies back-pressure; nothing is dropped.
+    Wait,
+}
+
 /// QEMU's limit on a chardev id ("any string up to 127 characters").
 const MAX_ID_LEN: usize = 127;
 
@@ -98,7 +111,12 @@ const BACKEND_TYPES: &[BackendType] = &[
     BackendType { name: "stdio", kind: "stdio", keys: &["signal"], deprecated: false },
     BackendType { name: "socket", kind: "socket", keys: SOCKET_KEYS, deprecated: false },
     BackendType { name: "udp", kind: "udp", keys: UDP_KEYS, deprecated: false },
-    BackendType { name: "pty", kind: "pty", keys: &["path", "backlog"], deprecated: false },
+    BackendType {
+        name: "pty",
+        kind: "pty",
+        keys: &["path", "backlog", "backlog-full"],
+        deprecated: false,
+    },
     BackendType { name: "serial", kind: "serial", keys: &["path"], deprecated: false },
     // QEMU's CLI accepts `tty` for `serial`; it is not deprecated there.
     BackendType { name: "tty", kind: "serial", keys: &["path"], deprecated: false },
@@ -166,6 +184,8 @@ pub enum BackendSpec {
         /// Output kept while no terminal has the pty open, for the next one to attach
         /// (`backlog=`, a size; [`DEFAULT_PTY_BACKLOG`] by default, 0 drops it as QEMU does).
         backlog: usize,
+        /// What happens when the backlog is full (`backlog-full=drop|wait`).
+        when_full: BacklogFull,
     },
     /// `serial` (alias `tty`): a host serial device.
     Serial {
@@ -649,14 +669,22 @@ fn file_spec(opts: &Opts) -> Result<BackendSpec> {
     })
 }
 
-/// `pty`: `path` (a symlink to the slave) and `backlog`, a size that may be 0.
+/// `pty`: `path` (a symlink to the slave), `backlog`, a size that may be 0, and
+/// `backlog-full`, `drop` or `wait`.
 fn pty_spec(opts: &Opts) -> Result<BackendSpec> {
     let backlog = match opts.get("backlog") {
         None => DEFAULT_PTY_BACKLOG,
         Some(value) => usize::try_from(parse_size("backlog", value)?)
             .map_err(|_| Error::option("backlog", value, "is too large"))?,
     };
-    Ok(BackendSpec::Pty { path: opts.path_opt("path")?, backlog })
+    let when_full = match opts.get("backlog-full") {
+        None | Some("drop") => BacklogFull::DropOldest,
+        Some("wait") => BacklogFull::Wait,
+        Some(other) => {
+            return Err(Error::option("backlog-full", other, "must be 'drop' or 'wait'"));
+        }
+    };
+    Ok(BackendSpec::Pty { path: opts.path_opt("path")?, backlog, when_full })
 }
 
 /// `ringbuf`: `size`, a power of two that fits in memory, 65536 by default.

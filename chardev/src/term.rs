@@ -5,6 +5,9 @@
 //! SIGALRM, SIGABRT, ...; see [`FATAL_SIGNALS`]). Only SIGKILL and crashes (SIGSEGV, SIGBUS)
 //! can leave the terminal raw; `stty sane` fixes it then.
 //!
+//! While it lives, SIGCONT puts raw mode back, as QEMU's stdio does: after Ctrl-Z (or
+//! SIGSTOP) and `fg`, the shell has usually reset the terminal to its own cooked mode.
+//!
 //! ```no_run
 //! use chardev::term::RawTerminal;
 //!
@@ -113,12 +116,12 @@ impl RawTerminal {
         let saved =
             tcgetattr(&fd).map_err(|e| Error::io("read the terminal attributes", e.into()))?;
         install_hooks();
+        let mut raw = saved.clone();
+        change(&mut raw);
         // Arm before changing anything: a signal in between then restores what is there
         // already, while the other order could leave the terminal raw.
-        let slot = arm(&fd, &saved)?;
+        let slot = arm(&fd, &saved, &raw)?;
         let guard = RawTerminal { fd, saved, slot };
-        let mut raw = guard.saved.clone();
-        change(&mut raw);
         tcsetattr(&guard.fd, SetArg::TCSANOW, &raw)
             .map_err(|e| Error::io("set the terminal attributes", e.into()))?;
         Ok(guard)
@@ -160,9 +163,11 @@ struct Slot {
     readers: AtomicU32,
     fd: AtomicI32,
     saved: UnsafeCell<MaybeUninit<libc::termios>>,
+    /// The attributes the guard set, which SIGCONT puts back.
+    raw: UnsafeCell<MaybeUninit<libc::termios>>,
 }
 
-// SAFETY: the only non-atomic field, `saved`, is written by one thread at a time (the one
+// SAFETY: the only non-atomic fields, `saved` and `raw`, are written by one thread at a time (the one
 // that moved `state` from FREE to FILLING) while no reader is counted in, and read only while
 // `state` is ARMED, which is set with Release after the write; see `arm` and `restore_all`.
 unsafe impl Sync for Slot {}
@@ -173,11 +178,12 @@ const EMPTY_SLOT: Slot = Slot {
     readers: AtomicU32::new(0),
     fd: AtomicI32::new(-1),
     saved: UnsafeCell::new(MaybeUninit::uninit()),
+    raw: UnsafeCell::new(MaybeUninit::uninit()),
 };
 
 static SLOTS: [Slot; MAX_RAW_TERMINALS] = [EMPTY_SLOT; MAX_RAW_TERMINALS];
 
-fn arm(fd: &OwnedFd, saved: &Termios) -> Result<usize> {
+fn arm(fd: &OwnedFd, saved: &Termios, raw: &Termios) -> Result<usize> {
     let (index, slot) = SLOTS
         .iter()
         .enumerate()
@@ -197,15 +203,29 @@ fn arm(fd: &OwnedFd, saved: &Termios) -> Result<usize> {
     while slot.readers.load(Ordering::SeqCst) != 0 {
         std::thread::yield_now();
     }
-    // `saved` came from tcgetattr and was not modified, so its inner `libc::termios` (which
-    // `From` hands out) is exactly what the kernel reported.
-    let raw: libc::termios = saved.clone().into();
+    let (saved, raw) = (to_libc(saved), to_libc(raw));
     // SAFETY: this thread moved the slot to FILLING and no reader is inside, so nothing else
-    // reads or writes `saved` until the ARMED store below publishes it.
-    unsafe { (*slot.saved.get()).write(raw) };
+    // reads or writes `saved` or `raw` until the ARMED store below publishes them.
+    unsafe {
+        (*slot.saved.get()).write(saved);
+        (*slot.raw.get()).write(raw);
+    }
     slot.fd.store(fd.as_raw_fd(), Ordering::SeqCst);
     slot.state.store(ARMED, Ordering::SeqCst);
     Ok(index)
+}
+
+/// The C struct with `t`'s public fields in it: nix's `From` hands out its inner struct as
+/// it was last read or written, without the changes made to the fields since.
+fn to_libc(t: &Termios) -> libc::termios {
+    let mut c: libc::termios = t.clone().into();
+    c.c_iflag = t.input_flags.bits();
+    c.c_oflag = t.output_flags.bits();
+    c.c_cflag = t.control_flags.bits();
+    c.c_lflag = t.local_flags.bits();
+    c.c_cc = t.control_chars;
+    c.c_line = t.line_discipline;
+    c
 }
 
 fn disarm(index: usize) {
@@ -231,7 +251,24 @@ fn restore_all() {
     }
 }
 
-/// Installs the process-wide restore hooks once: atexit, the panic hook, fatal signals.
+/// Puts raw mode back on every raw terminal (after SIGCONT). Async-signal-safe, as
+/// [`restore_all`].
+fn reapply_all() {
+    for slot in &SLOTS {
+        slot.readers.fetch_add(1, Ordering::SeqCst);
+        if slot.state.load(Ordering::SeqCst) == ARMED {
+            let fd = slot.fd.load(Ordering::SeqCst);
+            // SAFETY: as in `restore_all`, for `raw`, which is published with `saved`.
+            unsafe {
+                libc::tcsetattr(fd, libc::TCSANOW, (*slot.raw.get()).as_ptr());
+            }
+        }
+        slot.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Installs the process-wide restore hooks once: atexit, the panic hook, fatal signals,
+/// and SIGCONT's return to raw mode.
 fn install_hooks() {
     static HOOKS: Once = Once::new();
     HOOKS.call_once(|| {
@@ -248,9 +285,19 @@ fn install_hooks() {
             previous(info);
         }));
         for signal in FATAL_SIGNALS {
-            install_signal_handler(signal);
+            install_signal_handler(signal, restore_and_reraise);
         }
+        install_signal_handler(libc::SIGCONT, reapply_after_stop);
     });
+}
+
+extern "C" fn reapply_after_stop(_signal: libc::c_int) {
+    // SAFETY: __errno_location is async-signal-safe and returns this thread's errno, which
+    // the interrupted code may be about to read: tcsetattr must not change it.
+    let errno = unsafe { *libc::__errno_location() };
+    reapply_all();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 extern "C" fn restore_at_exit() {
@@ -268,9 +315,9 @@ extern "C" fn restore_and_reraise(signal: libc::c_int) {
     }
 }
 
-/// Installs [`restore_and_reraise`] for `signal` if its disposition is the default: an
-/// embedder's own handler (or SIG_IGN) stays as it is.
-fn install_signal_handler(signal: libc::c_int) {
+/// Installs `handler` for `signal` if its disposition is the default: an embedder's own
+/// handler (or SIG_IGN) stays as it is.
+fn install_signal_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) {
     // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct (SIG_DFL, no
     // flags, empty mask).
     let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -288,12 +335,12 @@ fn install_signal_handler(signal: libc::c_int) {
     }
     // SAFETY: as above, zeroed is a valid starting value.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-    action.sa_sigaction = restore_and_reraise as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_sigaction = handler as libc::sighandler_t;
     action.sa_flags = libc::SA_RESTART;
     // SAFETY: `action.sa_mask` is a valid sigset_t to initialise.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
-    // SAFETY: `action` is fully initialised and its handler is async-signal-safe (atomics,
-    // tcsetattr, signal, raise); the old action is not needed.
+    // SAFETY: `action` is fully initialised and both handlers are async-signal-safe (atomics,
+    // errno, tcsetattr, signal, raise); the old action is not needed.
     if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
         log::warn!("cannot handle signal {signal}: {}", io::Error::last_os_error());
     }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use chardev::error::Error;
 use chardev::options::{
-    parse_bool, parse_size, split_options, BackendSpec, ChardevSpec, LogSpec, SocketAddrSpec,
-    SocketSpec, UdpSpec, DEFAULT_PTY_BACKLOG,
+    parse_bool, parse_size, split_options, BackendSpec, BacklogFull, ChardevSpec, LogSpec,
+    SocketAddrSpec, SocketSpec, UdpSpec, DEFAULT_PTY_BACKLOG,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -315,9 +315,29 @@ fn udp_with_local_side() {
 fn pty_with_and_without_symlink() {
     assert_eq!(
         parse("pty,id=p,path=/tmp/link").backend,
-        BackendSpec::Pty { path: Some("/tmp/link".into()), backlog: 65536 }
+        BackendSpec::Pty {
+            path: Some("/tmp/link".into()),
+            backlog: 65536,
+            when_full: BacklogFull::DropOldest
+        }
     );
-    assert_eq!(parse("pty,id=p").backend, BackendSpec::Pty { path: None, backlog: 65536 });
+    assert_eq!(
+        parse("pty,id=p").backend,
+        BackendSpec::Pty { path: None, backlog: 65536, when_full: BacklogFull::DropOldest }
+    );
+}
+
+#[test]
+fn pty_backlog_full_drops_the_oldest_by_default_or_waits() {
+    let when_full = |s: &str| match parse(s).backend {
+        BackendSpec::Pty { when_full, .. } => when_full,
+        other => panic!("{s:?} is not a pty: {other:?}"),
+    };
+    assert_eq!(when_full("pty,id=p"), BacklogFull::DropOldest);
+    assert_eq!(when_full("pty,id=p,backlog-full=drop"), BacklogFull::DropOldest);
+    assert_eq!(when_full("pty,id=p,backlog-full=wait"), BacklogFull::Wait);
+    assert_option_error("pty,id=p,backlog-full=block", "backlog-full", "block", "'drop' or 'wait'");
+    assert_unknown_option("socket,id=s,path=/x,backlog-full=wait", "socket", "backlog-full");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use chardev::compat::{parse_compat, Compat};
-use chardev::options::{split_options, LogSpec, SocketAddrSpec, SocketSpec};
+use chardev::options::{split_options, BacklogFull, LogSpec, SocketAddrSpec, SocketSpec};
 use chardev::{BackendSpec, ChardevSpec};
 use proptest::prelude::*;
 
@@ -48,6 +48,7 @@ fn option_soup() -> impl Strategy<Value = String> {
         "logfile=",
         "to=",
         "backlog=",
+        "backlog-full=wait",
         "mode=",
         "0600",
         "abstract=on",
@@ -95,13 +96,21 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
             let size = 1usize << shift;
             (BackendSpec::Ringbuf { size }, format!("ringbuf,size={size}"))
         }),
-        (prop::option::of(path()), 0usize..1 << 20).prop_map(|(p, backlog)| {
-            let mut s = format!("pty,backlog={backlog}");
-            if let Some(p) = &p {
-                s.push_str(&format!(",path={}", text(p)));
+        (prop::option::of(path()), 0usize..1 << 20, any::<bool>()).prop_map(
+            |(p, backlog, wait)| {
+                let mut s = format!("pty,backlog={backlog}");
+                if let Some(p) = &p {
+                    s.push_str(&format!(",path={}", text(p)));
+                }
+                let when_full = if wait {
+                    s.push_str(",backlog-full=wait");
+                    BacklogFull::Wait
+                } else {
+                    BacklogFull::DropOldest
+                };
+                (BackendSpec::Pty { path: p, backlog, when_full }, s)
             }
-            (BackendSpec::Pty { path: p, backlog }, s)
-        }),
+        ),
         path().prop_map(|p| {
             let s = format!("serial,path={}", text(&p));
             (BackendSpec::Serial { path: p }, s)

@@ -459,3 +459,37 @@ fn socket_stdio_works_blocking_behind_poll() {
     assert_eq!(child.wait().code(), Some(0));
     assert!(!is_nonblocking(&theirs).unwrap(), "O_NONBLOCK leaked onto the socket");
 }
+
+/// The process state letter in /proc/PID/stat (`T` stopped, `S` sleeping, ...).
+fn process_state(pid: Pid) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command may hold spaces and parentheses: the state follows the last ')'.
+    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+/// Issue 15, point 10: stopped (Ctrl-Z, SIGSTOP), the terminal reset to cooked meanwhile (as
+/// a shell does when a job stops), continued: raw mode comes back, as QEMU's stdio does it.
+#[test]
+fn sigcont_puts_raw_mode_back_after_the_terminal_was_reset() {
+    use nix::sys::termios::{tcsetattr, SetArg};
+    let pty = Pty::open();
+    let before = pty.attributes();
+    let mut child = Child::on_pty("echo", &pty);
+    child.expect("[ready]");
+    let raw = pty.attributes();
+    assert_ne!(raw, before);
+
+    kill(child.pid(), Signal::SIGSTOP).unwrap();
+    common::wait_until("the child to stop", || process_state(child.pid()) == 'T');
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &before).unwrap();
+    assert_eq!(pty.attributes(), before);
+    kill(child.pid(), Signal::SIGCONT).unwrap();
+    common::wait_until("raw mode after SIGCONT", || pty.attributes() == raw);
+
+    // Still raw for the data too: no echo, no line discipline.
+    pty.type_in(b"ping\r");
+    assert!(!child.expect("[got ping]").contains(&b'p'), "the terminal echoed the input");
+    pty.type_in(b"quit\r");
+    assert_eq!(child.wait().code(), Some(0));
+    assert_eq!(pty.attributes(), before, "terminal not restored at exit");
+}

@@ -11,3 +11,10 @@ pub mod signals; // ending signals as QEMU announces them; stderr lines that nev
 
 /// The program name the banner, `info version` and `query-version` show.
 pub const PROGRAM: &str = "serial-console";
+
+/// Sets up logging for a demo binary: `RUST_LOG` as usual, and warnings shown by default,
+/// as QEMU prints its warnings (a deprecated option, a client that cannot connect, output a
+/// pty dropped) on stderr without being asked.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+}

@@ -393,3 +393,100 @@ fn sigterm_ends_the_relay_cleanly_and_removes_its_socket_files() {
 fn sigint_ends_the_relay_cleanly_and_removes_its_socket_files() {
     ended_by(nix::sys::signal::Signal::SIGINT);
 }
+
+/// Issue 15, point 7: `chardev-relay pty socket` with no terminal on the pty kept the newest
+/// 64 KiB of 8 MiB and dropped the rest. Now the pty keeps its backlog and then slows the
+/// socket's writer; a terminal that comes later gets every byte, in order.
+#[test]
+fn a_pty_with_no_terminal_slows_the_other_side_and_loses_nothing() {
+    const LEN: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pty");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let r = relay(&format!("pty,path={}", link.display()), &sb);
+    wait_until("the pty link", || link.exists());
+    let mut writer = connect_unix(&pb);
+    writer.set_nonblocking(true).unwrap();
+    let payload = data(LEN, 21);
+    // Write until nothing more is taken for 500 ms: the relay has stopped reading.
+    let mut sent = 0;
+    while sent < LEN {
+        match writer.write(&payload[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let fd = std::os::fd::AsFd::as_fd(&writer);
+                if !chardev::fd::wait_writable(fd, Some(Duration::from_millis(500))).unwrap() {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("taken with no terminal: {sent} of {LEN} bytes");
+    assert!(sent < LEN, "the relay took all {LEN} bytes with no terminal to give them to");
+    let rss = vm_rss(r.0.id());
+    assert!(rss < 32 << 20, "the relay holds {rss} bytes resident");
+
+    // A terminal comes: the rest flows, and every byte arrives.
+    let mut tty = TimedPipe(open_terminal(&link));
+    let rest = payload[sent..].to_vec();
+    let mut w = writer.try_clone().unwrap();
+    w.set_nonblocking(false).unwrap();
+    w.set_write_timeout(Some(DEADLINE)).unwrap();
+    let feeder = std::thread::spawn(move || w.write_all(&rest));
+    let mut got = vec![0u8; LEN];
+    tty.read_exact(&mut got).unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(got == payload, "the terminal got other bytes than were sent");
+}
+
+/// With `backlog-full=drop` asked for explicitly, the pty drops the oldest output while no
+/// terminal is there, the relay takes everything, and it says on stderr that it drops and,
+/// when a terminal comes, how much it dropped: exactly what the terminal did not get.
+#[test]
+fn a_pty_with_backlog_full_drop_keeps_the_newest_and_says_how_much_it_dropped() {
+    const LEN: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pty");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let mut r = Relay(
+        Command::new(BIN)
+            .args([&format!("pty,path={},backlog-full=drop", link.display()), &sb])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the pty link", || link.exists());
+    let mut writer = connect_unix(&pb);
+    writer.set_write_timeout(Some(DEADLINE)).unwrap();
+    // The stream ends with the only '!' in it.
+    let mut payload: Vec<u8> =
+        data(LEN, 22).into_iter().map(|b| if b == b'!' { b'?' } else { b }).collect();
+    payload.push(b'!');
+    writer.write_all(&payload).unwrap();
+    let mut stderr = std::io::BufReader::new(TimedPipe(r.0.stderr.take().unwrap()));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("backlog is full (65536 bytes): dropping the oldest output"), "{line}");
+
+    let mut tty = TimedPipe(open_terminal(&link));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.last() != Some(&b'!') {
+        let n = tty.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.len() >= 64 << 10, "the terminal got {} bytes, less than the backlog", got.len());
+    assert!(payload.ends_with(&got), "the terminal's bytes are not the end of the stream");
+    line.clear();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let dropped = payload.len() - got.len();
+    assert!(line.contains(&format!(": {dropped} bytes of output were dropped")), "{line}");
+}
+
+fn vm_rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+}

@@ -61,6 +61,7 @@ fn backend_like() -> impl Strategy<Value = Value> {
         "signal",
         "path",
         "backlog",
+        "backlog-full",
         "addr",
         "server",
         "wait",

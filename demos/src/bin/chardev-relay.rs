@@ -15,7 +15,8 @@ use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chardev::{ChardevSpec, EventLoop, Registry};
+use chardev::options::BacklogFull;
+use chardev::{BackendSpec, ChardevSpec, EventLoop, Registry};
 use demos::relay::{self, RelayEvent};
 use demos::say;
 use nix::sys::signal::{SigSet, Signal};
@@ -26,10 +27,12 @@ Joins two chardevs back to back, each given in QEMU's -chardev syntax without id
   chardev-relay pty unix:/tmp/s.sock,server=on        (legacy forms work too)
   chardev-relay socket,path=/tmp/a,server=on,wait=off socket,host=127.0.0.1,port=4000
 
-Bytes flow both ways with flow control (a slow side slows the other; nothing is dropped),
-and fds pass through when both sides are unix sockets. Where no fd can flow, bytes between
-plain sockets move by splice(2) and never enter user space. The relay ends when a side
-that was open closes.
+Bytes flow both ways with flow control: a slow side slows the other, and nothing is
+dropped (a pty with no terminal keeps its backlog, 64 KiB, then waits for one;
+pty,backlog-full=drop drops the oldest output instead and says how much when a terminal
+comes). Fds pass through when both sides are unix sockets. Where no fd can flow, bytes
+between plain sockets move by splice(2) and never enter user space. The relay ends when
+a side that was open closes.
 
   --keep-open   do not end when a side closes: wait for its next connection
   --no-fds      do not pass fds (close those that arrive, as socat does): splice everywhere
@@ -39,7 +42,7 @@ that was open closes.
 ";
 
 fn main() -> ExitCode {
-    env_logger::init();
+    demos::init_logging();
     let mut keep_open = false;
     let mut verbose = false;
     let mut options = relay::Options::default();
@@ -99,14 +102,27 @@ impl From<RelayEvent> for Wake {
 }
 
 /// A spec in -chardev syntax, or in the legacy form (`pty`, `unix:PATH,server=on`).
+///
+/// A pty waits for a terminal when its backlog is full (`backlog-full=wait`): the relay
+/// promises that a slow side slows the other and nothing is dropped, and a pty with nobody
+/// attached is the slowest side there is. `backlog-full=drop` asks for the pty's own
+/// default (drop the oldest output, counted and logged when a terminal attaches).
 fn parse(spec: &str, id: &str) -> Result<ChardevSpec, String> {
-    match ChardevSpec::parse_with_id(spec, id) {
-        Ok(s) => Ok(s),
+    let mut parsed = match ChardevSpec::parse_with_id(spec, id) {
+        Ok(s) => s,
         Err(first) => match chardev::compat::parse_compat(spec, id) {
-            Ok((chardev::compat::Compat::New(s), false)) => Ok(s),
-            _ => Err(format!("{spec}: {first}")),
+            Ok((chardev::compat::Compat::New(s), false)) => s,
+            _ => return Err(format!("{spec}: {first}")),
         },
+    };
+    if let BackendSpec::Pty { when_full, .. } = &mut parsed.backend {
+        let explicit = chardev::options::split_options(spec, "backend")
+            .is_ok_and(|pairs| pairs.iter().any(|(key, _)| key == "backlog-full"));
+        if !explicit {
+            *when_full = BacklogFull::Wait;
+        }
     }
+    Ok(parsed)
 }
 
 fn run(

@@ -35,7 +35,7 @@ use demos::{say, PROGRAM};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
-    env_logger::init();
+    demos::init_logging();
     install_panic_exit();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match cli::parse(&args) {
