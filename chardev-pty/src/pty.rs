@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chardev::chardev::refuse_fds;
+use chardev::backend::refuse_fds;
 use chardev::error::{Error, Result};
 use chardev::options::{BackendSpec, BacklogFull, ChardevSpec};
 use chardev::registry::BuildContext;

@@ -873,12 +873,12 @@ impl Chardev for Socket {
             return Err(Error::NotConnected(self.label.clone()).into());
         };
         if let Some(ws) = &mut conn.ws {
-            chardev::chardev::refuse_fds("websocket", fds)?;
+            chardev::backend::refuse_fds("websocket", fds)?;
             return ws.write(buf);
         }
         if conn.telnet.is_some() {
             // Escaped output may go out in pieces; fds have no byte to ride on reliably.
-            chardev::chardev::refuse_fds("telnet", fds)?;
+            chardev::backend::refuse_fds("telnet", fds)?;
         }
         conn.flush()?;
         if conn.telnet.is_some() {

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use chardev::chardev::refuse_fds;
+use chardev::backend::refuse_fds;
 use chardev::error::{Error, Result};
 use chardev::options::{BackendSpec, ChardevSpec};
 use chardev::registry::BuildContext;

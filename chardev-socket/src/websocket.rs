@@ -155,8 +155,7 @@ impl WsConn {
     /// Starts the server handshake on a connection (`socket` is borrowed and duplicated).
     pub fn accept(socket: BorrowedFd<'_>) -> io::Result<(WsConn, Step)> {
         let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0 };
-        let mut conn =
-            WsConn {
+        let mut conn = WsConn {
             state: State::Closed,
             input: Vec::new(),
             input_at: 0,

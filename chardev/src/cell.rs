@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::chardev::Chardev;
+use crate::backend::Chardev;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
@@ -313,7 +313,7 @@ impl Cell {
 
     /// Mux output with `[hh:mm:ss.mmm] ` before each line (`Ctrl-A t`), written in full.
     fn write_stamped(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        crate::chardev::refuse_fds("mux", fds)?;
+        crate::backend::refuse_fds("mux", fds)?;
         let Some(mux) = &self.mux else { return Ok(0) };
         let mut out = Vec::with_capacity(buf.len() + 16);
         {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::backend::{Input, Io, RaisedEvent, TimerEntry, SOURCES_PER_CHARDEV, WRITE_WATCH};
 use crate::cell::{Cell, NO_KEY};
-use crate::chardev::{Input, Io, RaisedEvent, TimerEntry, SOURCES_PER_CHARDEV, WRITE_WATCH};
 use crate::error::{Error, Result};
 use crate::frontend::{Event, Frontend};
 use crate::mux::{self, MuxAction, ESCAPE};

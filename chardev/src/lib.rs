@@ -34,9 +34,9 @@
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod backend; // the backend trait and its view of the loop
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
-pub mod chardev; // the backend trait and its view of the loop
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod error; // the one error type
 pub mod event_loop; // mio loop: readiness, flow control, timers, requests
@@ -49,8 +49,8 @@ pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 
+pub use crate::backend::{Chardev, Input, Io};
 pub use crate::cell::MAX_MUX;
-pub use crate::chardev::{Chardev, Input, Io};
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};

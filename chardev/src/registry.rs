@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::backend::{downcast_mut, Chardev};
 use crate::backends::ringbuf::Ringbuf;
 use crate::cell::{Cell, Opened, Removed};
-use crate::chardev::{downcast_mut, Chardev};
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};

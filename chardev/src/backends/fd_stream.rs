@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use mio::unix::SourceFd;
 use mio::Interest;
 
-use crate::chardev::{refuse_fds, Chardev, Input, Io};
+use crate::backend::{refuse_fds, Chardev, Input, Io};
 use crate::error::{Error, Result};
 use crate::frontend::Event;
 

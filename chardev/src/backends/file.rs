@@ -2,8 +2,8 @@
 //! `input-path` if given. As QEMU: open at creation, `Opened` at once, `Closed` at the end
 //! of the input.
 
+use crate::backend::Chardev;
 use crate::backends::fd_stream::{FdStream, Output};
-use crate::chardev::Chardev;
 use crate::error::{Error, Result};
 use crate::fdset::OpenHow;
 use crate::options::{BackendSpec, ChardevSpec};

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use crate::chardev::{refuse_fds, Chardev, Io};
+use crate::backend::{refuse_fds, Chardev, Io};
 use crate::error::Result;
 use crate::options::ChardevSpec;
 use crate::registry::BuildContext;

@@ -5,8 +5,8 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use crate::backend::Chardev;
 use crate::backends::fd_stream::{FdStream, Output};
-use crate::chardev::Chardev;
 use crate::error::{Error, Result};
 use crate::fdset::OpenHow;
 use crate::options::{BackendSpec, ChardevSpec};

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use crate::chardev::{refuse_fds, Chardev, Io};
+use crate::backend::{refuse_fds, Chardev, Io};
 use crate::error::{Error, Result};
 use crate::frontend::Event;
 use crate::options::{BackendSpec, ChardevSpec, MAX_RINGBUF_SIZE};

@@ -26,8 +26,8 @@ use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, SFlag};
 
+use crate::backend::{Chardev, Input, Io};
 use crate::backends::fd_stream::{FdStream, Output};
-use crate::chardev::{Chardev, Input, Io};
 use crate::error::{Error, Result};
 use crate::options::{BackendSpec, ChardevSpec};
 use crate::registry::BuildContext;
@@ -103,7 +103,7 @@ impl Chardev for Stdio {
 
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         let Some(gate) = &self.output_gate else { return self.stream.write(buf, fds) };
-        crate::chardev::refuse_fds("stdio", fds)?;
+        crate::backend::refuse_fds("stdio", fds)?;
         if !poll_ready(gate.as_fd(), PollFlags::POLLOUT) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
