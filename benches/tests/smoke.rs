@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chardev_testkit::require_program;
+
 const COMPARE: &str = env!("CARGO_BIN_EXE_compare");
 
 /// The smoke run's bound: it takes a second or two; a hang must fail, not stall the suite.
@@ -56,6 +58,8 @@ fn line<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
 
 #[test]
 fn every_scenario_delivers_everything_intact() {
+    require_program("socat", "socat");
+    require_program("qemu-system-x86_64", "qemu-system-x86");
     let relay = relay();
     let mut args = vec!["--smoke"];
     let relay_arg = relay.as_ref().map(|p| p.display().to_string());
@@ -93,6 +97,7 @@ fn every_scenario_delivers_everything_intact() {
 
 #[test]
 fn a_relay_that_corrupts_the_stream_fails_the_run() {
+    require_program("socat", "socat");
     let dir = tempfile::tempdir().unwrap();
     // A stand-in for chardev-relay: socat between the same two sockets, through a `dd` that
     // upper-cases ASCII letters as they pass (the pattern has 26 in every 251 bytes).

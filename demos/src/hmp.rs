@@ -78,7 +78,12 @@ impl LineEditor {
                     self.remember(line);
                     continue;
                 }
-                0x7f | 0x08 if self.cursor > 0 => {
+                // Backspace (DEL or BS); at the start of the line it does nothing, as in
+                // QEMU's readline (and never falls through to insert a DEL).
+                0x7f | 0x08 => {
+                    if self.cursor == 0 {
+                        continue;
+                    }
                     self.cursor -= 1;
                     self.line.remove(self.cursor);
                 }
@@ -514,6 +519,16 @@ mod tests {
         // "helo", left, insert 'l', end, backspace 'o', type 'o'
         assert_eq!(ed.feed(b"helo\x1b[Dl\x05\x7fo\r").lines, ["hello"]);
         assert_eq!(ed.feed(b"X\x01Y\r").lines, ["YX"]);
+    }
+
+    /// Fuzz finding `fuzz/regressions/hmp_line_editor/del-at-line-start` (`00 7f 0d`).
+    #[test]
+    fn backspace_at_the_start_of_the_line_does_nothing() {
+        let mut ed = LineEditor::default();
+        let out = ed.feed(b"\x00\x7f\x08\r");
+        assert_eq!(out.lines, [""]);
+        assert_eq!(out.echo, b"\r\n");
+        assert_eq!(ed.feed(b"ab\x01\x7f\x08\r").lines, ["ab"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chardev::chardev::{Chardev, Input, Io};
+use chardev::backend::{Chardev, Input, Io};
 use chardev::frontend::{Event, Frontend};
 use chardev::options::ChardevSpec;
 use chardev::{EventLoop, Registry};

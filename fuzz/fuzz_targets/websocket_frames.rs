@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if round % 4 == 0 {
             let _ = conn.write(&buf);
-            conn.on_writable();
+            let _ = conn.on_writable();
         }
     }
 });

@@ -1,0 +1,112 @@
+//! The human monitor's line editor is bounded as QEMU's readline is: a line keeps at most
+//! 4,095 bytes (the rest of it is dropped, not echoed), the history at most 64 lines, and an
+//! error quotes only the start of what was typed. Run against the real `serial-console`,
+//! measuring what comes back on the socket and the process's resident memory.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use chardev_testkit::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
+const MIB: u64 = 1 << 20;
+
+/// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`: resident now, resident at peak).
+fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Sends `input` from a second thread while reading here, until the reply to the
+/// `info status` it ends with is complete; returns how many bytes came back and their tail.
+fn exchange(s: &mut UnixStream, input: &[u8]) -> (usize, String) {
+    assert!(input.ends_with(b"info status\r"));
+    let mut writer = s.try_clone().unwrap();
+    writer.set_write_timeout(Some(DEADLINE)).unwrap();
+    std::thread::scope(|scope| {
+        let sent = scope.spawn(move || writer.write_all(input));
+        let (mut total, mut tail) = (0, Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match s.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.expect("the monitor answers within the deadline"),
+            };
+            assert!(n > 0, "the monitor hung up after {total} bytes");
+            total += n;
+            tail.extend_from_slice(&buf[..n]);
+            tail.drain(..tail.len().saturating_sub(512));
+            let text = String::from_utf8_lossy(&tail);
+            if text.ends_with("(qemu) ") && text.contains("VM status: ") {
+                sent.join().unwrap().expect("the monitor takes all the input");
+                return (total, text.into_owned());
+            }
+        }
+    })
+}
+
+#[test]
+fn a_10_mb_line_and_1000_lines_of_history_keep_echo_and_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hmp.sock");
+    let m = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "-nodefaults",
+                "-monitor",
+                &format!("unix:{},server=on,wait=off", path.display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = m.0.id();
+    let mut s = connect_unix(&path);
+    let mut banner = Vec::new();
+    while !banner.ends_with(b"(qemu) ") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "the banner comes");
+        banner.push(byte[0]);
+    }
+    let start = status_bytes(pid, "VmRSS");
+
+    // One 10 MB line: QEMU keeps its first 4,095 bytes and drops the rest unechoed.
+    let mut input = vec![b'a'; 10_000_000];
+    input.extend_from_slice(b"\rinfo status\r");
+    let (echoed, tail) = exchange(&mut s, &input);
+    drop(input);
+    assert!(tail.ends_with("VM status: running\r\n(qemu) "), "the command after it runs: {tail:?}");
+    let (rss, peak) = (status_bytes(pid, "VmRSS"), status_bytes(pid, "VmHWM"));
+    eprintln!(
+        "10 MB line: echoed {echoed} bytes; VmRSS {} KiB at start, {} KiB after, peak {} KiB",
+        start / 1024,
+        rss / 1024,
+        peak / 1024
+    );
+    assert!(echoed < 64 * 1024, "a 10 MB line echoed {echoed} bytes");
+    assert!(peak < start + 8 * MIB, "a 10 MB line took the RSS from {start} to a {peak} peak");
+
+    // 1,000 different long lines: the history keeps 64 of at most 4,095 bytes each.
+    let mut input = Vec::new();
+    for i in 0..1000 {
+        input.extend_from_slice(format!("x{i:04} ").as_bytes());
+        input.resize(input.len() + 64 * 1024, b'y');
+        input.push(b'\r');
+    }
+    input.extend_from_slice(b"info status\r");
+    let (echoed, tail) = exchange(&mut s, &input);
+    drop(input);
+    assert!(tail.ends_with("VM status: running\r\n(qemu) "), "{tail:?}");
+    let rss = status_bytes(pid, "VmRSS");
+    eprintln!(
+        "1,000 lines of 64 KiB: echoed {echoed} bytes; VmRSS {} KiB at start, {} KiB after",
+        start / 1024,
+        rss / 1024
+    );
+    assert!(echoed < 1000 * 5 * 1024, "1,000 capped lines echoed {echoed} bytes");
+    assert!(rss < start + 8 * MIB, "1,000 lines of history took the RSS from {start} to {rss}");
+}

@@ -1,0 +1,14 @@
+//! The demos run as users run them (serial-console, chardev-relay), against real peers and,
+//! in the differential tests, QEMU 7.2 itself; a module per subject, in one binary. What is
+//! measured (RSS, fds) is the demo's, in /proc/PID of the child, never this process's.
+//! Shared helpers come from the `chardev-testkit` crate.
+
+mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
+mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
+mod migration; // migrate fd:NAME end to end, a slow reader, getfd/closefd cycles
+mod qmp; // QMP against the qemu.qmp library and raw sockets, against QEMU 7.2 too
+mod relay; // chardev-relay between socat peers, stalled readers, ptys, signals
+mod security; // TCP servers with no host listen on loopback only
+mod serial_console; // serial-console through pexpect, socat and telnet on its sockets
+mod signals; // serial-console on a real terminal ended by signals and panics
+mod websocket_abuse; // hostile websocket clients, against QEMU 7.2 too
