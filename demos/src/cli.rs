@@ -173,7 +173,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             match name {
                 "h" | "help" => return Ok(Command::Help),
                 "version" => return Ok(Command::Version),
-                "nographic" => raw.nographic = true,
+                // Accepted for QEMU's command lines; with no graphics here its defaults
+                // always apply.
+                "nographic" => {}
                 "nodefaults" => raw.nodefaults = true,
                 "S" => raw.start_stopped = true,
                 _ => {}
@@ -197,7 +199,6 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
 #[derive(Default)]
 struct Raw {
     options: Vec<(String, String)>,
-    nographic: bool,
     nodefaults: bool,
     start_stopped: bool,
 }
@@ -225,7 +226,6 @@ impl Raw {
         let mut default_monitor = !self.nodefaults;
         let mut serial_seen = false;
         let mut compat_monitors = 0;
-        let mut qmp_monitors = 0;
         for (name, value) in &self.options {
             let fail = |e: &dyn std::fmt::Display| err(name, value, e);
             match name.as_str() {
@@ -267,10 +267,8 @@ impl Raw {
                             )
                         }
                         _ => {
-                            qmp_monitors += 1;
                             // QEMU labels -qmp chardevs compat_monitorN too.
                             compat_monitors += 1;
-                            let _ = qmp_monitors;
                             (
                                 format!("compat_monitor{}", compat_monitors - 1),
                                 MonitorMode::Control { pretty: name == "qmp-pretty" },
@@ -333,8 +331,8 @@ impl Raw {
                 _ => return Err(fail(&"invalid option")),
             }
         }
-        // QEMU's -nographic defaults (vl.c); here there are no graphics, so always so.
-        let _ = self.nographic;
+        // QEMU's -nographic defaults (vl.c); here there are no graphics, so they apply with
+        // or without -nographic.
         if default_serial && default_monitor {
             let (compat, _) =
                 parse_compat("mon:stdio", "serial0").map_err(|e| err("serial", "mon:stdio", e))?;

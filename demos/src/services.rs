@@ -218,9 +218,10 @@ impl Services {
         };
         match &*self.migration() {
             MigrationState::None => json!({}),
-            MigrationState::Active { progress, started, .. } => json!({
-                "status": "active", "total-time": started.elapsed().as_millis() as u64, "ram": ram(progress.ram()),
-            }),
+            MigrationState::Active { progress, started, .. } => {
+                let total_time = started.elapsed().as_millis() as u64;
+                json!({"status": "active", "total-time": total_time, "ram": ram(progress.ram())})
+            }
             MigrationState::Completed { ram: r, total_time } => {
                 json!({"status": "completed", "total-time": total_time, "ram": ram(*r)})
             }
