@@ -13,6 +13,13 @@
 //! Our own fd has a second use: what the guest wrote and the last terminal left unread stays
 //! in the slave's input queue when that terminal closes, and we read it back from there.
 //!
+//! A limit of counting events: inotify merges an event with the one queued before it when
+//! both are the same and that one is still unread. Two terminals that close (or open) within
+//! one loop turn, before the loop reads the first event, count as one: after two closes at
+//! once the pty still sees a terminal until the next open and close (so it waits, or keeps a
+//! backlog, instead of writing to nobody). A recount from `/proc/*/fd` would fix it at a cost
+//! on every close; not done.
+//!
 //! The cost: one inotify instance per pty (`fs.inotify.max_user_instances`, often 128 per
 //! user); without one the pty polls for the hang-up instead ([`Watch::Poll`]).
 //!

@@ -259,11 +259,19 @@ pub fn fds_open_under(path: &std::path::Path) -> usize {
 }
 
 /// Waits until `lp`'s loop has handled every request posted before this call (installing
-/// a frontend, taking focus, removing a chardev) and finished the iteration it handled them
-/// in, so input that was ready by then has been delivered too: a barrier, not a sleep.
+/// a frontend, taking focus, removing a chardev), then polled for readiness and handled what
+/// it found, so input and events that were ready by then (a terminal's close, bytes a peer
+/// sent) have been delivered too: a barrier, not a sleep.
+///
+/// One loop turn polls once, then runs up to four rounds of requests (requests posted while
+/// it runs them included; `EventLoop::poll_once`). So round trips posted one after another
+/// can all land in the turn that was already running, before it polls again: a terminal
+/// closed just before the barrier would then be read only after it, and a second close in
+/// the meantime merged with the first by inotify (a flake this caused: the pty test of
+/// opens and closes missed its `Closed` about once in 70 runs). Six round trips in a row
+/// span a poll and the rounds after it.
 pub fn settle(lp: &chardev::LoopHandle) {
-    // The second round trip runs after the input handling of the first one's iteration.
-    for _ in 0..2 {
+    for _ in 0..6 {
         let (tx, rx) = channel();
         lp.run_on_loop(move || {
             let _ = tx.send(());
