@@ -169,7 +169,7 @@ impl Pty {
         termios::make_raw(&own, &pty.slave)?;
         termios::set_packet_mode(&pty.master, &pty.slave)?;
         let watching = match inotify {
-            Some(inotify) => Watching::Inotify(SlaveWatch::start(inotify, own)),
+            Some(inotify) => Watching::Inotify(SlaveWatch::start(inotify, own, &pty.slave)),
             // Closing our only slave fd leaves the master hung up, which the poll looks for
             // (a slave that was never opened does not hang up).
             None => Watching::Poll,

@@ -13,12 +13,15 @@
 //! Our own fd has a second use: what the guest wrote and the last terminal left unread stays
 //! in the slave's input queue when that terminal closes, and we read it back from there.
 //!
-//! A limit of counting events: inotify merges an event with the one queued before it when
-//! both are the same and that one is still unread. Two terminals that close (or open) within
-//! one loop turn, before the loop reads the first event, count as one: after two closes at
-//! once the pty still sees a terminal until the next open and close (so it waits, or keeps a
-//! backlog, instead of writing to nobody). A recount from `/proc/*/fd` would fix it at a cost
-//! on every close; not done.
+//! Counting has one gap, which a recount closes: inotify merges an event with the one queued
+//! before it when both are the same and that one is still unread, so two terminals that
+//! close within one loop turn make one `IN_CLOSE_WRITE`, and the count would stay one too
+//! high for good (the last terminal would never be seen to go). So when a close leaves the
+//! count saying that terminals remain (which needs two or more at once, rare), the slave's
+//! users are counted from `/proc/*/fd` ([`others_have_open`]): if none is left, the count
+//! goes back to ours alone. Two opens merged make the count one too low until the next
+//! close; that close then makes an early `Detached` followed by no `Attached` (the terminal
+//! still there keeps working, as every write goes to the master all the same).
 //!
 //! The cost: one inotify instance per pty (`fs.inotify.max_user_instances`, often 128 per
 //! user); without one the pty polls for the hang-up instead ([`Watch::Poll`]).
@@ -27,8 +30,8 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -48,6 +51,8 @@ pub(crate) struct SlaveWatch {
     inotify: Inotify,
     /// Our slave fd: keeps the master from hanging up, and gives back unread output.
     own: File,
+    /// The slave's path, to recount its users from `/proc` (see the module's text).
+    slave: PathBuf,
     /// Files open on the slave, ours included, as the events so far tell.
     open: u64,
 }
@@ -65,8 +70,8 @@ pub(crate) fn watch(slave: &Path) -> io::Result<Inotify> {
 impl SlaveWatch {
     /// Completes a [`watch`] with our own fd on the (now unlocked) slave, and counts the
     /// opens so far: ours, and any a quick terminal made in between.
-    pub(crate) fn start(inotify: Inotify, own: File) -> SlaveWatch {
-        let mut watch = SlaveWatch { inotify, own, open: 0 };
+    pub(crate) fn start(inotify: Inotify, own: File, slave: &Path) -> SlaveWatch {
+        let mut watch = SlaveWatch { inotify, own, slave: slave.to_path_buf(), open: 0 };
         watch.changes(&mut Vec::new());
         watch
     }
@@ -107,6 +112,12 @@ impl SlaveWatch {
                 }
                 if event.mask.intersects(AddWatchFlags::IN_CLOSE) {
                     self.open = self.open.saturating_sub(1);
+                    // Terminals left, by the count: it may be one too high (merged closes).
+                    if self.terminals() > 0
+                        && others_have_open(&self.slave, self.own.as_raw_fd()) == Some(false)
+                    {
+                        self.open = 1;
+                    }
                 }
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     // 16384 opens and closes between two loop iterations; the count may be off.
@@ -140,4 +151,39 @@ impl SlaveWatch {
             }
         }
     }
+}
+
+/// Whether any process has `slave` open, our own fd `own` apart, from the links in
+/// `/proc/*/fd`: `Some(false)` only when every process's fds could be read and none is on
+/// the slave; `None` when some could not be read (another user's processes) and none of
+/// those that could is on it. A file open in two processes (fork, SCM_RIGHTS) shows in both;
+/// only whether there is one matters here.
+pub(crate) fn others_have_open(slave: &Path, own: i32) -> Option<bool> {
+    let me = std::process::id().to_string();
+    let mut complete = true;
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for proc in procs.flatten() {
+        let name = proc.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        let fds = match std::fs::read_dir(proc.path().join("fd")) {
+            Ok(fds) => fds,
+            // Gone meanwhile: it has nothing open.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                complete = false;
+                continue;
+            }
+        };
+        for fd in fds.flatten() {
+            if pid == me && fd.file_name().to_str() == Some(own.to_string().as_str()) {
+                continue;
+            }
+            if std::fs::read_link(fd.path()).is_ok_and(|target| target == slave) {
+                return Some(true);
+            }
+        }
+    }
+    complete.then_some(false)
 }

@@ -367,6 +367,35 @@ fn opened_when_the_first_terminal_comes_closed_when_the_last_goes_once_each() {
     rec.nothing_yet();
 }
 
+/// inotify merges two identical events queued one after the other: two terminals that close
+/// while the loop is busy make one `IN_CLOSE_WRITE`. The last terminal must still be seen to
+/// go (and the next to come), not counted as staying for good.
+#[test]
+fn two_terminals_that_close_within_one_loop_turn_are_both_seen_to_go() {
+    let (lp, reg, _dir) = setup();
+    let slave = add_pty(&reg, "pty,id=two");
+    let h = reg.connect("two").unwrap();
+    let rec = record(&h, 4096);
+    let a = Term::open(&slave);
+    rec.expect_event(Event::Opened);
+    let b = Term::open(&slave);
+    settle(lp.handle());
+    rec.nothing_yet();
+    // Both close while the loop is held: their events queue unread and merge.
+    let release = hold_loop(lp.handle());
+    drop(a);
+    drop(b);
+    drop(release);
+    rec.expect_event(Event::Closed);
+    assert!(!h.is_open());
+    // The count is right again: the next terminal comes and goes.
+    drop(Term::open(&slave));
+    rec.expect_event(Event::Opened);
+    rec.expect_event(Event::Closed);
+    settle(lp.handle());
+    rec.nothing_yet();
+}
+
 #[test]
 fn a_mib_each_way_with_slow_readers_loses_nothing() {
     let (_lp, reg, _dir) = setup();
