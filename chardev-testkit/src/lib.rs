@@ -847,7 +847,7 @@ impl Frontend for Acking {
     }
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
         for _ in data {
-            self.handle.write_all(b".").unwrap();
+            self.handle.write_all_blocking(b".").unwrap();
         }
         self.tx.send((data.to_vec(), fds)).unwrap();
     }
