@@ -268,3 +268,27 @@ fn write_all_on_the_loop_thread_refuses_naming_the_queue_and_write_all_blocking(
     peer.read_exact(&mut got).unwrap();
     assert_eq!(got, b"from a test thread");
 }
+
+#[test]
+fn when_a_stuck_peer_leaves_what_waited_is_dropped_and_the_next_peer_is_answered() {
+    let (lp, reg, dir) = socket_registry();
+    let stats = Arc::new(Stats::default());
+    let h = server(&reg, dir.path(), "leaves");
+    let out = OutputQueue::with_bounds(h.clone(), PAUSE_AT, LIMIT);
+    h.set_frontend(Answerer { out, written: 0, stats: Arc::clone(&stats) });
+    let mut stuck = client(dir.path(), "leaves");
+    stuck.write_all(&[b'?'; 16 * 1024]).unwrap();
+    wait_until("the queue to back up and input to be held back", || {
+        stats.held_back.load(Ordering::SeqCst) && stats.pending.load(Ordering::SeqCst) >= PAUSE_AT
+    });
+    drop(stuck);
+    // The loop tells the waiting frontend on `Closed`; its flush finds no peer and drops.
+    wait_until("the queue to be dropped", || stats.pending.load(Ordering::SeqCst) == 0);
+    settle(lp.handle());
+
+    // Input is let in again: the next client is answered.
+    let mut next = client(dir.path(), "leaves");
+    next.write_all(b"!").unwrap();
+    let mut answer = vec![0u8; ANSWER];
+    next.read_exact(&mut answer).expect("the next client is answered");
+}
