@@ -163,7 +163,8 @@ fn report(notes: &Sender<Note>, event: Event) {
     let _ = notes.send(note);
 }
 
-/// Writes back whatever it receives (P4's device).
+/// Writes back whatever it receives (P4's device), waiting on the loop thread on purpose
+/// (`write_all_blocking`), as it always has: the figures stay comparable.
 pub struct Echo {
     handle: FrontendHandle,
     notes: Sender<Note>,
@@ -182,7 +183,7 @@ impl Frontend for Echo {
     }
 
     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        if let Err(e) = self.handle.write_all(data) {
+        if let Err(e) = self.handle.write_all_blocking(data) {
             let _ = self.notes.send(Note::Failed(format!("echo write: {e}")));
         }
     }

@@ -6,17 +6,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chardev::FrontendHandle;
+use chardev::{FrontendHandle, OutputQueue};
 use serde_json::{json, Value};
 
 use crate::json::render;
 
-/// Output queued for one monitor connection and not yet written.
-#[derive(Debug, Default)]
+/// Output for one monitor connection: the core's bounded queue (it stops reading a client at
+/// [`OUTPUT_HIGH`](crate::monitor::OUTPUT_HIGH) waiting and refuses output at
+/// [`MAX_QUEUED_EVENTS`]), and whether anyone is there to get it.
+#[derive(Debug)]
 pub(crate) struct Outbox {
-    pub(crate) buf: Vec<u8>,
-    /// How much of `buf` is written.
-    pub(crate) sent: usize,
+    pub(crate) queue: OutputQueue,
     /// A client is connected: output is kept for it.
     pub(crate) open: bool,
     /// Over its bound: the connection is being dropped.
@@ -24,14 +24,25 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Bytes queued and not yet written.
-    pub(crate) fn pending(&self) -> usize {
-        self.buf.len() - self.sent
+    pub(crate) fn new(handle: FrontendHandle) -> Outbox {
+        let queue =
+            OutputQueue::with_bounds(handle, crate::monitor::OUTPUT_HIGH, MAX_QUEUED_EVENTS);
+        Outbox { queue, open: false, overflowed: false }
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.buf.clear();
-        self.sent = 0;
+    /// Output past the bound: the client reads nothing, so it is disconnected (once) and
+    /// what waits for it is dropped.
+    pub(crate) fn overflow(&mut self) {
+        if std::mem::replace(&mut self.overflowed, true) {
+            return;
+        }
+        self.queue.clear();
+        log::warn!(
+            "QMP monitor '{}': the client reads no output ({} KiB queued); disconnected",
+            self.queue.handle().label(),
+            MAX_QUEUED_EVENTS / 1024
+        );
+        self.queue.handle().disconnect();
     }
 }
 
@@ -46,7 +57,6 @@ pub const MAX_QUEUED_EVENTS: usize = 1 << 20;
 struct Listener {
     id: u64,
     outbox: Arc<Mutex<Outbox>>,
-    handle: FrontendHandle,
     pretty: bool,
 }
 
@@ -64,14 +74,9 @@ impl std::fmt::Debug for EventBus {
 }
 
 impl EventBus {
-    pub(crate) fn subscribe(
-        &self,
-        outbox: Arc<Mutex<Outbox>>,
-        handle: FrontendHandle,
-        pretty: bool,
-    ) -> u64 {
+    pub(crate) fn subscribe(&self, outbox: Arc<Mutex<Outbox>>, pretty: bool) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.listeners).push(Listener { id, outbox, handle, pretty });
+        lock(&self.listeners).push(Listener { id, outbox, pretty });
         id
     }
 
@@ -96,20 +101,11 @@ impl EventBus {
             if !outbox.open || outbox.overflowed {
                 continue;
             }
-            if outbox.pending() > MAX_QUEUED_EVENTS {
-                outbox.overflowed = true;
-                outbox.clear();
-                log::warn!(
-                    "QMP monitor '{}': the client reads no output ({} KiB queued); disconnected",
-                    l.handle.label(),
-                    MAX_QUEUED_EVENTS / 1024
-                );
-                l.handle.disconnect();
-                continue;
+            // Queued here, written by the loop (the queue asks it for `writable`).
+            let text = if l.pretty { &pretty } else { &compact };
+            if outbox.queue.push(text.as_bytes()).is_err() {
+                outbox.overflow();
             }
-            outbox.buf.extend_from_slice(if l.pretty { &pretty } else { &compact }.as_bytes());
-            drop(outbox);
-            l.handle.notify_writable();
         }
     }
 }

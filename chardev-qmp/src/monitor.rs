@@ -15,7 +15,6 @@
 //! connection, so one client can never take what another passed.
 
 use std::collections::VecDeque;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -169,6 +168,7 @@ impl Qmp {
     /// A monitor that speaks through `handle` (install it with `handle.set_frontend`);
     /// `pretty` indents its JSON (`-qmp-pretty`).
     pub fn monitor(&self, handle: FrontendHandle, pretty: bool) -> Monitor {
+        let outbox = Arc::new(Mutex::new(Outbox::new(handle.clone())));
         Monitor {
             qmp: self.clone(),
             handle,
@@ -182,7 +182,7 @@ impl Qmp {
                 named: Arc::default(),
                 after_reply: None,
             },
-            outbox: Arc::default(),
+            outbox,
             subscription: None,
             open: false,
             paused: false,
@@ -229,10 +229,13 @@ impl Monitor {
         Arc::clone(&self.session.named)
     }
 
+    /// Sends a reply (or the greeting): what the client takes now goes at once, the rest
+    /// waits in the outbox.
     fn enqueue(&self, value: &Value) {
         let mut out = lock(&self.outbox);
-        if out.open {
-            out.buf.extend_from_slice(render(value, self.pretty).as_bytes());
+        if out.open && out.queue.write(render(value, self.pretty).as_bytes()).is_err() {
+            // Events from other threads filled the outbox while the command ran.
+            out.overflow();
         }
     }
 
@@ -255,11 +258,8 @@ impl Monitor {
             obj.insert("id".into(), id);
         }
         if self.session.negotiated && self.subscription.is_none() {
-            self.subscription = Some(self.qmp.shared.events.subscribe(
-                Arc::clone(&self.outbox),
-                self.handle.clone(),
-                self.pretty,
-            ));
+            self.subscription =
+                Some(self.qmp.shared.events.subscribe(Arc::clone(&self.outbox), self.pretty));
         }
         reply
     }
@@ -309,7 +309,7 @@ impl Monitor {
         loop {
             while self.open
                 && self.session.after_reply.is_none()
-                && lock(&self.outbox).pending() < OUTPUT_HIGH
+                && !lock(&self.outbox).queue.is_backed_up()
             {
                 if self.qmp.halted() {
                     self.inputs.clear();
@@ -333,35 +333,17 @@ impl Monitor {
     fn ready(&self) -> bool {
         self.inputs.is_empty()
             && self.session.after_reply.is_none()
-            && lock(&self.outbox).pending() < OUTPUT_HIGH
+            && !lock(&self.outbox).queue.is_backed_up()
     }
 
     /// Writes what the client takes now; true when the outbox is empty.
     fn flush(&mut self) -> bool {
         let mut out = lock(&self.outbox);
-        while out.pending() > 0 {
-            match self.handle.write(&out.buf[out.sent..]) {
-                Ok(n) => out.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.handle.notify_writable();
-                    break;
-                }
-                Err(e) => {
-                    // The client is gone; `Closed` follows.
-                    log::debug!("QMP output lost: {e}");
-                    out.clear();
-                }
-            }
+        if let Err(e) = out.queue.flush() {
+            // The client is gone; `Closed` follows.
+            log::debug!("QMP output lost: {e}");
         }
-        let empty = out.pending() == 0;
-        if empty {
-            out.clear();
-        } else if out.sent >= OUTPUT_HIGH {
-            let sent = out.sent;
-            out.buf.drain(..sent);
-            out.sent = 0;
-        }
+        let empty = out.queue.is_empty();
         drop(out);
         if empty {
             if let Some(after) = self.session.after_reply.take() {
@@ -403,7 +385,7 @@ impl Monitor {
             self.qmp.shared.events.unsubscribe(id);
         }
         let mut out = lock(&self.outbox);
-        out.clear();
+        out.queue.clear();
         out.overflowed = false;
     }
 }

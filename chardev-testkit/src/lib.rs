@@ -448,6 +448,23 @@ pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the testkit sits in the workspace root")
 }
 
+/// The path of the calling crate's example `name`, as `cargo test` builds it (into
+/// `target/<profile>/examples/`, beside the `deps/` that holds the test binary). Fails the test
+/// at once, saying how to build it, if it is not there: `cargo test --test it` builds no
+/// examples, a plain `cargo test -p CRATE` does.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/TEST");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "example {name} is not built ({} is missing): run the crate's tests with plain \
+         `cargo test -p CRATE` (which builds its examples), or `cargo build -p CRATE --examples`",
+        path.display()
+    );
+    path
+}
+
 /// The Python that runs the peers, where that choice came from, and whether it is there.
 struct Python {
     program: OsString,
@@ -855,7 +872,7 @@ impl Frontend for Acking {
     }
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
         for _ in data {
-            self.handle.write_all(b".").unwrap();
+            self.handle.write_all_blocking(b".").unwrap();
         }
         self.tx.send((data.to_vec(), fds)).unwrap();
     }

@@ -170,11 +170,35 @@ impl FrontendHandle {
     }
 
     /// Writes all of `buf`, waiting for the backend to drain when it is full. Returns when
-    /// every byte is written, or with the error that stopped it (the peer went away).
+    /// every byte is written, or with the error that stopped it (the peer went away). For
+    /// threads other than the loop's (a vCPU thread writing guest output): the wait is a
+    /// poll(2) on the backend's fd, not a sleep, and does not need the loop.
     ///
-    /// The wait is a poll(2) on the backend's fd, not a sleep, and does not need the loop:
-    /// it is safe on the loop thread too, where it holds up other chardevs while it waits.
+    /// On the loop thread (in a [`Frontend`] callback) it refuses at once with
+    /// `Unsupported`, writing nothing: waiting there for one peer that does not read would
+    /// hold up every chardev of the loop. A frontend that answers from its callbacks queues
+    /// its output with an [`OutputQueue`](crate::OutputQueue); one that means to wait there
+    /// says so with [`write_all_blocking`](Self::write_all_blocking).
     pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        let cell = self.cell().ok_or_else(|| self.detached())?;
+        if cell.lp.is_loop_thread() {
+            return Err(crate::Error::Unsupported {
+                what: self.label().to_owned(),
+                operation: "write_all on its event loop's thread, where waiting for one peer \
+                            stalls every chardev of the loop: queue the output with \
+                            chardev::OutputQueue, or call write_all_blocking to wait anyway",
+            }
+            .into());
+        }
+        cell.write_all(buf)
+    }
+
+    /// Writes all of `buf` as [`write_all`](Self::write_all) does, on any thread, the loop's
+    /// included: there it holds up every other chardev of the loop until this peer has
+    /// taken everything. For embedders that want exactly that (one chardev on its own loop,
+    /// a test); a frontend that answers from its callbacks uses an
+    /// [`OutputQueue`](crate::OutputQueue) instead.
+    pub fn write_all_blocking(&self, buf: &[u8]) -> io::Result<()> {
         self.cell().ok_or_else(|| self.detached())?.write_all(buf)
     }
 

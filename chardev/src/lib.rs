@@ -7,21 +7,23 @@
 //! [`FrontendHandle`]s; the [`EventLoop`] moves input to frontends with flow control.
 //!
 //! ```
-//! use chardev::{Event, EventLoop, Frontend, Registry};
+//! use chardev::{Event, EventLoop, Frontend, OutputQueue, Registry};
 //! use std::os::fd::OwnedFd;
 //!
-//! struct Echo(chardev::FrontendHandle);
+//! // Answers from its callback through a queue: a peer that does not read stalls nobody.
+//! struct Echo(OutputQueue);
 //! impl Frontend for Echo {
-//!     fn can_receive(&mut self) -> usize { 4096 }
-//!     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) { let _ = self.0.write_all(data); }
+//!     fn can_receive(&mut self) -> usize { self.0.can_receive(4096) }
+//!     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) { let _ = self.0.write(data); }
 //!     fn event(&mut self, event: Event) { println!("{event:?}"); }
+//!     fn writable(&mut self) { let _ = self.0.flush(); }
 //! }
 //!
 //! let lp = EventLoop::spawn()?;
 //! let registry = Registry::new(lp.handle());
 //! registry.add_str("ringbuf,id=rb0,size=1024")?;
 //! let handle = registry.connect("rb0")?;
-//! handle.set_frontend(Echo(handle.clone()));
+//! handle.set_frontend(Echo(OutputQueue::new(handle.clone())));
 //! handle.write_all(b"hello")?;
 //! assert_eq!(registry.ringbuf_read("rb0", 100)?, b"hello");
 //! # Ok::<(), chardev::Error>(())
@@ -45,6 +47,7 @@ pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N op
 pub mod frontend; // the device side: callbacks and the handle
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
+pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
@@ -55,5 +58,6 @@ pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
 pub use crate::options::{BackendSpec, ChardevSpec};
+pub use crate::output::{Full, OutputQueue};
 pub use crate::registry::{Added, ChardevInfo, Registry};
 pub use crate::serial::{ModemLines, Parity, SerialParams};

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chardev::fdset::NamedFds;
-use chardev::{ChardevSpec, Event, Frontend, FrontendHandle};
+use chardev::{ChardevSpec, Event, Frontend, FrontendHandle, OutputQueue};
 
 use crate::machine::RunState;
 use crate::services::Services;
@@ -247,8 +247,14 @@ fn clip(text: &str, max: usize) -> String {
 const PROMPT: &str = "(qemu) ";
 
 /// The human monitor, as a frontend of its chardev.
+///
+/// It answers from its callbacks through an [`OutputQueue`], so a client that types and
+/// never reads stalls nobody: once 64 KiB of answers wait, the monitor stops reading it; past
+/// 1 MiB (a client that asks for big answers and reads none) further answers are dropped with
+/// a warning, as the client has not read the last megabyte either.
 pub struct Hmp {
-    handle: Option<FrontendHandle>,
+    /// Where answers go; `None` for `human-monitor-command`, whose caller takes the text.
+    out: Option<OutputQueue>,
     services: Services,
     editor: LineEditor,
     fds: Arc<Mutex<NamedFds>>,
@@ -257,6 +263,8 @@ pub struct Hmp {
     pending: Vec<OwnedFd>,
     /// Seen `Opened` for the current connection (the banner is out).
     open: bool,
+    /// Output is being dropped (the queue is full): warned once, until output fits again.
+    dropping: bool,
 }
 
 /// HMP's commands: name, arguments, help.
@@ -287,30 +295,46 @@ impl Hmp {
     /// A monitor that talks through `handle`.
     pub fn new(handle: FrontendHandle, services: Services) -> Hmp {
         Hmp {
-            handle: Some(handle),
+            out: Some(OutputQueue::new(handle)),
             services,
             editor: LineEditor::default(),
             fds: Arc::default(),
             pending: Vec::new(),
             open: false,
+            dropping: false,
         }
     }
 
     /// A monitor with no chardev of its own, for QMP's `human-monitor-command`; it shares
     /// the QMP monitor's named fds and takes the fd that came with the QMP command.
     pub fn detached(services: Services, fds: Arc<Mutex<NamedFds>>, pending: Vec<OwnedFd>) -> Hmp {
-        Hmp { handle: None, services, editor: LineEditor::default(), fds, pending, open: false }
+        Hmp {
+            out: None,
+            services,
+            editor: LineEditor::default(),
+            fds,
+            pending,
+            open: false,
+            dropping: false,
+        }
     }
 
-    fn say(&self, text: &str) {
+    fn say(&mut self, text: &str) {
         self.say_bytes(text.as_bytes());
     }
 
-    fn say_bytes(&self, bytes: &[u8]) {
-        if let Some(handle) = &self.handle {
-            if let Err(e) = handle.write_all(bytes) {
-                log::debug!("monitor output lost: {e}");
+    /// Writes to the client without ever blocking the loop (see [`Hmp`]).
+    fn say_bytes(&mut self, bytes: &[u8]) {
+        let Some(out) = &mut self.out else { return };
+        match out.write(bytes) {
+            Ok(()) => self.dropping = false,
+            Err(e) if !std::mem::replace(&mut self.dropping, true) => {
+                log::warn!(
+                    "monitor '{}': output dropped until the client reads: {e}",
+                    out.handle().label()
+                );
             }
+            Err(_) => {}
         }
     }
 
@@ -439,7 +463,10 @@ fn help(command: Option<&str>) -> String {
 
 impl Frontend for Hmp {
     fn can_receive(&mut self) -> usize {
-        4096
+        match &mut self.out {
+            Some(out) => out.can_receive(4096),
+            None => 4096,
+        }
     }
 
     fn receive(&mut self, data: &[u8], fds: Vec<OwnedFd>) {
@@ -489,8 +516,20 @@ impl Frontend for Hmp {
                 self.open = false;
                 self.editor.reset();
                 self.pending.clear();
+                // What the client left unread was for it alone.
+                if let Some(out) = &mut self.out {
+                    out.clear();
+                }
             }
             _ => {}
+        }
+    }
+
+    fn writable(&mut self) {
+        if let Some(out) = &mut self.out {
+            if let Err(e) = out.flush() {
+                log::debug!("monitor output lost: {e}");
+            }
         }
     }
 }

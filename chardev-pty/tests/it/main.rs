@@ -4,5 +4,6 @@
 //! (`pty::idle_child`, `serial::break_child`, ...): the idle pty's whole-process CPU is
 //! measured there, not in this process. Shared helpers come from the `chardev-testkit` crate.
 
+mod examples; // the pty_console example, run and driven through a real terminal
 mod pty; // pty: output kept until a terminal comes, Opened/Closed, a MiB each way, idle cost
 mod serial; // serial/tty on a pty pair's slave: line settings, modem lines, breaks

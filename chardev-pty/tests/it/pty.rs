@@ -206,7 +206,7 @@ impl Frontend for LineEcho {
         for &b in data {
             if b == b'\r' {
                 let reply = format!("\r\necho: {}\r\n", String::from_utf8_lossy(&self.line));
-                self.handle.write_all(reply.as_bytes()).unwrap();
+                self.handle.write_all_blocking(reply.as_bytes()).unwrap();
                 self.line.clear();
             } else {
                 self.line.push(b);

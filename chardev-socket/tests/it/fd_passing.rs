@@ -36,7 +36,7 @@ impl Frontend for TakeFd {
     }
     fn receive(&mut self, _data: &[u8], fds: Vec<OwnedFd>) {
         for fd in fds {
-            self.handle.write_all(b"got it").unwrap();
+            self.handle.write_all_blocking(b"got it").unwrap();
             self.tx.send(fd).unwrap();
         }
     }

@@ -127,7 +127,7 @@ fn timers_drive_a_custom_backend() {
     ));
 }
 
-/// Writes everything it receives back with write_all, on the loop thread.
+/// Writes everything it receives back with write_all_blocking, on the loop thread.
 struct WriteAllEcho(FrontendHandle, Arc<AtomicUsize>);
 
 impl Frontend for WriteAllEcho {
@@ -135,9 +135,9 @@ impl Frontend for WriteAllEcho {
         1 << 20
     }
     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        // 64 times what arrived: far more than the fifo holds, so write_all must wait.
+        // 64 times what arrived: far more than the fifo holds, so the write must wait.
         for _ in 0..64 {
-            self.0.write_all(data).unwrap();
+            self.0.write_all_blocking(data).unwrap();
         }
         self.1.fetch_add(data.len() * 64, Ordering::SeqCst);
     }
@@ -145,7 +145,7 @@ impl Frontend for WriteAllEcho {
 }
 
 #[test]
-fn write_all_on_the_loop_thread_waits_for_the_reader_without_deadlock() {
+fn write_all_blocking_on_the_loop_thread_waits_for_the_reader_without_deadlock() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("p");
     mkfifo(&dir.path().join("p.in"));

@@ -4,6 +4,7 @@
 //! measuring what comes back on the socket and the process's resident memory.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
@@ -109,4 +110,89 @@ fn a_10_mb_line_and_1000_lines_of_history_keep_echo_and_memory_bounded() {
     );
     assert!(echoed < 1000 * 5 * 1024, "1,000 capped lines echoed {echoed} bytes");
     assert!(rss < start + 8 * MIB, "1,000 lines of history took the RSS from {start} to {rss}");
+}
+
+/// How many bytes wait unread in `s` (FIONREAD), without taking them.
+fn unread(s: &UnixStream) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the valid pointer given, on an fd we own.
+    let rc = unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
+/// A line of QMP from `r`, as JSON.
+fn qmp_line(r: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut line = String::new();
+    assert!(r.read_line(&mut line).expect("QMP answers within the deadline") > 0, "QMP hung up");
+    serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn a_monitor_client_that_never_reads_stalls_nobody_and_gets_every_answer_once_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hmp, qmp) = (dir.path().join("hmp.sock"), dir.path().join("qmp.sock"));
+    let m = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "-nodefaults",
+                "-monitor",
+                &format!("unix:{},server=on,wait=off", hmp.display()),
+            ])
+            .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = m.0.id();
+    let mut stuck = connect_unix(&hmp);
+    let start = status_bytes(pid, "VmRSS");
+
+    // 2,000 `help`s (about 1.5 MB of answers), and the client reads none of it.
+    const LINES: usize = 2000;
+    let mut writer = stuck.try_clone().unwrap();
+    writer.set_write_timeout(Some(DEADLINE)).unwrap();
+    let flood = std::thread::spawn(move || writer.write_all(&b"help\r".repeat(LINES)));
+    // The monitor answers until the client's socket is full; from there on its answers wait.
+    wait_until("the monitor to fill the client's socket", || unread(&stuck) >= 32 * 1024);
+
+    // Meanwhile QMP, on the same loop, answers at once, again and again.
+    let q = connect_unix(&qmp);
+    let mut input = std::io::BufReader::new(q.try_clone().unwrap());
+    let mut q = q;
+    assert!(qmp_line(&mut input)["QMP"].is_object(), "the greeting");
+    q.write_all(b"{\"execute\": \"qmp_capabilities\"}\r\n").unwrap();
+    assert!(qmp_line(&mut input)["return"].is_object());
+    for _ in 0..20 {
+        let sent = std::time::Instant::now();
+        q.write_all(b"{\"execute\": \"query-status\"}\r\n").unwrap();
+        let reply = qmp_line(&mut input);
+        assert_eq!(reply["return"]["status"], "running", "{reply}");
+        assert!(sent.elapsed() < DEADLINE / 4, "QMP took {:?}", sent.elapsed());
+    }
+    let rss = status_bytes(pid, "VmRSS");
+    eprintln!(
+        "a client that reads nothing: {} bytes unread in its socket; VmRSS {} KiB at start, {} KiB now",
+        unread(&stuck),
+        start / 1024,
+        rss / 1024
+    );
+    assert!(
+        rss < start + 8 * MIB,
+        "a client that reads nothing took the RSS from {start} to {rss}"
+    );
+
+    // Once the client reads, every answer is there: the banner's prompt and one per line.
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let prompts = |t: &[u8]| t.windows(7).filter(|w| w == b"(qemu) ").count();
+    while prompts(&text) < LINES + 1 {
+        let n = stuck.read(&mut buf).expect("the answers keep coming");
+        assert!(n > 0, "the monitor hung up after {} bytes", text.len());
+        text.extend_from_slice(&buf[..n]);
+    }
+    assert!(flood.join().unwrap().is_ok(), "the monitor takes all the input once answered");
+    let help_lines = String::from_utf8_lossy(&text).matches("quit|q  -- quit the emulator").count();
+    assert_eq!(help_lines, LINES, "every help is answered in full");
 }
