@@ -18,7 +18,7 @@ use chardev::error::{Error, Result};
 use chardev::fd::{self, MAX_FDS_PER_MESSAGE};
 use chardev::options::{BackendSpec, ChardevSpec, SocketAddrSpec, SocketSpec};
 use chardev::registry::BuildContext;
-use chardev::{Chardev, Event, Input, Io};
+use chardev::{Chardev, Event, Input, Io, Splice};
 use mio::Interest;
 
 use crate::address::{self, host_port};
@@ -898,30 +898,8 @@ impl Chardev for Socket {
         self.conn.as_ref().map(|c| c.stream.fd())
     }
 
-    fn splice_input(
-        &mut self,
-        _io: &mut Io<'_>,
-        pipe: BorrowedFd<'_>,
-        len: usize,
-    ) -> Option<io::Result<usize>> {
-        // Telnet and websocket bytes need their filters; a connection still being made has
-        // nothing to read.
-        let conn = self.conn.as_ref().filter(|c| c.is_open() && c.plain())?;
-        Some(fd::splice(conn.stream.fd(), pipe, len))
-    }
-
-    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
-            return Err(Error::NotConnected(self.label.clone()).into());
-        };
-        if !conn.plain() {
-            return Err(Error::Unsupported {
-                what: self.label.clone(),
-                operation: "write from a pipe: telnet and websocket frame their output",
-            }
-            .into());
-        }
-        fd::splice(pipe, conn.stream.fd(), len)
+    fn splice(&mut self) -> Option<&mut dyn Splice> {
+        Some(self)
     }
 
     fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
@@ -975,6 +953,34 @@ impl Chardev for Socket {
             Some(c) if c.is_open() => self.connected.clone(),
             _ => self.disconnected.clone(),
         }
+    }
+}
+
+impl Splice for Socket {
+    fn splice_input(
+        &mut self,
+        _io: &mut Io<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Option<io::Result<usize>> {
+        // Telnet and websocket bytes need their filters; a connection still being made has
+        // nothing to read.
+        let conn = self.conn.as_ref().filter(|c| c.is_open() && c.plain())?;
+        Some(fd::splice(conn.stream.fd(), pipe, len))
+    }
+
+    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
+            return Err(Error::NotConnected(self.label.clone()).into());
+        };
+        if !conn.plain() {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "write from a pipe: telnet and websocket frame their output",
+            }
+            .into());
+        }
+        fd::splice(pipe, conn.stream.fd(), len)
     }
 }
 

@@ -49,11 +49,11 @@ pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 
-pub use crate::backend::{Chardev, Input, Io};
+pub use crate::backend::{Chardev, Input, Io, Splice};
 pub use crate::cell::MAX_MUX;
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
 pub use crate::options::{BackendSpec, ChardevSpec};
 pub use crate::registry::{Added, ChardevInfo, Registry};
-pub use crate::serial::{ModemLines, Parity, SerialParams};
+pub use crate::serial::{ModemLines, Parity, SerialLine, SerialParams};

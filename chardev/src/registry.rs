@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::{downcast_mut, Chardev};
-use crate::backends::ringbuf::Ringbuf;
 use crate::cell::{Cell, Opened, Removed};
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
@@ -422,34 +421,41 @@ impl Registry {
         Ok(())
     }
 
-    /// Appends to a ringbuf's ring (`ringbuf-write`; the frontend does not see it).
-    pub fn ringbuf_write(&self, id: &str, data: &[u8]) -> Result<()> {
-        self.with_ringbuf(id, |rb| rb.push(data))?
-    }
-
-    /// Takes up to `size` of the oldest bytes from a ringbuf (`ringbuf-read`).
-    pub fn ringbuf_read(&self, id: &str, size: usize) -> Result<Vec<u8>> {
-        if size == 0 {
-            return Err(Error::option("size", "0", "size must be greater than zero"));
-        }
-        self.with_ringbuf(id, |rb| rb.pop(size))
-    }
-
-    fn with_ringbuf<T>(&self, id: &str, f: impl FnOnce(&mut Ringbuf) -> T) -> Result<T> {
-        let record = self
-            .inner()
-            .chardevs
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::option("device", id, format!("Device '{id}' not found")))?;
+    /// Runs `f` on the backend of chardev `id` as its concrete type `T`, in the caller's
+    /// thread, with the backend locked (so `f` must not use this chardev's handle or the
+    /// registry's calls on it). This is how management commands of one backend type reach
+    /// it: `ringbuf-read` and `ringbuf-write` ([`Registry::ringbuf_read`], in
+    /// `backends/ringbuf.rs`), or an embedder's commands for its own [`Chardev`] types.
+    ///
+    /// `NotFound` when no chardev has that id; `WrongBackend`, naming the id and what it is,
+    /// when its backend is not a `T` (a mux `ID` itself never is: its backend is `ID-base`'s).
+    pub fn with_backend<T: Chardev, R>(&self, id: &str, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let record = self.record(id)?;
+        let wrong = |kind: &'static str| Error::WrongBackend {
+            id: id.to_string(),
+            kind,
+            expected: short_type_name::<T>(),
+        };
         if record.role == Role::Mux {
-            return Err(Error::option("device", id, format!("{id} is not a ringbuf device")));
+            return Err(wrong("mux"));
         }
         let mut backend = record.cell.backend();
-        match downcast_mut::<Ringbuf>(&mut **backend) {
-            Some(rb) => Ok(f(rb)),
-            None => Err(Error::option("device", id, format!("{id} is not a ringbuf device"))),
+        let kind = backend.kind();
+        match downcast_mut::<T>(&mut **backend) {
+            Some(typed) => Ok(f(typed)),
+            None => Err(wrong(kind)),
         }
+    }
+}
+
+/// `Ringbuf` for `chardev::backends::ringbuf::Ringbuf`: what an error names.
+fn short_type_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    // Generic arguments keep their paths; only the type's own path is cut.
+    let path_end = name.find('<').unwrap_or(name.len());
+    match name[..path_end].rfind("::") {
+        Some(at) => &name[at + 2..],
+        None => name,
     }
 }
 
