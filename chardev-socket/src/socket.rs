@@ -18,7 +18,7 @@ use chardev::error::{Error, Result};
 use chardev::fd::{self, MAX_FDS_PER_MESSAGE};
 use chardev::options::{BackendSpec, ChardevSpec, SocketAddrSpec, SocketSpec};
 use chardev::registry::BuildContext;
-use chardev::{Chardev, Event, Input, Io, Splice};
+use chardev::{BuildNotice, Chardev, Event, Input, Io, Splice};
 use mio::Interest;
 
 use crate::address::{self, host_port};
@@ -326,7 +326,7 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
         }
     }
     match &socket.role {
-        Role::Server(_) if s.wait => socket.wait_for_client()?,
+        Role::Server(_) if s.wait => socket.wait_for_client(cx)?,
         Role::Client(Client { reconnect: None, .. }) => socket.connect_now()?,
         _ => {}
     }
@@ -544,9 +544,14 @@ impl Socket {
         Ok(())
     }
 
-    /// `wait=on`: block until the first client connects (QEMU prints the same line).
-    fn wait_for_client(&mut self) -> Result<()> {
-        eprintln!("QEMU waiting for connection on: {}", self.disconnected);
+    /// `wait=on`: block until the first client connects. QEMU prints that it waits; a
+    /// library does not print, so it logs it and tells the embedder, who may print it.
+    fn wait_for_client(&mut self, cx: &BuildContext<'_>) -> Result<()> {
+        log::info!("chardev '{}': waiting for connection on: {}", self.label, self.disconnected);
+        cx.notify(&BuildNotice::WaitingForClient {
+            id: self.label.clone(),
+            filename: self.disconnected.clone(),
+        });
         let Role::Server(listener) = &self.role else { return Ok(()) };
         loop {
             match listener.accept() {

@@ -55,5 +55,5 @@ pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
 pub use crate::options::{BackendSpec, ChardevSpec};
-pub use crate::registry::{Added, ChardevInfo, Registry};
+pub use crate::registry::{Added, BuildNotice, ChardevInfo, Registry};
 pub use crate::serial::{ModemLines, Parity, SerialLine, SerialParams};

@@ -30,6 +30,7 @@ pub struct BuildContext<'a> {
     fd_sets: &'a FdSets,
     named_fds: Option<&'a Mutex<NamedFds>>,
     leases: Mutex<Vec<FdSetLease>>,
+    notices: NoticeHandler,
 }
 
 impl BuildContext<'_> {
@@ -42,6 +43,15 @@ impl BuildContext<'_> {
             self.leases.lock().unwrap_or_else(PoisonError::into_inner).push(lease);
         }
         Ok(opened.fd)
+    }
+
+    /// Tells the embedder something it may want to show its user while this chardev is
+    /// built ([`Registry::on_build_notice`]); nothing if it did not ask. Backends also log
+    /// it: a library does not print.
+    pub fn notify(&self, notice: &BuildNotice) {
+        if let Some(handler) = &self.notices.0 {
+            handler(notice);
+        }
     }
 
     /// Takes the fd a socket address of type `fd` names. Added from a monitor
@@ -62,6 +72,35 @@ impl BuildContext<'_> {
                 crate::fd::take_inherited(number)
             }
         }
+    }
+}
+
+/// What a backend reports while it is built, before [`Registry::add`] returns: what QEMU
+/// prints at that point, for an embedder that wants to show it
+/// ([`Registry::on_build_notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildNotice {
+    /// A socket server with `wait=on` waits for its first client, and the add returns once
+    /// it has come. QEMU prints `QEMU waiting for connection on: {filename}`.
+    WaitingForClient {
+        /// The chardev's id.
+        id: String,
+        /// What `query-chardev` shows for it meanwhile (`disconnected:unix:/p,server=on`).
+        filename: String,
+    },
+}
+
+/// What [`Registry::on_build_notice`] keeps.
+type NoticeFn = dyn Fn(&BuildNotice) + Send + Sync;
+
+/// The embedder's handler of [`BuildNotice`]s, if it set one.
+#[derive(Clone, Default)]
+struct NoticeHandler(Option<Arc<NoticeFn>>);
+
+impl std::fmt::Debug for NoticeHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "NoticeHandler(set)" } else { "NoticeHandler(none)" })
     }
 }
 
@@ -105,6 +144,7 @@ struct Record {
 struct Inner {
     chardevs: BTreeMap<String, Record>,
     constructors: BTreeMap<String, Constructor>,
+    notices: NoticeHandler,
 }
 
 /// Chardevs by id on one event loop. Cheap to clone; every clone sees the same chardevs.
@@ -135,6 +175,7 @@ impl Registry {
             inner: Arc::new(Mutex::new(Inner {
                 chardevs: BTreeMap::new(),
                 constructors: BTreeMap::new(),
+                notices: NoticeHandler::default(),
             })),
             lp: loop_handle.clone(),
             fd_sets,
@@ -167,6 +208,14 @@ impl Registry {
             + 'static,
     ) {
         self.inner().constructors.insert(kind.to_string(), Arc::new(constructor));
+    }
+
+    /// Calls `handler` with what backends report while they are built (a `wait=on` server
+    /// waiting for its first client), on the thread that adds the chardev, before the add
+    /// returns: for a program that shows its user what QEMU prints (the demos print QEMU's
+    /// lines). Replaces an earlier handler; every clone of this registry uses it.
+    pub fn on_build_notice(&self, handler: impl Fn(&BuildNotice) + Send + Sync + 'static) {
+        self.inner().notices = NoticeHandler(Some(Arc::new(handler)));
     }
 
     /// The backend types that can be built (`query-chardev-backends`).
@@ -267,18 +316,22 @@ impl Registry {
         named_fds: Option<&Mutex<NamedFds>>,
     ) -> Result<(Box<dyn Chardev>, Opened)> {
         let kind = spec.backend.kind();
-        let constructor = self
-            .inner()
-            .constructors
-            .get(kind)
-            .cloned()
-            .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
+        let (constructor, notices) = {
+            let inner = self.inner();
+            let constructor = inner
+                .constructors
+                .get(kind)
+                .cloned()
+                .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
+            (constructor, inner.notices.clone())
+        };
         let cx = BuildContext {
             id: &spec.id,
             loop_handle: &self.lp,
             fd_sets: &self.fd_sets,
             named_fds,
             leases: Mutex::default(),
+            notices,
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
