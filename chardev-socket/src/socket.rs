@@ -250,20 +250,25 @@ impl State {
         }
     }
 
-    /// The connection if data may flow on it: open, or made and needing no handshake.
-    fn usable(&self) -> Option<&Conn> {
+    /// Whether data may flow on the connection: open, or made and needing no handshake.
+    fn is_usable(&self) -> bool {
         match self {
-            State::Open(conn) => Some(conn),
-            State::Made(conn) if !conn.needs_handshake() => Some(conn),
-            _ => None,
+            State::Open(_) => true,
+            State::Made(conn) => !conn.needs_handshake(),
+            State::Idle | State::Connecting(_) | State::Handshake { .. } => false,
         }
     }
 
+    /// The connection if data may flow on it.
+    fn usable(&self) -> Option<&Conn> {
+        self.conn().filter(|_| self.is_usable())
+    }
+
     fn usable_mut(&mut self) -> Option<&mut Conn> {
-        match self {
-            State::Open(conn) => Some(conn),
-            State::Made(conn) if !conn.needs_handshake() => Some(conn),
-            _ => None,
+        if self.is_usable() {
+            self.conn_mut()
+        } else {
+            None
         }
     }
 }
