@@ -34,7 +34,7 @@
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod backend; // the backend trait and its view of the loop
+pub mod backend; // the backend trait, its view of the loop, the Splice capability
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
@@ -46,7 +46,7 @@ pub mod frontend; // the device side: callbacks and the handle
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod registry; // chardevs by id: add, remove, change, query
-pub mod serial; // serial line parameters
+pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 
 pub use crate::backend::{Chardev, Input, Io, Splice};
