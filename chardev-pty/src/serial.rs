@@ -17,7 +17,7 @@ use chardev::error::{Error, Result};
 use chardev::fdset::OpenHow;
 use chardev::options::{BackendSpec, ChardevSpec};
 use chardev::registry::BuildContext;
-use chardev::serial::{ModemLines, SerialParams};
+use chardev::serial::{ModemLines, SerialLine, SerialParams};
 use chardev::{Chardev, Input, Io};
 
 use crate::termios;
@@ -97,24 +97,30 @@ impl Chardev for Serial {
         self.stream.write_fd()
     }
 
+    fn serial_line(&mut self) -> Option<&mut dyn SerialLine> {
+        Some(self)
+    }
+
+    fn kind(&self) -> &'static str {
+        "serial"
+    }
+}
+
+impl SerialLine for Serial {
     /// Blocks the caller for the break's 0.25 to 0.5 s, as in QEMU.
     fn send_break(&mut self) -> Result<()> {
         termios::send_break(&self.control, &self.path)
     }
 
-    fn set_serial_params(&mut self, params: &SerialParams) -> Result<()> {
+    fn set_params(&mut self, params: &SerialParams) -> Result<()> {
         termios::set_serial_params(&self.control, &self.path, params)
     }
 
-    fn get_modem_lines(&mut self) -> Result<ModemLines> {
+    fn modem_lines(&mut self) -> Result<ModemLines> {
         termios::modem_lines(&self.control, &self.path)
     }
 
     fn set_modem_lines(&mut self, lines: ModemLines) -> Result<()> {
         termios::set_modem_lines(&self.control, &self.path, lines)
-    }
-
-    fn kind(&self) -> &'static str {
-        "serial"
     }
 }

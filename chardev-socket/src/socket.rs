@@ -18,7 +18,7 @@ use chardev::error::{Error, Result};
 use chardev::fd::{self, MAX_FDS_PER_MESSAGE};
 use chardev::options::{BackendSpec, ChardevSpec, SocketAddrSpec, SocketSpec};
 use chardev::registry::BuildContext;
-use chardev::{Chardev, Event, Input, Io};
+use chardev::{BuildNotice, Chardev, Event, Input, Io, Splice};
 use mio::Interest;
 
 use crate::address::{self, host_port};
@@ -116,8 +116,8 @@ impl Stream {
 /// One connection and what it still owes the peer.
 struct Conn {
     stream: Stream,
-    /// A non-blocking connect has not completed yet (clients with `reconnect-ms`).
-    connecting: bool,
+    /// The connection's filename (`query-chardev` while it is usable).
+    name: String,
     telnet: Option<TelnetInput>,
     /// Bytes accepted from the frontend but not yet sent (telnet escaping, negotiation).
     pending: Vec<u8>,
@@ -125,10 +125,6 @@ struct Conn {
     sent: usize,
     /// `websocket=on`: the RFC 6455 layer over `stream`.
     ws: Option<WsConn>,
-    /// When a websocket handshake still pending is given up.
-    handshake_deadline: Option<Instant>,
-    /// The frontend was told `Opened` for this connection, so it is owed a `Closed`.
-    announced: bool,
     /// The peer's end of the stream (or an error) was reported: read until it shows, since
     /// no further readiness edge will come.
     hung_up: bool,
@@ -141,13 +137,11 @@ impl Conn {
     fn new(stream: Stream, telnet: bool) -> Conn {
         let mut conn = Conn {
             stream,
-            connecting: false,
+            name: String::new(),
             telnet: telnet.then(TelnetInput::default),
             pending: Vec::new(),
             sent: 0,
             ws: None,
-            handshake_deadline: None,
-            announced: false,
             hung_up: false,
             watching_output: false,
         };
@@ -173,9 +167,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Connected, and past every handshake: the frontend may see it.
-    fn is_open(&self) -> bool {
-        !self.connecting && self.ws.as_ref().is_none_or(WsConn::is_open)
+    /// A websocket layer whose handshake is not complete: no data may flow yet.
+    fn needs_handshake(&self) -> bool {
+        self.ws.as_ref().is_some_and(|ws| !ws.is_open())
     }
 
     /// Sends what is pending; `WouldBlock` while some of it is still unsent.
@@ -196,25 +190,102 @@ enum Target {
     Tcp(Vec<SocketAddr>),
 }
 
+/// How a socket comes by its connections; settled when it is built.
+enum Role {
+    /// Listens, and serves one client at a time.
+    Server(Listener),
+    /// Connects to a target.
+    Client(Client),
+    /// A connected socket passed in (`fd=N`, or a name from `getfd`): served until it ends.
+    Passed,
+}
+
+/// What a client connects to, and how it tries again.
+struct Client {
+    target: Target,
+    /// `reconnect-ms`: connect on the loop, and again this long after a failure or a hang-up.
+    reconnect: Option<Duration>,
+    /// A failed connect was logged: later ones are not, until one succeeds (as QEMU does).
+    error_reported: bool,
+}
+
+/// Where a socket is with its connection (as `pty.rs`'s `Terminal` is for a pty).
+enum State {
+    /// No connection: a server waits for its next client, a client with `reconnect-ms` for
+    /// its timer, anything else for good.
+    Idle,
+    /// Made while the socket was built (the first client of `wait=on`, a client without
+    /// `reconnect-ms`, a passed connected socket) and not on the loop yet: registering opens
+    /// it. Without a handshake to wait for, writes go out already.
+    Made(Conn),
+    /// On the loop, a non-blocking tcp connect in progress (clients with `reconnect-ms`):
+    /// writability tells how it ended.
+    Connecting(Conn),
+    /// On the loop, a websocket client whose handshake is not complete: dropped if it is
+    /// not by `deadline`.
+    Handshake { conn: Conn, deadline: Instant },
+    /// On the loop and announced: the frontend was told `Opened`, so it is owed a `Closed`.
+    Open(Conn),
+}
+
+impl State {
+    /// The connection in any state.
+    fn conn(&self) -> Option<&Conn> {
+        match self {
+            State::Idle => None,
+            State::Made(conn)
+            | State::Connecting(conn)
+            | State::Handshake { conn, .. }
+            | State::Open(conn) => Some(conn),
+        }
+    }
+
+    fn conn_mut(&mut self) -> Option<&mut Conn> {
+        match self {
+            State::Idle => None,
+            State::Made(conn)
+            | State::Connecting(conn)
+            | State::Handshake { conn, .. }
+            | State::Open(conn) => Some(conn),
+        }
+    }
+
+    /// Whether data may flow on the connection: open, or made and needing no handshake.
+    fn is_usable(&self) -> bool {
+        match self {
+            State::Open(_) => true,
+            State::Made(conn) => !conn.needs_handshake(),
+            State::Idle | State::Connecting(_) | State::Handshake { .. } => false,
+        }
+    }
+
+    /// The connection if data may flow on it.
+    fn usable(&self) -> Option<&Conn> {
+        self.conn().filter(|_| self.is_usable())
+    }
+
+    fn usable_mut(&mut self) -> Option<&mut Conn> {
+        if self.is_usable() {
+            self.conn_mut()
+        } else {
+            None
+        }
+    }
+}
+
 /// A `socket` chardev.
 pub struct Socket {
     label: String,
-    server: bool,
     unix: bool,
     nodelay: bool,
     telnet: bool,
     websocket: bool,
-    reconnect: Option<Duration>,
-    listener: Option<Listener>,
-    target: Option<Target>,
-    conn: Option<Conn>,
+    role: Role,
+    state: State,
     /// The filename while no client is connected (`disconnected:...`).
     disconnected: String,
-    /// The connection's filename.
-    connected: String,
     /// A socket file this server created, removed on drop if it is still ours.
     socket_file: Option<(PathBuf, u64, u64)>,
-    connect_error_reported: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -239,35 +310,39 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
     s.check_mode()?;
     let mut socket = Socket {
         label: cx.id.to_string(),
-        server: s.server,
         unix: false,
         nodelay: s.nodelay,
         telnet: s.telnet && s.server,
         websocket: s.websocket && s.server,
-
-        reconnect: (s.reconnect_ms > 0).then(|| Duration::from_millis(s.reconnect_ms)),
-        listener: None,
-        target: None,
-        conn: None,
+        // Settled below; the socket exists already so that its drop removes a socket file
+        // made on the way if a later step fails.
+        role: Role::Passed,
+        state: State::Idle,
         disconnected: String::new(),
-        connected: String::new(),
         socket_file: None,
-        connect_error_reported: false,
     };
     match &s.addr {
         SocketAddrSpec::Fd(name) => socket.adopt_fd(name, cx.take_fd(name)?, s.server)?,
-        _ if s.server => socket.listen(s)?,
-        _ => socket.prepare_client(s)?,
+        _ if s.server => socket.role = Role::Server(socket.listen(s)?),
+        _ => {
+            let target = socket.prepare_client(s)?;
+            let reconnect = (s.reconnect_ms > 0).then(|| Duration::from_millis(s.reconnect_ms));
+            socket.role = Role::Client(Client { target, reconnect, error_reported: false });
+        }
     }
-    if socket.server && s.wait {
-        socket.wait_for_client()?;
-    } else if !socket.server && socket.reconnect.is_none() && socket.conn.is_none() {
-        socket.connect_now()?;
+    match &socket.role {
+        Role::Server(_) if s.wait => socket.wait_for_client(cx)?,
+        Role::Client(Client { reconnect: None, .. }) => socket.connect_now()?,
+        _ => {}
     }
     Ok(Box::new(socket))
 }
 
 impl Socket {
+    fn server(&self) -> bool {
+        matches!(self.role, Role::Server(_))
+    }
+
     /// The protocol word of tcp filenames, as QEMU 7.2 shows them.
     fn protocol(&self) -> &'static str {
         if self.telnet {
@@ -279,7 +354,7 @@ impl Socket {
         }
     }
 
-    fn listen(&mut self, s: &SocketSpec) -> Result<()> {
+    fn listen(&mut self, s: &SocketSpec) -> Result<Listener> {
         let listen = ",server=on";
         match &s.addr {
             SocketAddrSpec::Unix { path, abstract_, tight } => {
@@ -303,20 +378,21 @@ impl Socket {
                 std_listener
                     .set_nonblocking(true)
                     .map_err(|e| Error::io("make a listener non-blocking", e))?;
-                self.listener =
-                    Some(Listener::Unix(mio::net::UnixListener::from_std(std_listener)));
+                let listener = Listener::Unix(mio::net::UnixListener::from_std(std_listener));
                 self.unix = true;
                 self.disconnected = format!(
                     "disconnected:unix:{}{}{listen}",
                     path.display(),
                     abstract_flags(*abstract_, *tight)
                 );
+                Ok(listener)
             }
             SocketAddrSpec::Inet { host, port, to, ipv4, ipv6 } => {
                 let first: u16 = port
                     .parse()
                     .map_err(|_| Error::option("port", port, "must be a port number"))?;
                 let last = to.unwrap_or(first).max(first);
+                let mut listener = None;
                 let mut last_err = None;
                 'ports: for p in first..=last {
                     for addr in address::inet_addrs(host, &p.to_string(), *ipv4, *ipv6, true)? {
@@ -334,27 +410,25 @@ impl Socket {
                                     bound.ip(),
                                     bound.port()
                                 );
-                                self.listener =
-                                    Some(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+                                listener = Some(Listener::Tcp(mio::net::TcpListener::from_std(l)));
                                 break 'ports;
                             }
                             Err(e) => last_err = Some(e),
                         }
                     }
                 }
-                if self.listener.is_none() {
+                listener.ok_or_else(|| {
                     let e = last_err
                         .unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable));
-                    return Err(Error::Io {
+                    Error::Io {
                         op: "listen on",
                         path: Some(format!("{host}:{port}").into()),
                         source: e,
-                    });
-                }
+                    }
+                })
             }
             SocketAddrSpec::Fd(_) => unreachable!("fd sockets are adopted, not bound"),
         }
-        Ok(())
     }
 
     /// `mode=`: socket(2), bind(2), set the file's mode, and only then listen(2). Until
@@ -409,26 +483,26 @@ impl Socket {
         }
     }
 
-    fn prepare_client(&mut self, s: &SocketSpec) -> Result<()> {
+    fn prepare_client(&mut self, s: &SocketSpec) -> Result<Target> {
         match &s.addr {
             SocketAddrSpec::Unix { path, abstract_, tight } => {
-                self.target =
-                    Some(Target::Unix(address::unix_addr(path, *abstract_, *tight)?, path.clone()));
+                let target =
+                    Target::Unix(address::unix_addr(path, *abstract_, *tight)?, path.clone());
                 self.unix = true;
                 self.disconnected = format!(
                     "disconnected:unix:{}{}",
                     path.display(),
                     abstract_flags(*abstract_, *tight)
                 );
+                Ok(target)
             }
             SocketAddrSpec::Inet { host, port, ipv4, ipv6, .. } => {
-                self.target =
-                    Some(Target::Tcp(address::inet_addrs(host, port, *ipv4, *ipv6, false)?));
+                let target = Target::Tcp(address::inet_addrs(host, port, *ipv4, *ipv6, false)?);
                 self.disconnected = format!("disconnected:tcp:{host}:{port}");
+                Ok(target)
             }
             SocketAddrSpec::Fd(_) => unreachable!("fd sockets are adopted, not connected"),
         }
-        Ok(())
     }
 
     /// `fd=N`: an inherited listening or connected socket, made non-blocking for our loop
@@ -447,7 +521,6 @@ impl Socket {
         }
         fd::set_nonblocking(&owned, true)?;
         self.unix = kind.unix;
-        self.server = kind.listening;
         if kind.listening {
             // QEMU 7.2 names a passed listener by the address it is bound to.
             let (listener, bound) = if kind.unix {
@@ -462,7 +535,7 @@ impl Socket {
             };
             let bound = bound.unwrap_or_else(|| format!("fd:{name}"));
             self.disconnected = format!("disconnected:{bound},server=on");
-            self.listener = Some(listener);
+            self.role = Role::Server(listener);
         } else {
             self.disconnected = format!("disconnected:fd:{name}");
             let stream = if kind.unix {
@@ -470,18 +543,27 @@ impl Socket {
             } else {
                 Stream::Tcp(mio::net::TcpStream::from_std(owned.into()))
             };
-            self.set_conn(Conn::new(stream, false));
+            self.role = Role::Passed;
+            self.state = State::Made(self.set_up(Conn::new(stream, false)));
         }
         Ok(())
     }
 
-    /// `wait=on`: block until the first client connects (QEMU prints the same line).
-    fn wait_for_client(&mut self) -> Result<()> {
-        eprintln!("QEMU waiting for connection on: {}", self.disconnected);
-        let Some(listener) = &self.listener else { return Ok(()) };
+    /// `wait=on`: block until the first client connects. QEMU prints that it waits; a
+    /// library does not print, so it logs it and tells the embedder, who may print it.
+    fn wait_for_client(&mut self, cx: &BuildContext<'_>) -> Result<()> {
+        log::info!("chardev '{}': waiting for connection on: {}", self.label, self.disconnected);
+        cx.notify(&BuildNotice::WaitingForClient {
+            id: self.label.clone(),
+            filename: self.disconnected.clone(),
+        });
+        let Role::Server(listener) = &self.role else { return Ok(()) };
         loop {
             match listener.accept() {
-                Ok(stream) => return self.accepted(stream),
+                Ok(stream) => {
+                    self.state = State::Made(self.accepted(stream)?);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = match listener {
                         Listener::Unix(l) => l.as_fd(),
@@ -497,14 +579,15 @@ impl Socket {
 
     /// A client without `reconnect-ms` connects at creation; failure is a creation error.
     fn connect_now(&mut self) -> Result<()> {
-        let stream = match &self.target {
-            Some(Target::Unix(addr, path)) => {
+        let Role::Client(client) = &self.role else { return Ok(()) };
+        let stream = match &client.target {
+            Target::Unix(addr, path) => {
                 let s = std::os::unix::net::UnixStream::connect_addr(addr)
                     .map_err(|e| Error::io_path("connect to", path, e))?;
                 s.set_nonblocking(true).map_err(|e| Error::io("make a socket non-blocking", e))?;
                 Stream::Unix(mio::net::UnixStream::from_std(s))
             }
-            Some(Target::Tcp(addrs)) => {
+            Target::Tcp(addrs) => {
                 let s = std::net::TcpStream::connect(&addrs[..]).map_err(|e| Error::Io {
                     op: "connect to",
                     path: addrs.first().map(|a| host_port(a).into()),
@@ -513,13 +596,13 @@ impl Socket {
                 s.set_nonblocking(true).map_err(|e| Error::io("make a socket non-blocking", e))?;
                 Stream::Tcp(mio::net::TcpStream::from_std(s))
             }
-            None => return Ok(()),
         };
-        self.set_conn(Conn::new(stream, false));
+        self.state = State::Made(self.set_up(Conn::new(stream, false)));
         Ok(())
     }
 
-    fn accepted(&mut self, stream: Stream) -> Result<()> {
+    /// A client the listener gave: non-blocking, with the server's telnet or websocket layer.
+    fn accepted(&self, stream: Stream) -> Result<Conn> {
         if let Stream::Unix(s) = &stream {
             fd::set_nonblocking(s, true)?;
         }
@@ -532,25 +615,25 @@ impl Socket {
             }
             conn.ws = Some(ws);
         }
-        self.set_conn(conn);
-        Ok(())
+        Ok(self.set_up(conn))
     }
 
-    fn set_conn(&mut self, conn: Conn) {
+    /// Applies `nodelay` to a new connection and names it.
+    fn set_up(&self, mut conn: Conn) -> Conn {
         if let (Stream::Tcp(s), true) = (&conn.stream, self.nodelay) {
             if let Err(e) = s.set_nodelay(true) {
                 log::warn!("chardev '{}': cannot set TCP_NODELAY: {e}", self.label);
             }
         }
-        self.connected = conn.stream.filename(self.protocol(), self.server);
-        self.conn = Some(conn);
+        conn.name = conn.stream.filename(self.protocol(), self.server());
+        conn
     }
 
-    /// Registers the current connection and tells the frontend it is open.
-    fn open_conn(&mut self, io: &mut Io<'_>) {
-        let Some(conn) = &mut self.conn else { return };
+    /// Puts a new connection on the loop, and tells the frontend it is open unless a
+    /// connect (`connecting`) or a websocket handshake is still to complete.
+    fn open_conn(&mut self, io: &mut Io<'_>, mut conn: Conn, connecting: bool) {
         // A connect in progress ends with writability; telnet and websocket flush their own.
-        conn.watching_output = conn.connecting || !conn.plain();
+        conn.watching_output = connecting || !conn.plain();
         let interest = if conn.watching_output {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -558,43 +641,60 @@ impl Socket {
         };
         if let Err(e) = io.register(conn.stream.source(), CONNECTION, interest) {
             log::warn!("chardev '{}': cannot watch the connection: {e}", self.label);
-            self.conn = None;
+            self.state = State::Idle;
             return;
         }
-        if !conn.is_open() {
-            if conn.ws.is_some() {
-                conn.handshake_deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
-                io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
-            }
-            return; // Opened comes when the connect or the websocket handshake completes.
+        // Opened comes when the connect or the websocket handshake completes.
+        if connecting {
+            self.state = State::Connecting(conn);
+            return;
+        }
+        if conn.needs_handshake() {
+            let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+            io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
+            self.state = State::Handshake { conn, deadline };
+            return;
         }
         if let Err(e) = conn.flush() {
             if e.kind() != io::ErrorKind::WouldBlock {
                 log::info!("chardev '{}': connection failed at once: {e}", self.label);
             }
         }
-        log::info!("chardev '{}': connected: {}", self.label, self.connected);
-        conn.announced = true;
+        self.announce(io, conn);
+    }
+
+    /// The connection is open for the frontend: `Opened`, and read what came with it.
+    fn announce(&mut self, io: &mut Io<'_>, conn: Conn) {
+        log::info!("chardev '{}': connected: {}", self.label, conn.name);
         io.event(Event::Opened);
         io.input_ready();
+        self.state = State::Open(conn);
     }
 
     /// Drops the connection: `Closed` for the frontend, then the server takes the next
     /// client or the client schedules a reconnect.
     fn close_conn(&mut self, io: &mut Io<'_>) {
-        let Some(mut conn) = self.conn.take() else { return };
+        let (mut conn, announced) = match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => return,
+            State::Open(conn) => (conn, true),
+            State::Made(conn) | State::Connecting(conn) | State::Handshake { conn, .. } => {
+                (conn, false)
+            }
+        };
         let _ = io.registry().deregister(conn.stream.source());
         // Shutdown wakes anyone still polling a duplicate of this fd (write_all).
         conn.stream.shutdown();
-        if conn.announced {
-            log::info!("chardev '{}': disconnected: {}", self.label, self.connected);
+        if announced {
+            log::info!("chardev '{}': disconnected: {}", self.label, conn.name);
             io.event(Event::Closed);
         }
         drop(conn);
-        if self.listener.is_some() {
-            self.accept_next(io);
-        } else if let Some(delay) = self.reconnect {
-            io.add_timer(delay, RECONNECT_TIMER);
+        match &self.role {
+            Role::Server(_) => self.accept_next(io),
+            Role::Client(Client { reconnect: Some(delay), .. }) => {
+                io.add_timer(*delay, RECONNECT_TIMER);
+            }
+            Role::Client(_) | Role::Passed => {}
         }
     }
 
@@ -603,7 +703,7 @@ impl Socket {
     /// taken: the listener is edge-triggered, so no new readiness would come for clients
     /// already queued behind it.
     fn accept_next(&mut self, io: &mut Io<'_>) {
-        while self.conn.is_none() {
+        while matches!(self.state, State::Idle) {
             if !self.accept_one(io) {
                 return;
             }
@@ -613,18 +713,19 @@ impl Socket {
     /// One accept(2); whether another may follow at once (this client failed and the
     /// queue may hold more).
     fn accept_one(&mut self, io: &mut Io<'_>) -> bool {
-        let Some(listener) = &self.listener else { return false };
+        let Role::Server(listener) = &self.role else { return false };
         match listener.accept() {
-            Ok(stream) => {
-                if let Err(e) = self.accepted(stream) {
+            Ok(stream) => match self.accepted(stream) {
+                Err(e) => {
                     log::info!("chardev '{}': client dropped: {e}", self.label);
-                    self.conn = None;
-                    return true;
+                    true
                 }
-                self.open_conn(io);
-                // Registering the connection failed: it is gone, try the next.
-                self.conn.is_none()
-            }
+                Ok(conn) => {
+                    self.open_conn(io, conn, false);
+                    // Registering the connection failed: it is gone, try the next.
+                    matches!(self.state, State::Idle)
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             Err(e) => {
@@ -638,41 +739,39 @@ impl Socket {
 
     /// Starts a non-blocking connect (clients with `reconnect-ms`).
     fn start_connect(&mut self, io: &mut Io<'_>) {
-        if self.conn.is_some() {
+        if !matches!(self.state, State::Idle) {
             return;
         }
-        let attempt = match &self.target {
-            Some(Target::Unix(addr, _)) => {
-                mio::net::UnixStream::connect_addr(addr).map(Stream::Unix)
-            }
-            Some(Target::Tcp(addrs)) => mio::net::TcpStream::connect(addrs[0]).map(Stream::Tcp),
-            None => return,
+        let Role::Client(client) = &self.role else { return };
+        let attempt = match &client.target {
+            Target::Unix(addr, _) => mio::net::UnixStream::connect_addr(addr).map(Stream::Unix),
+            Target::Tcp(addrs) => mio::net::TcpStream::connect(addrs[0]).map(Stream::Tcp),
         };
         match attempt {
             Ok(stream) => {
-                let mut conn = Conn::new(stream, false);
-                conn.connecting = matches!(conn.stream, Stream::Tcp(_));
-                self.set_conn(conn);
-                self.open_conn(io);
+                let connecting = matches!(stream, Stream::Tcp(_));
+                let conn = self.set_up(Conn::new(stream, false));
+                self.open_conn(io, conn, connecting);
             }
             Err(e) => self.connect_failed(io, &e),
         }
     }
 
     fn connect_failed(&mut self, io: &mut Io<'_>, e: &io::Error) {
+        let Role::Client(client) = &mut self.role else { return };
         // QEMU reports the first failure only; the timer keeps trying quietly.
-        if !self.connect_error_reported {
+        if !client.error_reported {
             log::warn!("Unable to connect character device {}: {e}", self.label);
-            self.connect_error_reported = true;
+            client.error_reported = true;
         }
-        if let Some(delay) = self.reconnect {
+        if let Some(delay) = client.reconnect {
             io.add_timer(delay, RECONNECT_TIMER);
         }
     }
 
     /// A pending tcp connect finished (writable): established, or failed.
     fn finish_connect(&mut self, io: &mut Io<'_>) {
-        let Some(conn) = &mut self.conn else { return };
+        let State::Connecting(conn) = &mut self.state else { return };
         let Stream::Tcp(s) = &conn.stream else { return };
         let error = match s.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
@@ -681,24 +780,43 @@ impl Socket {
         if s.peer_addr().is_err() && error.is_none() {
             return; // not finished yet
         }
-        match error {
-            Some(e) => {
-                self.close_conn(io);
-                self.connect_failed(io, &e);
+        if let Some(e) = error {
+            self.close_conn(io);
+            self.connect_failed(io, &e);
+            return;
+        }
+        let State::Connecting(mut conn) = std::mem::replace(&mut self.state, State::Idle) else {
+            return;
+        };
+        if conn.plain() {
+            if let Err(e) = conn.watch(io, false) {
+                log::debug!("chardev '{}': cannot stop watching output: {e}", self.label);
             }
-            None => {
-                conn.connecting = false;
-                if conn.plain() {
-                    if let Err(e) = conn.watch(io, false) {
-                        log::debug!("chardev '{}': cannot stop watching output: {e}", self.label);
-                    }
+        }
+        conn.name = conn.stream.filename("tcp", false);
+        if let Role::Client(client) = &mut self.role {
+            client.error_reported = false;
+        }
+        self.announce(io, conn);
+    }
+
+    /// Readiness during a websocket handshake: moves it on, and opens or drops the client.
+    fn advance_handshake(&mut self, io: &mut Io<'_>) {
+        let State::Handshake { conn, .. } = &mut self.state else { return };
+        let Some(ws) = &mut conn.ws else { return };
+        match ws.advance() {
+            Step::Pending => {}
+            Step::Open => {
+                if let State::Handshake { conn, .. } =
+                    std::mem::replace(&mut self.state, State::Idle)
+                {
+                    self.announce(io, conn);
                 }
-                self.connected = conn.stream.filename("tcp", false);
-                self.connect_error_reported = false;
-                log::info!("chardev '{}': connected: {}", self.label, self.connected);
-                conn.announced = true;
-                io.event(Event::Opened);
-                io.input_ready();
+            }
+            Step::Failed(why) => {
+                // QEMU: a failed handshake disconnects without CLOSED.
+                log::info!("chardev '{}': {why}", self.label);
+                self.close_conn(io);
             }
         }
     }
@@ -729,25 +847,28 @@ impl Socket {
 
 impl Chardev for Socket {
     fn register(&mut self, io: &mut Io<'_>) -> Result<()> {
-        if let Some(listener) = &mut self.listener {
+        if let Role::Server(listener) = &mut self.role {
             io.register(listener.source(), LISTENER, Interest::READABLE)
                 .map_err(|e| Error::io("watch a listening socket", e))?;
         }
-        if self.conn.is_some() {
-            self.open_conn(io);
-        } else if self.listener.is_some() {
-            self.accept_next(io);
-        } else if self.reconnect.is_some() {
-            self.start_connect(io);
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Made(conn) => self.open_conn(io, conn, false),
+            State::Idle => match &self.role {
+                Role::Server(_) => self.accept_next(io),
+                Role::Client(Client { reconnect: Some(_), .. }) => self.start_connect(io),
+                Role::Client(_) | Role::Passed => {}
+            },
+            // A backend is registered once: nothing else is on the loop yet.
+            on_loop => self.state = on_loop,
         }
         Ok(())
     }
 
     fn deregister(&mut self, registry: &mio::Registry) {
-        if let Some(listener) = &mut self.listener {
+        if let Role::Server(listener) = &mut self.role {
             let _ = registry.deregister(listener.source());
         }
-        if let Some(conn) = &mut self.conn {
+        if let Some(conn) = self.state.conn_mut() {
             let _ = registry.deregister(conn.stream.source());
         }
     }
@@ -756,35 +877,18 @@ impl Chardev for Socket {
         match source {
             LISTENER => self.accept_next(io),
             CONNECTION => {
-                let Some(conn) = &mut self.conn else { return };
-                if conn.connecting {
-                    if event.is_writable() || event.is_error() || event.is_write_closed() {
-                        self.finish_connect(io);
-                    }
-                    return;
-                }
-                if let Some(ws) = &mut conn.ws {
-                    if !ws.is_open() {
-                        match ws.advance() {
-                            Step::Pending => {}
-                            Step::Open => {
-                                log::info!(
-                                    "chardev '{}': connected: {}",
-                                    self.label,
-                                    self.connected
-                                );
-                                conn.announced = true;
-                                io.event(Event::Opened);
-                                io.input_ready();
-                            }
-                            Step::Failed(why) => {
-                                // QEMU: a failed handshake disconnects without CLOSED.
-                                log::info!("chardev '{}': {why}", self.label);
-                                self.close_conn(io);
-                            }
+                let conn = match &mut self.state {
+                    State::Idle | State::Made(_) => return,
+                    State::Connecting(_) => {
+                        if event.is_writable() || event.is_error() || event.is_write_closed() {
+                            self.finish_connect(io);
                         }
                         return;
                     }
+                    State::Handshake { .. } => return self.advance_handshake(io),
+                    State::Open(conn) => conn,
+                };
+                if let Some(ws) = &mut conn.ws {
                     if event.is_writable() && ws.on_writable() {
                         io.input_ready();
                     }
@@ -819,7 +923,7 @@ impl Chardev for Socket {
     }
 
     fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
+        let Some(conn) = self.state.usable_mut() else {
             return Input::WouldBlock;
         };
         let mut drained = false;
@@ -869,7 +973,7 @@ impl Chardev for Socket {
             }
             .into());
         }
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
+        let Some(conn) = self.state.usable_mut() else {
             return Err(Error::NotConnected(self.label.clone()).into());
         };
         if let Some(ws) = &mut conn.ws {
@@ -895,37 +999,15 @@ impl Chardev for Socket {
     }
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.conn.as_ref().map(|c| c.stream.fd())
+        self.state.conn().map(|c| c.stream.fd())
     }
 
-    fn splice_input(
-        &mut self,
-        _io: &mut Io<'_>,
-        pipe: BorrowedFd<'_>,
-        len: usize,
-    ) -> Option<io::Result<usize>> {
-        // Telnet and websocket bytes need their filters; a connection still being made has
-        // nothing to read.
-        let conn = self.conn.as_ref().filter(|c| c.is_open() && c.plain())?;
-        Some(fd::splice(conn.stream.fd(), pipe, len))
-    }
-
-    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_open()) else {
-            return Err(Error::NotConnected(self.label.clone()).into());
-        };
-        if !conn.plain() {
-            return Err(Error::Unsupported {
-                what: self.label.clone(),
-                operation: "write from a pipe: telnet and websocket frame their output",
-            }
-            .into());
-        }
-        fd::splice(pipe, conn.stream.fd(), len)
+    fn splice(&mut self) -> Option<&mut dyn Splice> {
+        Some(self)
     }
 
     fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
-        let Some(conn) = &mut self.conn else { return false };
+        let Some(conn) = self.state.conn_mut() else { return false };
         // Turning the interest on reports writability at once if it came meanwhile.
         match conn.watch(io, true) {
             Ok(()) => true,
@@ -942,9 +1024,10 @@ impl Chardev for Socket {
             ACCEPT_RETRY_TIMER => self.accept_next(io),
             HANDSHAKE_TIMER => {
                 // The timer may be an earlier client's: only a passed deadline counts.
-                let late = self.conn.as_ref().is_some_and(|c| {
-                    !c.is_open() && c.handshake_deadline.is_some_and(|d| d <= Instant::now())
-                });
+                let late = matches!(
+                    self.state,
+                    State::Handshake { deadline, .. } if deadline <= Instant::now()
+                );
                 if late {
                     log::info!(
                         "chardev '{}': websocket handshake not completed within {} s: client dropped",
@@ -971,16 +1054,44 @@ impl Chardev for Socket {
     }
 
     fn filename(&self) -> String {
-        match &self.conn {
-            Some(c) if c.is_open() => self.connected.clone(),
-            _ => self.disconnected.clone(),
+        match self.state.usable() {
+            Some(conn) => conn.name.clone(),
+            None => self.disconnected.clone(),
         }
+    }
+}
+
+impl Splice for Socket {
+    fn splice_input(
+        &mut self,
+        _io: &mut Io<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Option<io::Result<usize>> {
+        // Telnet and websocket bytes need their filters; a connection still being made has
+        // nothing to read.
+        let conn = self.state.usable().filter(|c| c.plain())?;
+        Some(fd::splice(conn.stream.fd(), pipe, len))
+    }
+
+    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        let Some(conn) = self.state.usable_mut() else {
+            return Err(Error::NotConnected(self.label.clone()).into());
+        };
+        if !conn.plain() {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "write from a pipe: telnet and websocket frame their output",
+            }
+            .into());
+        }
+        fd::splice(pipe, conn.stream.fd(), len)
     }
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        if let Some(conn) = &self.conn {
+        if let Some(conn) = self.state.conn() {
             conn.stream.shutdown();
         }
         // Remove the socket file only if it is still the one this server created.

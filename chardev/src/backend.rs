@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 
 use crate::error::{Error, Result};
 use crate::frontend::Event;
-use crate::serial::{ModemLines, SerialParams};
+use crate::serial::SerialLine;
 
 /// Tokens per chardev: a backend may register sources `0..SOURCES_PER_CHARDEV - 1` (listener,
 /// connection, input, output); the last one is the loop's own, for writability watches.
@@ -69,32 +69,6 @@ pub trait Chardev: Any + Send {
         Input::End
     }
 
-    /// Moves up to `len` bytes of input straight into `pipe` with splice(2), for a frontend
-    /// that offers one ([`Frontend::splice_pipe`]). `None`: the input cannot be moved that way
-    /// now (no connection, a telnet or websocket layer), and the loop reads it as usual.
-    /// `Some(Ok(0))` is the end of the stream: the loop then reads as usual, which reports it.
-    /// Fds that came with the bytes are lost (splice cannot carry them).
-    ///
-    /// [`Frontend::splice_pipe`]: crate::Frontend::splice_pipe
-    fn splice_input(
-        &mut self,
-        io: &mut Io<'_>,
-        pipe: BorrowedFd<'_>,
-        len: usize,
-    ) -> Option<io::Result<usize>> {
-        let _ = (io, pipe, len);
-        None
-    }
-
-    /// Writes up to `len` bytes out of `pipe` with splice(2), without blocking
-    /// ([`FrontendHandle::write_from_pipe`]); `Unsupported` where output cannot be spliced.
-    ///
-    /// [`FrontendHandle::write_from_pipe`]: crate::FrontendHandle::write_from_pipe
-    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-        let _ = (pipe, len);
-        Err(Error::Unsupported { what: self.kind().into(), operation: "write from a pipe" }.into())
-    }
-
     /// Writes what it can of `buf` without blocking; `WouldBlock` when nothing fits now.
     /// `fds` go with the first byte written.
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize>;
@@ -134,27 +108,21 @@ pub trait Chardev: Any + Send {
         let _ = io;
     }
 
-    /// Sends a serial break to the device on the other side.
-    fn send_break(&mut self) -> Result<()> {
-        Err(Error::Unsupported { what: self.kind().into(), operation: "send a break" })
+    /// The serial line this backend drives, for a backend on a host tty: breaks, line
+    /// parameters and modem lines. `None` (the default): a frontend's requests for them
+    /// fail with `Unsupported`.
+    fn serial_line(&mut self) -> Option<&mut dyn SerialLine> {
+        None
     }
 
-    /// Sets line speed, parity, data and stop bits on a real serial line.
-    fn set_serial_params(&mut self, params: &SerialParams) -> Result<()> {
-        let _ = params;
-        Err(Error::Unsupported { what: self.kind().into(), operation: "set serial parameters" })
-    }
-
-    /// Reads the modem control lines of a real serial line (QEMU's `CHR_IOCTL_SERIAL_GET_TIOCM`).
-    fn get_modem_lines(&mut self) -> Result<ModemLines> {
-        Err(Error::Unsupported { what: self.kind().into(), operation: "read modem lines" })
-    }
-
-    /// Sets the modem control lines of a real serial line; only DTR and RTS are outputs
-    /// (QEMU's `CHR_IOCTL_SERIAL_SET_TIOCM`).
-    fn set_modem_lines(&mut self, lines: ModemLines) -> Result<()> {
-        let _ = lines;
-        Err(Error::Unsupported { what: self.kind().into(), operation: "set modem lines" })
+    /// The backend's splice(2) paths, for one whose input and output can move through a
+    /// pipe without entering user space (a plain socket connection). `None` (the default):
+    /// the loop reads input as usual, and [`FrontendHandle::write_from_pipe`] fails with
+    /// `Unsupported`. Asked once per read while a frontend offers a pipe.
+    ///
+    /// [`FrontendHandle::write_from_pipe`]: crate::FrontendHandle::write_from_pipe
+    fn splice(&mut self) -> Option<&mut dyn Splice> {
+        None
     }
 
     /// The slave path of a pty backend (QMP's `chardev-add` returns it).
@@ -183,6 +151,34 @@ pub fn refuse_fds(kind: &'static str, fds: &[BorrowedFd<'_>]) -> io::Result<()> 
     } else {
         Err(Error::Unsupported { what: kind.into(), operation: "pass file descriptors" }.into())
     }
+}
+
+/// Moving bytes with splice(2): a capability that a backend offers through
+/// [`Chardev::splice`], for relays that join two chardevs without copying through user space
+/// ([`Frontend::splice_pipe`]).
+///
+/// [`Frontend::splice_pipe`]: crate::Frontend::splice_pipe
+pub trait Splice {
+    /// Moves up to `len` bytes of input straight into `pipe`, for a frontend that offers one
+    /// ([`Frontend::splice_pipe`]). `None`: the input cannot be moved that way now (no
+    /// connection, a telnet or websocket layer), and the loop reads it as usual.
+    /// `Some(Ok(0))` is the end of the stream: the loop then reads as usual, which reports it.
+    /// Fds that came with the bytes are lost (splice cannot carry them).
+    ///
+    /// [`Frontend::splice_pipe`]: crate::Frontend::splice_pipe
+    fn splice_input(
+        &mut self,
+        io: &mut Io<'_>,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> Option<io::Result<usize>>;
+
+    /// Writes up to `len` bytes out of `pipe` without blocking
+    /// ([`FrontendHandle::write_from_pipe`]); `Unsupported` where output cannot be spliced
+    /// now (a telnet or websocket layer frames it).
+    ///
+    /// [`FrontendHandle::write_from_pipe`]: crate::FrontendHandle::write_from_pipe
+    fn write_from_pipe(&mut self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize>;
 }
 
 /// A pending timer of one chardev.

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::Frontend;
-use crate::serial::{ModemLines, SerialParams};
+use crate::serial::{ModemLines, SerialLine, SerialParams};
 
 /// How many frontends one mux serves (QEMU's `MAX_MUX`).
 pub const MAX_MUX: usize = 4;
@@ -202,19 +202,33 @@ impl Cell {
     }
 
     pub(crate) fn send_break(&self) -> Result<()> {
-        self.backend().send_break()
+        self.serial_line("send a break", |line| line.send_break())
     }
 
     pub(crate) fn set_serial_params(&self, params: &SerialParams) -> Result<()> {
-        self.backend().set_serial_params(params)
+        self.serial_line("set serial parameters", |line| line.set_params(params))
     }
 
     pub(crate) fn modem_lines(&self) -> Result<ModemLines> {
-        self.backend().get_modem_lines()
+        self.serial_line("read modem lines", |line| line.modem_lines())
     }
 
     pub(crate) fn set_modem_lines(&self, lines: ModemLines) -> Result<()> {
-        self.backend().set_modem_lines(lines)
+        self.serial_line("set modem lines", |line| line.set_modem_lines(lines))
+    }
+
+    /// Runs `f` on the backend's serial line; `Unsupported` (naming `operation`) without one.
+    fn serial_line<T>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&mut dyn SerialLine) -> Result<T>,
+    ) -> Result<T> {
+        let mut backend = self.backend();
+        let kind = backend.kind();
+        match backend.serial_line() {
+            Some(line) => f(line),
+            None => Err(Error::Unsupported { what: kind.into(), operation }),
+        }
     }
 
     pub(crate) fn can_pass_fds(&self) -> bool {
@@ -258,7 +272,17 @@ impl Cell {
             let what = format!("{} (with a logfile or timestamps)", self.label);
             return Err(Error::Unsupported { what, operation: "write from a pipe" }.into());
         }
-        let r = self.backend().write_from_pipe(pipe, len);
+        let r = {
+            let mut backend = self.backend();
+            let kind = backend.kind();
+            match backend.splice() {
+                Some(splice) => splice.write_from_pipe(pipe, len),
+                None => {
+                    Err(Error::Unsupported { what: kind.into(), operation: "write from a pipe" }
+                        .into())
+                }
+            }
+        };
         self.note_short(len, &r);
         r
     }

@@ -50,6 +50,18 @@ pub enum Error {
         /// The operation it cannot do.
         operation: &'static str,
     },
+    /// The chardev's backend is not of the type asked for ([`Registry::with_backend`]).
+    ///
+    /// [`Registry::with_backend`]: crate::Registry::with_backend
+    WrongBackend {
+        /// The chardev id.
+        id: String,
+        /// What its backend is, as QEMU names backend types (`null`, `socket`; `mux` for
+        /// the mux chardev of `mux=on`).
+        kind: &'static str,
+        /// The Rust type that was asked for (`Ringbuf`).
+        expected: &'static str,
+    },
     /// The chardev has no connection to a peer right now (writes fail with this, as QEMU's EIO).
     NotConnected(String),
     /// The event loop that served this chardev is gone.
@@ -118,6 +130,9 @@ impl fmt::Display for Error {
             Error::InUse(id) => write!(f, "chardev '{id}' is already in use"),
             Error::Unsupported { what, operation } => {
                 write!(f, "chardev '{what}' cannot {operation}")
+            }
+            Error::WrongBackend { id, kind, expected } => {
+                write!(f, "chardev '{id}' is a {kind} backend, not a {expected}")
             }
             Error::NotConnected(id) => write!(f, "chardev '{id}' is not connected"),
             Error::LoopGone => write!(f, "the chardev event loop has stopped"),

@@ -927,7 +927,7 @@ impl Core {
         let fe = entry.focused()?;
         let result = match fe.splice_pipe() {
             Some((pipe, take)) if take > 0 => {
-                cell.backend().splice_input(&mut io, pipe, room.min(take))
+                cell.backend().splice()?.splice_input(&mut io, pipe, room.min(take))
             }
             _ => None,
         };

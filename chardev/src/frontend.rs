@@ -52,13 +52,13 @@ pub trait Frontend: Send {
 
     /// A relay's way around copying: a pipe that input may be moved into inside the kernel
     /// (splice(2)), and how many bytes it may take now. When the backend can
-    /// ([`Chardev::splice_input`]: a plain socket connection), the loop moves input into the
+    /// ([`Splice::splice_input`]: a plain socket connection), the loop moves input into the
     /// pipe and calls [`spliced`](Frontend::spliced) instead of [`receive`](Frontend::receive);
     /// the frontend empties the pipe with [`FrontendHandle::write_from_pipe`]. Fds that come
     /// with such input are lost, as splice cannot carry them: offer a pipe only when no fd
     /// can flow. Default: no pipe.
     ///
-    /// [`Chardev::splice_input`]: crate::Chardev::splice_input
+    /// [`Splice::splice_input`]: crate::backend::Splice::splice_input
     fn splice_pipe(&mut self) -> Option<(BorrowedFd<'_>, usize)> {
         None
     }

@@ -36,7 +36,7 @@
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod backend; // the backend trait and its view of the loop
+pub mod backend; // the backend trait, its view of the loop, the Splice capability
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
@@ -49,15 +49,15 @@ pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query
-pub mod serial; // serial line parameters
+pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 
-pub use crate::backend::{Chardev, Input, Io};
+pub use crate::backend::{Chardev, Input, Io, Splice};
 pub use crate::cell::MAX_MUX;
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
 pub use crate::options::{BackendSpec, ChardevSpec};
 pub use crate::output::{Full, OutputQueue};
-pub use crate::registry::{Added, ChardevInfo, Registry};
-pub use crate::serial::{ModemLines, Parity, SerialParams};
+pub use crate::registry::{Added, BuildNotice, ChardevInfo, Registry};
+pub use crate::serial::{ModemLines, Parity, SerialLine, SerialParams};

@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::{downcast_mut, Chardev};
-use crate::backends::ringbuf::Ringbuf;
 use crate::cell::{Cell, Opened, Removed};
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
@@ -31,6 +30,7 @@ pub struct BuildContext<'a> {
     fd_sets: &'a FdSets,
     named_fds: Option<&'a Mutex<NamedFds>>,
     leases: Mutex<Vec<FdSetLease>>,
+    notices: NoticeHandler,
 }
 
 impl BuildContext<'_> {
@@ -43,6 +43,15 @@ impl BuildContext<'_> {
             self.leases.lock().unwrap_or_else(PoisonError::into_inner).push(lease);
         }
         Ok(opened.fd)
+    }
+
+    /// Tells the embedder something it may want to show its user while this chardev is
+    /// built ([`Registry::on_build_notice`]); nothing if it did not ask. Backends also log
+    /// it: a library does not print.
+    pub fn notify(&self, notice: &BuildNotice) {
+        if let Some(handler) = &self.notices.0 {
+            handler(notice);
+        }
     }
 
     /// Takes the fd a socket address of type `fd` names. Added from a monitor
@@ -63,6 +72,35 @@ impl BuildContext<'_> {
                 crate::fd::take_inherited(number)
             }
         }
+    }
+}
+
+/// What a backend reports while it is built, before [`Registry::add`] returns: what QEMU
+/// prints at that point, for an embedder that wants to show it
+/// ([`Registry::on_build_notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildNotice {
+    /// A socket server with `wait=on` waits for its first client, and the add returns once
+    /// it has come. QEMU prints `QEMU waiting for connection on: {filename}`.
+    WaitingForClient {
+        /// The chardev's id.
+        id: String,
+        /// What `query-chardev` shows for it meanwhile (`disconnected:unix:/p,server=on`).
+        filename: String,
+    },
+}
+
+/// What [`Registry::on_build_notice`] keeps.
+type NoticeFn = dyn Fn(&BuildNotice) + Send + Sync;
+
+/// The embedder's handler of [`BuildNotice`]s, if it set one.
+#[derive(Clone, Default)]
+struct NoticeHandler(Option<Arc<NoticeFn>>);
+
+impl std::fmt::Debug for NoticeHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "NoticeHandler(set)" } else { "NoticeHandler(none)" })
     }
 }
 
@@ -106,6 +144,7 @@ struct Record {
 struct Inner {
     chardevs: BTreeMap<String, Record>,
     constructors: BTreeMap<String, Constructor>,
+    notices: NoticeHandler,
 }
 
 /// Chardevs by id on one event loop. Cheap to clone; every clone sees the same chardevs.
@@ -136,6 +175,7 @@ impl Registry {
             inner: Arc::new(Mutex::new(Inner {
                 chardevs: BTreeMap::new(),
                 constructors: BTreeMap::new(),
+                notices: NoticeHandler::default(),
             })),
             lp: loop_handle.clone(),
             fd_sets,
@@ -168,6 +208,14 @@ impl Registry {
             + 'static,
     ) {
         self.inner().constructors.insert(kind.to_string(), Arc::new(constructor));
+    }
+
+    /// Calls `handler` with what backends report while they are built (a `wait=on` server
+    /// waiting for its first client), on the thread that adds the chardev, before the add
+    /// returns: for a program that shows its user what QEMU prints (the demos print QEMU's
+    /// lines). Replaces an earlier handler; every clone of this registry uses it.
+    pub fn on_build_notice(&self, handler: impl Fn(&BuildNotice) + Send + Sync + 'static) {
+        self.inner().notices = NoticeHandler(Some(Arc::new(handler)));
     }
 
     /// The backend types that can be built (`query-chardev-backends`).
@@ -268,18 +316,22 @@ impl Registry {
         named_fds: Option<&Mutex<NamedFds>>,
     ) -> Result<(Box<dyn Chardev>, Opened)> {
         let kind = spec.backend.kind();
-        let constructor = self
-            .inner()
-            .constructors
-            .get(kind)
-            .cloned()
-            .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
+        let (constructor, notices) = {
+            let inner = self.inner();
+            let constructor = inner
+                .constructors
+                .get(kind)
+                .cloned()
+                .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
+            (constructor, inner.notices.clone())
+        };
         let cx = BuildContext {
             id: &spec.id,
             loop_handle: &self.lp,
             fd_sets: &self.fd_sets,
             named_fds,
             leases: Mutex::default(),
+            notices,
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
@@ -422,34 +474,41 @@ impl Registry {
         Ok(())
     }
 
-    /// Appends to a ringbuf's ring (`ringbuf-write`; the frontend does not see it).
-    pub fn ringbuf_write(&self, id: &str, data: &[u8]) -> Result<()> {
-        self.with_ringbuf(id, |rb| rb.push(data))?
-    }
-
-    /// Takes up to `size` of the oldest bytes from a ringbuf (`ringbuf-read`).
-    pub fn ringbuf_read(&self, id: &str, size: usize) -> Result<Vec<u8>> {
-        if size == 0 {
-            return Err(Error::option("size", "0", "size must be greater than zero"));
-        }
-        self.with_ringbuf(id, |rb| rb.pop(size))
-    }
-
-    fn with_ringbuf<T>(&self, id: &str, f: impl FnOnce(&mut Ringbuf) -> T) -> Result<T> {
-        let record = self
-            .inner()
-            .chardevs
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::option("device", id, format!("Device '{id}' not found")))?;
+    /// Runs `f` on the backend of chardev `id` as its concrete type `T`, in the caller's
+    /// thread, with the backend locked (so `f` must not use this chardev's handle or the
+    /// registry's calls on it). This is how management commands of one backend type reach
+    /// it: `ringbuf-read` and `ringbuf-write` ([`Registry::ringbuf_read`], in
+    /// `backends/ringbuf.rs`), or an embedder's commands for its own [`Chardev`] types.
+    ///
+    /// `NotFound` when no chardev has that id; `WrongBackend`, naming the id and what it is,
+    /// when its backend is not a `T` (a mux `ID` itself never is: its backend is `ID-base`'s).
+    pub fn with_backend<T: Chardev, R>(&self, id: &str, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let record = self.record(id)?;
+        let wrong = |kind: &'static str| Error::WrongBackend {
+            id: id.to_string(),
+            kind,
+            expected: short_type_name::<T>(),
+        };
         if record.role == Role::Mux {
-            return Err(Error::option("device", id, format!("{id} is not a ringbuf device")));
+            return Err(wrong("mux"));
         }
         let mut backend = record.cell.backend();
-        match downcast_mut::<Ringbuf>(&mut **backend) {
-            Some(rb) => Ok(f(rb)),
-            None => Err(Error::option("device", id, format!("{id} is not a ringbuf device"))),
+        let kind = backend.kind();
+        match downcast_mut::<T>(&mut **backend) {
+            Some(typed) => Ok(f(typed)),
+            None => Err(wrong(kind)),
         }
+    }
+}
+
+/// `Ringbuf` for `chardev::backends::ringbuf::Ringbuf`: what an error names.
+fn short_type_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    // Generic arguments keep their paths; only the type's own path is cut.
+    let path_end = name.find('<').unwrap_or(name.len());
+    match name[..path_end].rfind("::") {
+        Some(at) => &name[at + 2..],
+        None => name,
     }
 }
 

@@ -1,4 +1,7 @@
-//! Serial line parameters, as a frontend (a UART model) asks a real serial line for them.
+//! Serial line parameters, as a frontend (a UART model) asks a real serial line for them,
+//! and [`SerialLine`], the capability of a backend that drives one.
+
+use crate::error::Result;
 
 /// Parity of a serial line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,4 +109,26 @@ impl std::fmt::Debug for ModemLines {
             Self::NAMES.iter().filter(|(l, _)| self.contains(*l)).map(|(_, n)| *n).collect();
         write!(f, "ModemLines({})", names.join(" | "))
     }
+}
+
+/// The controls of a real serial line (QEMU's `CHR_IOCTL_SERIAL_*`): a capability that a
+/// backend on a host tty offers through [`Chardev::serial_line`]. Frontends reach it with
+/// [`FrontendHandle::send_break`] and its siblings; on a backend without one they get
+/// `Unsupported`.
+///
+/// [`Chardev::serial_line`]: crate::Chardev::serial_line
+/// [`FrontendHandle::send_break`]: crate::FrontendHandle::send_break
+pub trait SerialLine {
+    /// Sends a serial break to the device on the other side.
+    fn send_break(&mut self) -> Result<()>;
+
+    /// Sets line speed, parity, data and stop bits.
+    fn set_params(&mut self, params: &SerialParams) -> Result<()>;
+
+    /// Reads the modem control lines (QEMU's `CHR_IOCTL_SERIAL_GET_TIOCM`).
+    fn modem_lines(&mut self) -> Result<ModemLines>;
+
+    /// Sets the modem control lines; only DTR and RTS are outputs
+    /// (QEMU's `CHR_IOCTL_SERIAL_SET_TIOCM`).
+    fn set_modem_lines(&mut self, lines: ModemLines) -> Result<()>;
 }

@@ -18,3 +18,14 @@ pub const PROGRAM: &str = "serial-console";
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 }
+
+/// Prints what QEMU prints while chardevs are created (`QEMU waiting for connection on:
+/// ...` before a `wait=on` server waits for its first client), for every chardev that
+/// `registry` creates: from the command line, the monitor or QMP.
+pub fn say_build_notices(registry: &chardev::Registry) {
+    registry.on_build_notice(|notice| {
+        if let chardev::BuildNotice::WaitingForClient { filename, .. } = notice {
+            say!("QEMU waiting for connection on: {filename}");
+        }
+    });
+}

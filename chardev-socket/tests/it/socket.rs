@@ -8,7 +8,7 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use crate::support::*;
-use chardev::{Event, Registry};
+use chardev::{BuildNotice, Event, Registry};
 use chardev_testkit::*;
 
 /// The port a tcp server bound, from its `disconnected:tcp:HOST:PORT,server=on` filename.
@@ -357,6 +357,37 @@ fn wait_on_blocks_creation_until_the_first_client() {
     rec.expect_event(Event::Opened);
     peer.write_all(b"hi").unwrap();
     assert_eq!(rec.data(2), b"hi");
+}
+
+#[test]
+fn a_waiting_server_tells_the_embedder_before_it_waits() {
+    let (_lp, reg, dir) = setup();
+    let path = dir.path().join("w.sock");
+    let (notice_tx, notices) = channel();
+    reg.on_build_notice(move |notice| {
+        let _ = notice_tx.send(notice.clone());
+    });
+    let (added_tx, added) = channel();
+    std::thread::spawn({
+        let (reg, spec) = (reg.clone(), format!("socket,id=w,path={},server=on", path.display()));
+        move || {
+            let _ = added_tx.send(reg.add_str(&spec).map_err(|e| e.to_string()));
+        }
+    });
+    let notice = notices.recv_timeout(DEADLINE).expect("no notice before the wait");
+    let filename = format!("disconnected:unix:{},server=on", path.display());
+    assert_eq!(notice, BuildNotice::WaitingForClient { id: "w".into(), filename });
+    // Told before the wait, not after: no client has come, so the add is still waiting.
+    assert!(added.try_recv().is_err(), "add_str returned without a client");
+    let _peer = connect_unix(&path);
+    added.recv_timeout(DEADLINE).expect("add_str still waits with its client in").unwrap();
+    // A server that does not wait has nothing to report.
+    reg.add_str(&format!(
+        "socket,id=nw,path={},server=on,wait=off",
+        dir.path().join("nw").display()
+    ))
+    .unwrap();
+    assert!(notices.try_recv().is_err(), "a wait=off server reported waiting");
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! `ringbuf` (alias `memory`): output goes into a ring that keeps the newest bytes, read back
 //! by management (`ringbuf-read`). There is no input side.
+//!
+//! Management's commands on a ringbuf (`ringbuf-write`, `ringbuf-read`) are methods of
+//! [`Registry`], defined here with the backend they act on and reaching it with
+//! [`Registry::with_backend`].
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -8,7 +12,7 @@ use crate::backend::{refuse_fds, Chardev, Io};
 use crate::error::{Error, Result};
 use crate::frontend::Event;
 use crate::options::{BackendSpec, ChardevSpec, MAX_RINGBUF_SIZE};
-use crate::registry::BuildContext;
+use crate::registry::{BuildContext, Registry};
 
 /// A ring of a power-of-two size that overwrites its oldest bytes when full.
 #[derive(Debug)]
@@ -115,5 +119,31 @@ impl Chardev for Ringbuf {
 
     fn kind(&self) -> &'static str {
         "ringbuf"
+    }
+}
+
+impl Registry {
+    /// Appends to a ringbuf's ring (`ringbuf-write`; the frontend does not see it).
+    pub fn ringbuf_write(&self, id: &str, data: &[u8]) -> Result<()> {
+        self.with_ringbuf(id, |rb| rb.push(data))?
+    }
+
+    /// Takes up to `size` of the oldest bytes from a ringbuf (`ringbuf-read`).
+    pub fn ringbuf_read(&self, id: &str, size: usize) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Err(Error::option("size", "0", "size must be greater than zero"));
+        }
+        self.with_ringbuf(id, |rb| rb.pop(size))
+    }
+
+    /// [`Registry::with_backend`] with QEMU's words for what goes wrong.
+    fn with_ringbuf<T>(&self, id: &str, f: impl FnOnce(&mut Ringbuf) -> T) -> Result<T> {
+        self.with_backend(id, f).map_err(|e| match e {
+            Error::NotFound(_) => Error::option("device", id, format!("Device '{id}' not found")),
+            Error::WrongBackend { .. } => {
+                Error::option("device", id, format!("{id} is not a ringbuf device"))
+            }
+            other => other,
+        })
     }
 }

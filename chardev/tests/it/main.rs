@@ -4,6 +4,7 @@
 //! (`tests/stdio/`). Shared helpers come from the `chardev-testkit` crate.
 
 mod backends; // null, file, pipe, ringbuf/memory, and logfile= on top of any of them
+mod capabilities; // serial lines offered by a backend; typed backends for management
 mod event_loop; // stepping, loops side by side, timers, custom backends, write_all
 mod fd; // the fd contract helpers on every fd kind, with their error paths
 mod flow_control; // 64 MiB to a frontend that takes a byte at a time; no spinning meanwhile

@@ -138,6 +138,7 @@ fn run(
     let registry = Registry::new(lp.handle());
     chardev_socket::register(&registry);
     chardev_pty::register(&registry);
+    demos::say_build_notices(&registry);
     for spec in &specs {
         registry.add(spec).map_err(|e| e.to_string())?;
     }

@@ -119,6 +119,7 @@ fn run(
     }
     chardev_socket::register(&registry);
     chardev_pty::register(&registry);
+    demos::say_build_notices(&registry);
 
     // Files for -device loader are read before anything opens.
     let mut images = Vec::new();
