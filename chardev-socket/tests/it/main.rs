@@ -8,6 +8,7 @@ mod abstract_sockets; // abstract=on, tight=on|off, against a Python peer and st
 mod examples; // the examples run as a newcomer runs them, driven by real peers
 mod fd_passing; // fds from Python's socket.send_fds; the seed (passed fds arrive blocking)
 mod more_sockets; // to= port ranges, an inherited fd=N, stale and live server paths
+mod output_queue; // answering from callbacks through an OutputQueue: no stalls, bounded
 mod permissions; // mode= on unix servers: between bind and listen, as uid 65534, failures
 mod prop_telnet; // property tests of the telnet filter
 mod reconnect; // reconnect-ms: idle between attempts, connects once a server appears

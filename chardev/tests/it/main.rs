@@ -10,7 +10,6 @@ mod fd; // the fd contract helpers on every fd kind, with their error paths
 mod flow_control; // 64 MiB to a frontend that takes a byte at a time; no spinning meanwhile
 mod mux; // mux=on driven with Ctrl-A keys through real fifos
 mod options; // -chardev option strings and what they parse into
-mod output_queue; // answering from callbacks through an OutputQueue: no stalls, bounded
 mod prop_parsers; // property tests: the option parsers never panic and round-trip
 mod registry; // chardev-add, -remove, -change, query-chardev, send-break, frontends
 mod smoke; // file in, file out
