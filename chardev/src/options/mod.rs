@@ -1,0 +1,385 @@
+//! QEMU's `-chardev` option syntax, parsed once at the edge into a typed [`ChardevSpec`].
+//!
+//! The string `file,id=f0,path=/tmp/x,append=on` becomes
+//! `ChardevSpec { id: "f0", backend: BackendSpec::File { .. }, .. }`. Parsing follows
+//! QEMU's QemuOpts rules (see [`split_options`]) and the per-backend checks of
+//! `chardev/char*.c`, with QEMU's defaults and, where QEMU has one, its error text. The
+//! types are plain data so that the QMP `chardev-add` parser can build the same spec from
+//! JSON; nothing is opened or created here.
+//!
+//! ```
+//! use chardev::options::{BackendSpec, ChardevSpec};
+//!
+//! let spec: ChardevSpec = "ringbuf,id=r0,size=64K".parse()?;
+//! assert_eq!(spec.id, "r0");
+//! assert_eq!(spec.backend, BackendSpec::Ringbuf { size: 65536 });
+//! # Ok::<(), chardev::error::Error>(())
+//! ```
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+mod parse; // one -chardev string's options -> a checked ChardevSpec, per backend
+mod syntax; // QemuOpts: key=value, ',,', implied keys, booleans, sizes
+
+pub use parse::parse_mode;
+use parse::{check_id, check_socket_mode, parse_spec};
+pub use syntax::{parse_bool, parse_size, split_options};
+
+/// The ring buffer size QEMU uses when `size=` is not given.
+const DEFAULT_RINGBUF_SIZE: usize = 65536;
+
+/// The largest `ringbuf` (`size=`) accepted: 1 GiB. The ring is allocated at its first write,
+/// so a size the process cannot hold would abort it then (QEMU aborts at creation); sizes
+/// above this are refused when the chardev is created, and a ring that still cannot be
+/// allocated makes that write fail instead of aborting.
+pub const MAX_RINGBUF_SIZE: usize = 1 << 30;
+
+/// How much output a pty keeps for its first terminal when `backlog=` is not given.
+pub const DEFAULT_PTY_BACKLOG: usize = 64 * 1024;
+
+/// What a pty does with output once its backlog is full and still no terminal reads
+/// (`backlog-full=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BacklogFull {
+    /// `drop` (the default): the oldest output goes, counted and logged, and the writer
+    /// never waits, as a guest's console must not stall for want of a terminal.
+    #[default]
+    DropOldest,
+    /// `wait`: the writer waits until a terminal attaches and takes the backlog, as a relay
+    /// (socat's pty) applies back-pressure; nothing is dropped.
+    Wait,
+}
+
+/// QEMU's limit on a chardev id ("any string up to 127 characters").
+const MAX_ID_LEN: usize = 127;
+
+/// QEMU's text when a socket has no address, or more than one.
+const ONE_SOCKET_ADDRESS: &str = "None or one of 'path', 'fd' or 'host' option required.";
+
+/// Keys every backend accepts.
+const COMMON_KEYS: &[&str] = &["id", "backend", "mux", "logfile", "logappend", "logtimestamp"];
+
+/// Keys of the `socket` backend.
+const SOCKET_KEYS: &[&str] = &[
+    "path",
+    "abstract",
+    "tight",
+    "host",
+    "port",
+    "to",
+    "ipv4",
+    "ipv6",
+    "fd",
+    "server",
+    "wait",
+    "nodelay",
+    "delay",
+    "telnet",
+    "tn3270",
+    "websocket",
+    "reconnect",
+    "reconnect-ms",
+    "tls-creds",
+    "tls-authz",
+    // Not QEMU's: QEMU 7.2 refuses it ("Invalid parameter 'mode'"); see `SocketSpec::mode`.
+    "mode",
+];
+
+/// Keys of the `udp` backend.
+const UDP_KEYS: &[&str] = &["host", "port", "localaddr", "localport", "ipv4", "ipv6"];
+
+/// One backend type name a user can write, the backend it selects and the keys it takes.
+struct BackendType {
+    /// The name in `backend=` (aliases have their own entry).
+    name: &'static str,
+    /// The canonical kind, as [`BackendSpec::kind`] returns it.
+    kind: &'static str,
+    /// Backend-specific keys, on top of [`COMMON_KEYS`].
+    keys: &'static [&'static str],
+    /// QEMU deprecated this name in favour of `kind`.
+    deprecated: bool,
+}
+
+/// Every backend type name this parser knows, aliases included.
+const BACKEND_TYPES: &[BackendType] = &[
+    BackendType { name: "null", kind: "null", keys: &[], deprecated: false },
+    BackendType {
+        name: "file",
+        kind: "file",
+        keys: &["path", "input-path", "append"],
+        deprecated: false,
+    },
+    BackendType { name: "pipe", kind: "pipe", keys: &["path"], deprecated: false },
+    BackendType { name: "ringbuf", kind: "ringbuf", keys: &["size"], deprecated: false },
+    BackendType { name: "memory", kind: "ringbuf", keys: &["size"], deprecated: true },
+    BackendType { name: "stdio", kind: "stdio", keys: &["signal"], deprecated: false },
+    BackendType { name: "socket", kind: "socket", keys: SOCKET_KEYS, deprecated: false },
+    BackendType { name: "udp", kind: "udp", keys: UDP_KEYS, deprecated: false },
+    BackendType {
+        name: "pty",
+        kind: "pty",
+        keys: &["path", "backlog", "backlog-full"],
+        deprecated: false,
+    },
+    BackendType { name: "serial", kind: "serial", keys: &["path"], deprecated: false },
+    // QEMU's CLI accepts `tty` for `serial`; it is not deprecated there.
+    BackendType { name: "tty", kind: "serial", keys: &["path"], deprecated: false },
+];
+
+/// One chardev as `-chardev` describes it: its id, its backend and the common options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChardevSpec {
+    /// The chardev's id (QEMU's `id=`), unique among chardevs.
+    pub id: String,
+    /// The backend and its options.
+    pub backend: BackendSpec,
+    /// `mux=on`: put a mux chardev named `id` on top of the backend, so several frontends share it.
+    pub mux: bool,
+    /// `logfile=`: a copy of everything the frontend writes goes to this file.
+    pub log: Option<LogSpec>,
+}
+
+/// Where a chardev logs its output (`logfile=`, `logappend=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    /// The log file; created if missing.
+    pub path: PathBuf,
+    /// Append to the file (`logappend=on`) rather than truncate it (QEMU's default).
+    pub append: bool,
+}
+
+/// A backend and its own options, one variant per backend kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// `null`: output is dropped, there is never input.
+    Null,
+    /// `file`: output to `path=` (QAPI `out`), input from `input-path=` (QAPI `in`).
+    File {
+        /// The output file (`path=`).
+        out: PathBuf,
+        /// The input file (`input-path=`), if any.
+        input: Option<PathBuf>,
+        /// Append to `out` rather than truncate it (`append=on`).
+        append: bool,
+    },
+    /// `pipe`: `PATH.in` and `PATH.out`, or `PATH` for both directions.
+    Pipe {
+        /// The pipe's base path (`path=`).
+        path: PathBuf,
+    },
+    /// `ringbuf` (alias `memory`): output kept in a ring buffer that overwrites the oldest bytes.
+    Ringbuf {
+        /// The buffer's size in bytes (`size=`), a power of two; 65536 by default.
+        size: usize,
+    },
+    /// `stdio`: the process's standard input and output.
+    Stdio {
+        /// Let Ctrl-C raise SIGINT (`signal=on`, the default) rather than pass it to the guest.
+        signal: bool,
+    },
+    /// `socket`: a stream socket, as server or client.
+    Socket(SocketSpec),
+    /// `udp`: a connected datagram socket.
+    Udp(UdpSpec),
+    /// `pty`: a new pseudo-terminal.
+    Pty {
+        /// A symlink to create to the pty's slave (`path=`), if any.
+        path: Option<PathBuf>,
+        /// Output kept while no terminal has the pty open, for the next one to attach
+        /// (`backlog=`, a size; [`DEFAULT_PTY_BACKLOG`] by default, 0 drops it as QEMU does).
+        backlog: usize,
+        /// What happens when the backlog is full (`backlog-full=drop|wait`).
+        when_full: BacklogFull,
+    },
+    /// `serial` (alias `tty`): a host serial device.
+    Serial {
+        /// The device (`path=`), e.g. `/dev/ttyS0`.
+        path: PathBuf,
+    },
+}
+
+/// The options of a `socket` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// Where to listen or connect.
+    pub addr: SocketAddrSpec,
+    /// Listen (`server=on`) rather than connect (the CLI default).
+    pub server: bool,
+    /// A server waits for its first client before creation finishes (on by default for servers).
+    pub wait: bool,
+    /// Set TCP_NODELAY (`nodelay=on` or `delay=off`).
+    pub nodelay: bool,
+    /// Speak telnet to the client (`telnet=on`).
+    pub telnet: bool,
+    /// Speak TN3270 to the client (`tn3270=on`).
+    pub tn3270: bool,
+    /// Speak WebSocket to the client (`websocket=on`; server only).
+    pub websocket: bool,
+    /// A client reconnects this many milliseconds after losing its server; 0 = never.
+    pub reconnect_ms: u64,
+    /// `mode=`: the permission bits (0 to 0o777) of a unix server's socket file, written in
+    /// octal as for chmod(1) (`0600`, `600`, `0660`). **An extension**: QEMU has no such
+    /// option (its CLI refuses it with "Invalid parameter 'mode'", its QMP has no such field).
+    ///
+    /// `None` (the default) is QEMU's behaviour: bind(2) creates the file as `0777 & ~umask`.
+    /// With a mode the file gets exactly these bits, narrower or wider than the umask gives:
+    /// the backend binds, sets the mode and only then listens, and a unix socket refuses
+    /// connections until listen(2), so there is no moment at which the socket can be reached
+    /// through broader permissions. Linux checks *write* permission on the socket file (and
+    /// search permission on its directories) at connect(2): `0600` admits only the owner
+    /// (and root), `0660` also the file's group. Clients already connected keep their
+    /// connection whatever the file's mode becomes later.
+    ///
+    /// Only for `server=on` with a filesystem `path=`: not with `abstract=on` (no file), tcp
+    /// or `fd=`.
+    pub mode: Option<u32>,
+}
+
+/// The address of a `socket` backend: exactly one of `path=`, `host=`+`port=` or `fd=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAddrSpec {
+    /// A unix socket (`path=`).
+    Unix {
+        /// The socket's path, or its name in the abstract namespace.
+        path: PathBuf,
+        /// Use Linux's abstract namespace (`abstract=on`).
+        abstract_: bool,
+        /// An abstract name is exactly `path`, not padded to the full sun_path (`tight=on`, the default).
+        tight: bool,
+    },
+    /// A TCP socket (`host=`, `port=`).
+    Inet {
+        /// Host name or address; empty means every address (servers).
+        host: String,
+        /// Port number or service name, kept as a string as QAPI does.
+        port: String,
+        /// Servers: try every port from `port` up to `to` (`to=`).
+        to: Option<u16>,
+        /// Use (or refuse) IPv4 (`ipv4=`); `None` lets the resolver decide.
+        ipv4: Option<bool>,
+        /// Use (or refuse) IPv6 (`ipv6=`); `None` lets the resolver decide.
+        ipv6: Option<bool>,
+    },
+    /// An already open socket (`fd=`): a number, or a name passed earlier with `getfd`.
+    Fd(String),
+}
+
+/// The options of a `udp` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSpec {
+    /// The remote host (`host=`, "localhost" by default).
+    pub host: String,
+    /// The remote port (`port=`, required).
+    pub port: String,
+    /// The local address to bind (`localaddr=`); `None` binds any.
+    pub localaddr: Option<String>,
+    /// The local port to bind (`localport=`); `None` lets the kernel choose.
+    pub localport: Option<String>,
+    /// Use (or refuse) IPv4 (`ipv4=`).
+    pub ipv4: Option<bool>,
+    /// Use (or refuse) IPv6 (`ipv6=`).
+    pub ipv6: Option<bool>,
+}
+
+impl BackendSpec {
+    /// The backend's canonical type name (`"ringbuf"` also for `memory`, `"serial"` for `tty`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendSpec::Null => "null",
+            BackendSpec::File { .. } => "file",
+            BackendSpec::Pipe { .. } => "pipe",
+            BackendSpec::Ringbuf { .. } => "ringbuf",
+            BackendSpec::Stdio { .. } => "stdio",
+            BackendSpec::Socket(_) => "socket",
+            BackendSpec::Udp(_) => "udp",
+            BackendSpec::Pty { .. } => "pty",
+            BackendSpec::Serial { .. } => "serial",
+        }
+    }
+}
+
+impl SocketSpec {
+    /// Checks [`SocketSpec::mode`] as the parser does: permission bits only (at most `0777`),
+    /// and only for a unix server with a filesystem path. Backends call this for specs that
+    /// were built some other way.
+    pub fn check_mode(&self) -> Result<()> {
+        match self.mode {
+            Some(mode) => check_socket_mode(&format!("{mode:04o}"), mode, self.server, &self.addr),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ChardevSpec {
+    /// Parses a `-chardev` string such as `file,id=f0,path=/tmp/x`; `id=` is required.
+    pub fn parse(s: &str) -> Result<ChardevSpec> {
+        parse_spec(s, None)
+    }
+
+    /// Parses like [`ChardevSpec::parse`], but uses `id` when the string has no `id=`
+    /// (for tools whose chardev strings carry no id).
+    pub fn parse_with_id(s: &str, id: &str) -> Result<ChardevSpec> {
+        parse_spec(s, Some(id))
+    }
+
+    /// Checks a spec built some other way (QMP's JSON) against the rules the parser applies
+    /// to command-line strings: a well-formed id, a power-of-two ringbuf, socket options that
+    /// go together.
+    pub fn check(&self) -> Result<()> {
+        check_id(&self.id)?;
+        match &self.backend {
+            BackendSpec::Ringbuf { size } if !size.is_power_of_two() => {
+                Err(Error::option("size", &size.to_string(), "must be a power of two"))
+            }
+            BackendSpec::Ringbuf { size } if *size > MAX_RINGBUF_SIZE => {
+                Err(Error::option("size", &size.to_string(), "is larger than the maximum ring, 1G"))
+            }
+            BackendSpec::Socket(s) => {
+                if s.websocket && !s.server {
+                    return Err(Error::option(
+                        "websocket",
+                        "on",
+                        "Websocket client is not implemented",
+                    ));
+                }
+                if s.wait && !s.server {
+                    return Err(Error::option(
+                        "wait",
+                        "on",
+                        "'wait' option is incompatible with socket in client connect mode",
+                    ));
+                }
+                if s.reconnect_ms > 0 && (s.server || matches!(s.addr, SocketAddrSpec::Fd(_))) {
+                    return Err(Error::option(
+                        "reconnect-ms",
+                        &s.reconnect_ms.to_string(),
+                        "'reconnect' option is incompatible with socket in server listen mode",
+                    ));
+                }
+                if let SocketAddrSpec::Inet { port, to: Some(to), .. } = &s.addr {
+                    if port.parse::<u16>().is_ok_and(|p| *to < p) {
+                        return Err(Error::option(
+                            "to",
+                            &to.to_string(),
+                            format!("the port range {port}-{to} is empty: 'to' is below 'port'"),
+                        ));
+                    }
+                }
+                s.check_mode()
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromStr for ChardevSpec {
+    type Err = Error;
+
+    /// Same as [`ChardevSpec::parse`].
+    fn from_str(s: &str) -> Result<ChardevSpec> {
+        ChardevSpec::parse(s)
+    }
+}
