@@ -26,6 +26,8 @@
 
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// Every public item says what it is for, and can be printed in an embedder's debug output.
+#![deny(missing_docs, missing_debug_implementations)]
 
 mod backlog; // output kept for a terminal to come: bounded, oldest dropped first
 pub mod pty; // the `pty` backend

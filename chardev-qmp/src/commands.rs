@@ -73,6 +73,15 @@ pub struct Call<'a> {
     pub(crate) session: &'a mut Session,
 }
 
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("args", &self.args)
+            .field("passed_fds", &self.session.fds.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Call<'_> {
     /// The chardevs.
     pub fn registry(&self) -> &Registry {

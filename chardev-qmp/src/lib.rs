@@ -41,6 +41,8 @@
 
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// Every public item says what it is for, and can be printed in an embedder's debug output.
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod args; // a command's arguments, checked as QEMU checks them
 pub mod commands; // the command table, what a handler sees, the built-in commands

@@ -222,6 +222,18 @@ pub struct Monitor {
     paused: bool,
 }
 
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("handle", &self.handle)
+            .field("pretty", &self.pretty)
+            .field("open", &self.open)
+            .field("paused", &self.paused)
+            .field("inputs", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Monitor {
     /// This monitor's named fds (`getfd`), for other code that uses them (`migrate fd:NAME`
     /// on a human monitor that shares them, say).

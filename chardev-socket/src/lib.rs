@@ -14,6 +14,8 @@
 
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// Every public item says what it is for, and can be printed in an embedder's debug output.
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod address; // unix paths, abstract names, tcp hosts and ports, inherited fds
 pub mod socket; // the `socket` backend

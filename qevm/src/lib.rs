@@ -66,6 +66,9 @@
 //! With the `uart` feature (on by default), `serial_section` and `serial_state` turn
 //! vm-superio's 16550 state into a versioned "serial" section and back.
 
+// Every public item says what it is for, and can be printed in an embedder's debug output.
+#![deny(missing_docs, missing_debug_implementations)]
+
 mod blocking; // BlockingWriter: a buffered Write to an fd that blocks whatever O_NONBLOCK says
 mod device; // DeviceState, and how a SECTION_FULL frames it (StateLayout)
 mod error; // Error: format, truncation, mismatch, cancel and I/O errors, at stream offsets

@@ -24,6 +24,16 @@ pub struct Snapshot<'a> {
     pub devices: &'a [DeviceState],
 }
 
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("machine_type", &self.machine_type)
+            .field("ram_size", &self.ram.size())
+            .field("devices", &self.devices)
+            .finish()
+    }
+}
+
 /// A `Write` that counts what it passes on into [`Progress::transferred`].
 pub(crate) struct Counted<'p, W> {
     inner: W,
