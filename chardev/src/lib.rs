@@ -39,7 +39,7 @@ pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod error; // the one error type
-pub mod event_loop; // mio loop: readiness, flow control, timers, typed requests
+pub mod event_loop; // mio loop: readiness, flow control, timers, typed requests; AsFd to nest it
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
 pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N opens
 pub mod frontend; // the device side: callbacks and the handle

@@ -9,6 +9,12 @@
 //! Other threads (and callbacks on the loop thread itself) talk to the loop through a
 //! [`LoopHandle`]: typed requests are queued and a `Waker` interrupts the poll.
 //!
+//! The loop can run on a thread of its own ([`EventLoop::spawn`]), or inside an embedder's
+//! own loop: [`EventLoop`] is [`AsFd`] (its epoll fd, readable when
+//! something is ready), so it joins the embedder's epoll set and is stepped with
+//! [`poll_once`](EventLoop::poll_once)`(Some(Duration::ZERO))`, within
+//! [`next_timeout`](EventLoop::next_timeout) at the latest.
+//!
 //! One concept per file: `handle.rs` (the handle and its queue), `request.rs` (every way
 //! into the core), `core.rs` (the chardevs and what requests and backends change),
 //! `entry.rs` (one chardev: frontends and mux), `input.rs` (reading and dispatch),
@@ -22,6 +28,7 @@ mod request;
 mod writable;
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -193,6 +200,19 @@ impl EventLoop {
         Ok(())
     }
 
+    /// How long an embedder that steps this loop from its own may wait for the loop's fd
+    /// ([`AsFd`]) before it calls [`poll_once`](EventLoop::poll_once) all the same:
+    /// `Some(Duration::ZERO)` while work is left over (requests that callbacks posted, input
+    /// still to read), the time to the next timer (a reconnect, a pty's hang-up check), or
+    /// `None` when only the fd can bring news.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        let busy = !lock(&self.shared.queue).requests.is_empty();
+        if busy || !self.core.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.core.next_timer().map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     fn run_requests(&mut self) {
         {
             let mut q = lock(&self.shared.queue);
@@ -202,6 +222,16 @@ impl EventLoop {
         for request in self.requests.drain(..) {
             self.core.handle(request);
         }
+    }
+}
+
+/// The loop's epoll fd: readable while the loop has something to handle (I/O on any
+/// chardev, a request from another thread). Add it to your own epoll set (level-triggered)
+/// and call [`EventLoop::poll_once`]`(Some(Duration::ZERO))` when it is readable, and when
+/// [`EventLoop::next_timeout`] has passed.
+impl AsFd for EventLoop {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poll.registry().as_fd()
     }
 }
 
