@@ -143,7 +143,7 @@ impl EventLoop {
         self.core.entries.is_empty()
     }
 
-    /// Runs until [`LoopHandle::stop`].
+    /// Runs until [`LoopHandle::stop`] (or a mux's `Ctrl-A x`, without an exit handler).
     pub fn run(&mut self) -> Result<()> {
         while !self.shared.stop.swap(false, Ordering::AcqRel) {
             self.poll_once(None)?;
