@@ -17,13 +17,9 @@ use mio::{Interest, Token};
 use crate::error::{Error, Result};
 use crate::frontend::Event;
 use crate::serial::SerialLine;
+use crate::token::SourceToken;
 
-/// Tokens per chardev: a backend may register sources `0..SOURCES_PER_CHARDEV - 1` (listener,
-/// connection, input, output); the last one is the loop's own, for writability watches.
-pub const SOURCES_PER_CHARDEV: usize = 4;
-
-/// The token index the loop uses to watch a backend's output fd for a frontend.
-pub(crate) const WRITE_WATCH: usize = SOURCES_PER_CHARDEV - 1;
+pub use crate::token::SOURCES_PER_CHARDEV;
 
 /// What one [`Chardev::read`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,8 +222,7 @@ impl<'a> Io<'a> {
 
     /// The token for this chardev's source number `source` (below [`SOURCES_PER_CHARDEV`]).
     pub fn token(&self, source: usize) -> Token {
-        debug_assert!(source < WRITE_WATCH, "source {WRITE_WATCH} is the loop's own");
-        Token(self.key * SOURCES_PER_CHARDEV + source % SOURCES_PER_CHARDEV)
+        SourceToken::new(self.key, source).into()
     }
 
     /// Registers `src` as source number `source` with `interest`.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::Chardev;
@@ -16,21 +16,12 @@ use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::Frontend;
+use crate::mux::{Timestamps, MAX_MUX};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
-
-/// How many frontends one mux serves (QEMU's `MAX_MUX`).
-pub const MAX_MUX: usize = 4;
+use crate::sync::lock;
 
 /// Slab key of a cell that is not (or no longer) on a loop.
 pub(crate) const NO_KEY: usize = usize::MAX;
-
-/// Output-side state of a mux: the `Ctrl-A t` timestamps.
-#[derive(Debug)]
-pub(crate) struct MuxOutput {
-    pub(crate) timestamps: bool,
-    pub(crate) line_start: bool,
-    pub(crate) since: Option<Instant>,
-}
 
 /// What a chardev opened besides its backend: the logfile, and the leases on the fd sets
 /// that it or the backend came from.
@@ -64,16 +55,12 @@ pub(crate) struct Cell {
     pub(crate) installed: AtomicU8,
     /// An `accept_input` request is queued and not yet handled (coalesces requests).
     pub(crate) accept_queued: AtomicBool,
-    /// Present on a mux: up to [`MAX_MUX`] frontends, `Ctrl-A` escapes.
-    pub(crate) mux: Option<Mutex<MuxOutput>>,
+    /// Present on a mux: up to [`MAX_MUX`] frontends, `Ctrl-A` escapes; the output side
+    /// (`Ctrl-A t` timestamps) is kept here, where every writer thread sees it.
+    pub(crate) mux: Option<Mutex<Timestamps>>,
     /// The loop turn in which a write last came back short on the loop thread; 0 when the
     /// last short write was on another thread (or there was none).
     short_write: AtomicU64,
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in another holder leaves the data as consistent as a failed write would.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Cell {
@@ -98,9 +85,7 @@ impl Cell {
             installed: AtomicU8::new(0),
             accept_queued: AtomicBool::new(false),
             short_write: AtomicU64::new(0),
-            mux: mux.then(|| {
-                Mutex::new(MuxOutput { timestamps: false, line_start: true, since: None })
-            }),
+            mux: mux.then(|| Mutex::new(Timestamps::default())),
         }
     }
 
@@ -172,7 +157,8 @@ impl Cell {
         }
         // From here on the loop no longer calls the frontend this replaces.
         let generation = self.frontend_gen[slot].fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-        LoopHandle::post_cell(self, move |core, key| core.install(key, slot, frontend, generation));
+        let cell = Arc::clone(self);
+        self.lp.post(Request::Install { cell, slot, frontend, generation });
     }
 
     /// Releases `slot` if handle `id` still owns it: callbacks go, the chardev is free.
@@ -184,7 +170,7 @@ impl Cell {
     }
 
     pub(crate) fn take_focus(self: &Arc<Self>, slot: usize) {
-        LoopHandle::post_cell(self, move |core, key| core.set_focus(key, slot));
+        self.lp.post(Request::Focus { cell: Arc::clone(self), slot });
     }
 
     pub(crate) fn accept_input(self: &Arc<Self>) {
@@ -194,11 +180,11 @@ impl Cell {
     }
 
     pub(crate) fn notify_writable(self: &Arc<Self>, slot: usize) {
-        LoopHandle::post_cell(self, move |core, key| core.watch_writable(key, slot));
+        self.lp.post(Request::WatchWritable { cell: Arc::clone(self), slot });
     }
 
     pub(crate) fn disconnect(self: &Arc<Self>) {
-        LoopHandle::post_cell(self, |core, key| core.disconnect(key));
+        self.lp.post(Request::Disconnect(Arc::clone(self)));
     }
 
     pub(crate) fn send_break(&self) -> Result<()> {
@@ -332,7 +318,14 @@ impl Cell {
     }
 
     fn stamping(&self) -> bool {
-        self.mux.as_ref().is_some_and(|m| lock(m).timestamps)
+        self.mux.as_ref().is_some_and(|m| lock(m).is_on())
+    }
+
+    /// `Ctrl-A t`: mux output lines stamped, or no longer.
+    pub(crate) fn toggle_timestamps(&self) {
+        if let Some(mux) = &self.mux {
+            lock(mux).toggle();
+        }
     }
 
     /// Mux output with `[hh:mm:ss.mmm] ` before each line (`Ctrl-A t`), written in full.
@@ -340,25 +333,7 @@ impl Cell {
         crate::backend::refuse_fds("mux", fds)?;
         let Some(mux) = &self.mux else { return Ok(0) };
         let mut out = Vec::with_capacity(buf.len() + 16);
-        {
-            let mut m = lock(mux);
-            let since = *m.since.get_or_insert_with(Instant::now);
-            for &b in buf {
-                if m.line_start {
-                    let ms = since.elapsed().as_millis();
-                    let (h, min, s, frac) =
-                        (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-                    out.extend_from_slice(
-                        format!("[{h:02}:{min:02}:{s:02}.{frac:03}] ").as_bytes(),
-                    );
-                    m.line_start = false;
-                }
-                out.push(b);
-                if b == b'\n' {
-                    m.line_start = true;
-                }
-            }
-        }
+        lock(mux).stamp(buf, Instant::now(), &mut out);
         self.write_all_raw(&out)?;
         Ok(buf.len())
     }

@@ -41,22 +41,24 @@ pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod error; // the one error type
-pub mod event_loop; // mio loop: readiness, flow control, timers, requests
+pub mod event_loop; // mio loop: readiness, flow control, timers, typed requests; AsFd to nest it
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
 pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N opens
 pub mod frontend; // the device side: callbacks and the handle
-pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends
+pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends, as a pure filter
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
+mod sync; // the one poison-tolerant lock helper
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
+mod token; // what a mio token of the loop means: chardev and source
 
 pub use crate::backend::{Chardev, Input, Io, Splice};
-pub use crate::cell::MAX_MUX;
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};
+pub use crate::mux::MAX_MUX;
 pub use crate::options::{BackendSpec, ChardevSpec};
 pub use crate::output::{Full, OutputQueue};
 pub use crate::registry::{Added, BuildNotice, ChardevInfo, Registry};

@@ -1,44 +1,257 @@
 //! The mux: one backend shared by up to four frontends, switched with `Ctrl-A` escapes.
 //!
-//! The loop runs the input filter (it owns focus and delivery); this module names the
-//! commands and writes what the mux itself says on the backend: help, the termination line,
-//! and `Ctrl-A t` timestamps (kept with the cell, since any writer thread must see them).
+//! [`Mux`] is the whole input side as a state machine without I/O: the escape filter, the
+//! focus and its moves, and each frontend's carry buffer (QEMU's 32-byte `mux_buffers`, which
+//! keep escapes working while a guest reads nothing). It sees its frontends through
+//! [`MuxFrontends`], which the event loop implements over a chardev's frontend slots and a
+//! test or a fuzz target over recorders. What needs the world outside (printing the help,
+//! exiting, a break, timestamps) it hands back as a [`Command`].
+//!
+//! The output side is `Timestamps` (`Ctrl-A t`): kept with the chardev rather than the
+//! loop, since any writer thread must stamp what it writes.
 
-use crate::cell::Cell;
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 /// The escape character, `Ctrl-A` (QEMU's default `-echr`).
 pub const ESCAPE: u8 = 0x01;
 
-/// What a byte after the escape character asks for.
+/// How many frontends one mux serves (QEMU's `MAX_MUX`).
+pub const MAX_MUX: usize = 4;
+
+/// How much a mux reads for a frontend that cannot take anything, so that `Ctrl-A` escapes
+/// still work while a guest is not reading (QEMU's `MUX_BUFFER_SIZE`).
+pub const MUX_BUFFER: usize = 32;
+
+/// What the mux says when `Ctrl-A x` ends the emulator, as QEMU does.
+pub const TERMINATED: &[u8] = b"QEMU: Terminated\n\r";
+
+/// A `Ctrl-A` command that the mux cannot carry out itself: it needs the backend, the
+/// frontend or the embedder. The loop carries them out as QEMU does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MuxAction {
-    /// Not a command: the byte is dropped (QEMU swallows unknown escapes).
-    Swallow,
-    /// `Ctrl-A Ctrl-A`: one literal `Ctrl-A` to the focused frontend.
-    Literal,
-    /// `Ctrl-A h` or `Ctrl-A ?`: print the help on the backend.
+pub enum Command {
+    /// `Ctrl-A h` or `Ctrl-A ?`: print the help ([`help_text`]) on the backend.
     Help,
-    /// `Ctrl-A x`: print "QEMU: Terminated" and exit.
+    /// `Ctrl-A x`: print [`TERMINATED`] and end (the loop's exit handler).
     Exit,
-    /// `Ctrl-A c`: focus the next frontend.
-    SwitchFocus,
     /// `Ctrl-A b`: a break to the focused frontend.
     Break,
     /// `Ctrl-A t`: timestamps on output lines, on or off.
     Timestamps,
 }
 
-/// The command for the byte that followed the escape character.
-pub(crate) fn command(byte: u8) -> MuxAction {
-    match byte {
-        ESCAPE => MuxAction::Literal,
-        b'h' | b'?' => MuxAction::Help,
-        b'x' => MuxAction::Exit,
-        b'c' => MuxAction::SwitchFocus,
-        b'b' => MuxAction::Break,
-        b't' => MuxAction::Timestamps,
-        // `s` commits -snapshot disks in QEMU; there are no disks here.
-        _ => MuxAction::Swallow,
+/// What a byte after the escape character asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Not a command: the byte is dropped (QEMU swallows unknown escapes).
+    Swallow,
+    /// `Ctrl-A Ctrl-A`: one literal `Ctrl-A` to the focused frontend.
+    Literal,
+    /// `Ctrl-A c`: focus the next frontend.
+    SwitchFocus,
+    /// One for the world outside.
+    Command(Command),
+}
+
+impl Action {
+    /// The action for the byte that followed the escape character.
+    fn of(byte: u8) -> Action {
+        match byte {
+            ESCAPE => Action::Literal,
+            b'h' | b'?' => Action::Command(Command::Help),
+            b'x' => Action::Command(Command::Exit),
+            b'c' => Action::SwitchFocus,
+            b'b' => Action::Command(Command::Break),
+            b't' => Action::Command(Command::Timestamps),
+            // `s` commits -snapshot disks in QEMU; there are no disks here.
+            _ => Action::Swallow,
+        }
+    }
+}
+
+/// The frontends a [`Mux`] serves, slot by slot (`0..MAX_MUX`), and whoever carries out its
+/// [`Command`]s. The mux asks for `can_receive` and calls `receive` only on a present slot.
+pub trait MuxFrontends {
+    /// Whether a frontend is installed in `slot`.
+    fn present(&mut self, slot: usize) -> bool;
+
+    /// How many bytes the frontend in `slot` takes now ([`Frontend::can_receive`]).
+    ///
+    /// [`Frontend::can_receive`]: crate::Frontend::can_receive
+    fn can_receive(&mut self, slot: usize) -> usize;
+
+    /// Input (and the fds that came with it) for the frontend in `slot`.
+    fn receive(&mut self, slot: usize, data: &[u8], fds: Vec<OwnedFd>);
+
+    /// Input for `slot`, which has no frontend, was dropped (as QEMU drops it).
+    fn dropped(&mut self, slot: usize, len: usize) {
+        let _ = (slot, len);
+    }
+
+    /// `slot` is about to lose the focus (`MuxOut`).
+    fn focus_out(&mut self, slot: usize);
+
+    /// `slot` has the focus (`MuxIn`, then `Opened` if it has not seen the connection).
+    fn focus_in(&mut self, slot: usize);
+
+    /// A command typed on the mux; `focus` is the slot that has the focus.
+    fn command(&mut self, command: Command, focus: usize);
+}
+
+/// The input side of a mux: escape filter, focus, carry buffers. No I/O: it moves bytes
+/// from [`feed`](Mux::feed) to a [`MuxFrontends`] and keeps what a frontend cannot take yet.
+#[derive(Debug, Default)]
+pub struct Mux {
+    /// The slot that gets input.
+    focus: usize,
+    /// The escape character was seen; the next byte is a command.
+    escape: bool,
+    /// Per frontend: bytes read for it that it could not take yet.
+    carry: [Vec<u8>; MAX_MUX],
+}
+
+impl Mux {
+    /// A mux with the focus on slot 0, no escape pending, nothing carried.
+    pub fn new() -> Mux {
+        Mux::default()
+    }
+
+    /// The slot that has the focus.
+    pub fn focus(&self) -> usize {
+        self.focus
+    }
+
+    /// How many bytes wait for the focused frontend.
+    pub fn carried(&self) -> usize {
+        self.carry[self.focus].len()
+    }
+
+    /// How many bytes to read now: what the focused frontend can take, and at least enough
+    /// to keep reading escapes while it takes nothing ([`MUX_BUFFER`], less what is carried).
+    pub fn room(&mut self, frontends: &mut impl MuxFrontends) -> usize {
+        let carry = self.carried();
+        let fe_room = if carry > 0 {
+            0
+        } else if frontends.present(self.focus) {
+            frontends.can_receive(self.focus)
+        } else {
+            MUX_BUFFER
+        };
+        fe_room.max(MUX_BUFFER.saturating_sub(carry))
+    }
+
+    /// Whether carried bytes could reach the focused frontend now.
+    pub fn can_deliver_carried(&mut self, frontends: &mut impl MuxFrontends) -> bool {
+        self.carried() > 0 && frontends.present(self.focus) && frontends.can_receive(self.focus) > 0
+    }
+
+    /// Hands the focused frontend what was carried for it, as far as it has room.
+    pub fn deliver_carried(&mut self, frontends: &mut impl MuxFrontends) {
+        let focus = self.focus;
+        let carried = self.carried();
+        if carried == 0 {
+            return;
+        }
+        let room = if frontends.present(focus) { frontends.can_receive(focus) } else { 0 };
+        let room = room.min(carried);
+        if room == 0 {
+            return;
+        }
+        let rest = self.carry[focus].split_off(room);
+        let now = std::mem::replace(&mut self.carry[focus], rest);
+        frontends.receive(focus, &now, Vec::new());
+    }
+
+    /// Filters input: plain bytes go to the focused frontend (what it cannot take is carried
+    /// for it), `Ctrl-A` sequences act. `fds` go with the first bytes a frontend gets; the
+    /// caller hands on any left (all bytes filtered out or carried).
+    pub fn feed(&mut self, data: &[u8], fds: &mut Vec<OwnedFd>, frontends: &mut impl MuxFrontends) {
+        let mut run_start = 0;
+        let mut i = 0;
+        while i < data.len() {
+            let action = if self.escape {
+                self.escape = false;
+                Action::of(data[i])
+            } else {
+                // Plain bytes up to the next escape go to the focus in one piece.
+                let Some(k) = data[i..].iter().position(|&b| b == ESCAPE) else { break };
+                i += k;
+                self.escape = true;
+                Action::Swallow
+            };
+            self.hand_to_focus(&data[run_start..i], fds, frontends);
+            i += 1;
+            run_start = i;
+            self.act(action, frontends);
+        }
+        self.hand_to_focus(&data[run_start..], fds, frontends);
+    }
+
+    fn act(&mut self, action: Action, frontends: &mut impl MuxFrontends) {
+        match action {
+            Action::Swallow => {}
+            Action::Literal => self.hand_to_focus(&[ESCAPE], &mut Vec::new(), frontends),
+            Action::SwitchFocus => {
+                let focus = self.focus;
+                let next =
+                    (1..=MAX_MUX).map(|d| (focus + d) % MAX_MUX).find(|&s| frontends.present(s));
+                if let Some(next) = next {
+                    self.take_focus(next, frontends);
+                }
+            }
+            Action::Command(command) => frontends.command(command, self.focus),
+        }
+    }
+
+    /// Moves the focus to `slot`: `focus_out` to the old focus if it changes, then
+    /// `focus_in` to `slot` (QEMU's order: take_focus, then sync_state). Slots past
+    /// [`MAX_MUX`] are ignored.
+    pub fn take_focus(&mut self, slot: usize, frontends: &mut impl MuxFrontends) {
+        if slot >= MAX_MUX {
+            return;
+        }
+        if self.focus != slot {
+            frontends.focus_out(self.focus);
+            self.focus = slot;
+        }
+        frontends.focus_in(slot);
+    }
+
+    /// Forgets the carried bytes and a pending escape: they belonged to a backend that is
+    /// gone (hot swap).
+    pub fn clear_carried(&mut self) {
+        self.carry.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Gives bytes to the focused frontend; what it cannot take waits in its carry buffer,
+    /// behind what waits there already.
+    fn hand_to_focus(
+        &mut self,
+        data: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        frontends: &mut impl MuxFrontends,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        let focus = self.focus;
+        if !self.carry[focus].is_empty() {
+            self.carry[focus].extend_from_slice(data);
+            return;
+        }
+        if !frontends.present(focus) {
+            frontends.dropped(focus, data.len());
+            return;
+        }
+        let room = frontends.can_receive(focus).min(data.len());
+        let fds = std::mem::take(fds);
+        if room > 0 || !fds.is_empty() {
+            frontends.receive(focus, &data[..room], fds);
+        }
+        if room < data.len() {
+            self.carry[focus].extend_from_slice(&data[room..]);
+        }
     }
 }
 
@@ -62,25 +275,349 @@ pub fn help_text() -> String {
     text
 }
 
-fn say(cell: &Cell, text: &[u8]) {
-    if let Err(e) = cell.write_all(text) {
-        log::warn!("chardev '{}': mux output lost: {e}", cell.label);
+/// The output side of a mux: `Ctrl-A t` puts `[hh:mm:ss.mmm] ` (time since the toggle)
+/// before each output line.
+#[derive(Debug)]
+pub(crate) struct Timestamps {
+    on: bool,
+    /// The next byte starts a line.
+    line_start: bool,
+    /// When the first stamped byte was written since the toggle.
+    since: Option<Instant>,
+}
+
+impl Default for Timestamps {
+    fn default() -> Timestamps {
+        Timestamps { on: false, line_start: true, since: None }
     }
 }
 
-pub(crate) fn print_help(cell: &Cell) {
-    say(cell, help_text().as_bytes());
+impl Timestamps {
+    /// Whether output is stamped.
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// `Ctrl-A t`: on or off; the clock starts again at the next output.
+    pub(crate) fn toggle(&mut self) {
+        self.on = !self.on;
+        self.line_start = true;
+        self.since = None;
+    }
+
+    /// Appends `buf` to `out`, each line stamped with the time from the first stamped
+    /// output to `now`.
+    pub(crate) fn stamp(&mut self, buf: &[u8], now: Instant, out: &mut Vec<u8>) {
+        let since = *self.since.get_or_insert(now);
+        for &b in buf {
+            if self.line_start {
+                let ms = now.saturating_duration_since(since).as_millis();
+                let (h, min, s, frac) =
+                    (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "[{h:02}:{min:02}:{s:02}.{frac:03}] ");
+                self.line_start = false;
+            }
+            out.push(b);
+            if b == b'\n' {
+                self.line_start = true;
+            }
+        }
+    }
 }
 
-pub(crate) fn print_terminated(cell: &Cell) {
-    say(cell, b"QEMU: Terminated\n\r");
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-pub(crate) fn toggle_timestamps(cell: &Cell) {
-    if let Some(mux) = &cell.mux {
-        let mut m = mux.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.timestamps = !m.timestamps;
-        m.line_start = true;
-        m.since = None;
+    use super::*;
+
+    /// What the mux did, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Seen {
+        Data(usize, Vec<u8>),
+        Fds(usize, usize),
+        Out(usize),
+        In(usize),
+        Command(Command, usize),
+        Dropped(usize, usize),
+    }
+
+    /// Frontends with a given room each (`None`: no frontend in that slot).
+    #[derive(Default)]
+    struct Slots {
+        room: [Option<usize>; MAX_MUX],
+        seen: Vec<Seen>,
+    }
+
+    impl Slots {
+        fn with(room: [Option<usize>; MAX_MUX]) -> Slots {
+            Slots { room, seen: Vec::new() }
+        }
+
+        fn take(&mut self) -> Vec<Seen> {
+            std::mem::take(&mut self.seen)
+        }
+
+        /// All data slot `slot` got, concatenated.
+        fn data(&self, slot: usize) -> Vec<u8> {
+            let mut all = Vec::new();
+            for s in &self.seen {
+                if let Seen::Data(at, d) = s {
+                    if *at == slot {
+                        all.extend_from_slice(d);
+                    }
+                }
+            }
+            all
+        }
+    }
+
+    impl MuxFrontends for Slots {
+        fn present(&mut self, slot: usize) -> bool {
+            self.room[slot].is_some()
+        }
+        fn can_receive(&mut self, slot: usize) -> usize {
+            self.room[slot].expect("asked a slot without a frontend")
+        }
+        fn receive(&mut self, slot: usize, data: &[u8], fds: Vec<OwnedFd>) {
+            let room = self.room[slot].as_mut().expect("gave to a slot without a frontend");
+            assert!(data.len() <= *room, "{} bytes for room {room}", data.len());
+            *room -= data.len();
+            if !data.is_empty() {
+                self.seen.push(Seen::Data(slot, data.to_vec()));
+            }
+            if !fds.is_empty() {
+                self.seen.push(Seen::Fds(slot, fds.len()));
+            }
+        }
+        fn dropped(&mut self, slot: usize, len: usize) {
+            self.seen.push(Seen::Dropped(slot, len));
+        }
+        fn focus_out(&mut self, slot: usize) {
+            self.seen.push(Seen::Out(slot));
+        }
+        fn focus_in(&mut self, slot: usize) {
+            self.seen.push(Seen::In(slot));
+        }
+        fn command(&mut self, command: Command, focus: usize) {
+            self.seen.push(Seen::Command(command, focus));
+        }
+    }
+
+    const ROOMY: Option<usize> = Some(usize::MAX);
+
+    fn feed(mux: &mut Mux, fe: &mut Slots, data: &[u8]) {
+        mux.feed(data, &mut Vec::new(), fe);
+    }
+
+    #[test]
+    fn plain_bytes_go_to_the_focus_in_one_piece() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, ROOMY, None, None]));
+        feed(&mut mux, &mut fe, b"hello");
+        assert_eq!(fe.take(), [Seen::Data(0, b"hello".to_vec())]);
+    }
+
+    #[test]
+    fn escape_keys_act_and_are_not_input() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, None, None, None]));
+        feed(&mut mux, &mut fe, b"a\x01hb\x01?\x01xc\x01bd\x01te\x01sf\x01\x01g");
+        assert_eq!(
+            fe.take(),
+            [
+                Seen::Data(0, b"a".to_vec()),
+                Seen::Command(Command::Help, 0),
+                Seen::Data(0, b"b".to_vec()),
+                Seen::Command(Command::Help, 0),
+                Seen::Command(Command::Exit, 0),
+                Seen::Data(0, b"c".to_vec()),
+                Seen::Command(Command::Break, 0),
+                Seen::Data(0, b"d".to_vec()),
+                Seen::Command(Command::Timestamps, 0),
+                Seen::Data(0, b"e".to_vec()),
+                // `s` (and any unknown key) is swallowed.
+                Seen::Data(0, b"f".to_vec()),
+                Seen::Data(0, b"\x01".to_vec()),
+                Seen::Data(0, b"g".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_escape_at_the_end_of_one_read_acts_on_the_first_byte_of_the_next() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, None, None, None]));
+        feed(&mut mux, &mut fe, b"ab\x01");
+        feed(&mut mux, &mut fe, b"\x01cd");
+        feed(&mut mux, &mut fe, b"\x01");
+        feed(&mut mux, &mut fe, b"x");
+        assert_eq!(
+            fe.take(),
+            [
+                Seen::Data(0, b"ab".to_vec()),
+                Seen::Data(0, b"\x01".to_vec()),
+                Seen::Data(0, b"cd".to_vec()),
+                Seen::Command(Command::Exit, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn ctrl_a_c_cycles_through_the_present_frontends() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, None, ROOMY, ROOMY]));
+        feed(&mut mux, &mut fe, b"0\x01c2\x01c3\x01c0");
+        assert_eq!(
+            fe.take(),
+            [
+                Seen::Data(0, b"0".to_vec()),
+                Seen::Out(0),
+                Seen::In(2),
+                Seen::Data(2, b"2".to_vec()),
+                Seen::Out(2),
+                Seen::In(3),
+                Seen::Data(3, b"3".to_vec()),
+                Seen::Out(3),
+                Seen::In(0),
+                Seen::Data(0, b"0".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn ctrl_a_c_with_one_frontend_keeps_the_focus_and_says_so() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([None, ROOMY, None, None]));
+        mux.take_focus(1, &mut fe);
+        assert_eq!(fe.take(), [Seen::Out(0), Seen::In(1)]);
+        feed(&mut mux, &mut fe, b"\x01c");
+        assert_eq!(fe.take(), [Seen::In(1)]);
+        let mut none = Slots::default();
+        feed(&mut mux, &mut none, b"\x01c");
+        assert_eq!(none.take(), [], "no frontend: no move");
+        mux.take_focus(MAX_MUX, &mut fe);
+        assert_eq!((mux.focus(), fe.take()), (1, vec![]), "no such slot");
+    }
+
+    #[test]
+    fn input_for_an_empty_slot_is_dropped() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([None, ROOMY, None, None]));
+        feed(&mut mux, &mut fe, b"lost");
+        assert_eq!(fe.take(), [Seen::Dropped(0, 4)]);
+        assert_eq!(mux.carried(), 0);
+        assert_eq!(mux.room(&mut fe), MUX_BUFFER, "escapes are still read");
+    }
+
+    #[test]
+    fn what_the_focus_cannot_take_is_carried_in_order_and_escapes_still_work() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([Some(3), ROOMY, None, None]));
+        assert_eq!(mux.room(&mut fe), MUX_BUFFER, "a small room still reads escapes");
+        feed(&mut mux, &mut fe, b"abcdef");
+        assert_eq!(fe.take(), [Seen::Data(0, b"abc".to_vec())]);
+        assert_eq!(mux.carried(), 3);
+        assert_eq!(mux.room(&mut fe), MUX_BUFFER - 3);
+        // More input queues behind the carried bytes; a command still acts at once.
+        feed(&mut mux, &mut fe, b"g\x01bh");
+        assert_eq!(fe.take(), [Seen::Command(Command::Break, 0)]);
+        assert_eq!(mux.carried(), 5);
+        assert!(!mux.can_deliver_carried(&mut fe), "no room");
+        fe.room[0] = Some(2);
+        assert!(mux.can_deliver_carried(&mut fe));
+        mux.deliver_carried(&mut fe);
+        assert_eq!(fe.take(), [Seen::Data(0, b"de".to_vec())]);
+        fe.room[0] = ROOMY;
+        mux.deliver_carried(&mut fe);
+        assert_eq!(fe.take(), [Seen::Data(0, b"fgh".to_vec())]);
+        assert_eq!(mux.carried(), 0);
+        assert_eq!(mux.room(&mut fe), usize::MAX - 3, "what the frontend takes now");
+    }
+
+    #[test]
+    fn carry_buffers_are_per_frontend() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([Some(0), ROOMY, None, None]));
+        feed(&mut mux, &mut fe, b"for 0\x01cfor 1");
+        assert_eq!(
+            fe.take(),
+            [Seen::Out(0), Seen::In(1), Seen::Data(1, b"for 1".to_vec())],
+            "slot 0's bytes wait for slot 0"
+        );
+        assert_eq!(mux.carried(), 0, "nothing waits for slot 1");
+        feed(&mut mux, &mut fe, b"\x01c");
+        assert_eq!(mux.carried(), 5);
+        fe.room[0] = ROOMY;
+        mux.deliver_carried(&mut fe);
+        assert_eq!(fe.take(), [Seen::Out(1), Seen::In(0), Seen::Data(0, b"for 0".to_vec())]);
+        feed(&mut mux, &mut fe, b"x");
+        fe.room[0] = Some(0);
+        feed(&mut mux, &mut fe, b"y");
+        mux.clear_carried();
+        assert_eq!(mux.carried(), 0, "a hot swap forgets them");
+        assert_eq!(fe.data(0), b"x");
+    }
+
+    #[test]
+    fn fds_go_with_the_first_bytes_delivered() {
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, None, None, None]));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut fds = vec![OwnedFd::from(a)];
+        mux.feed(b"\x01\x01ab", &mut fds, &mut fe);
+        assert_eq!(
+            fe.take(),
+            [Seen::Data(0, b"\x01".to_vec()), Seen::Data(0, b"ab".to_vec()), Seen::Fds(0, 1)],
+            "a literal Ctrl-A carries no fds"
+        );
+        assert!(fds.is_empty());
+        let (c, _d) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut fds = vec![OwnedFd::from(c)];
+        mux.feed(b"\x01h", &mut fds, &mut fe);
+        assert_eq!(fds.len(), 1, "all filtered out: the caller hands them on");
+    }
+
+    #[test]
+    fn the_fuzz_regression_input_leaves_what_qemu_leaves() {
+        // fuzz/regressions/mux_escape/leak-337a9838...: its first byte was the read size.
+        let input = include_bytes!(
+            "../../fuzz/regressions/mux_escape/leak-337a9838ab058f574b8d2517ce5f3d202d7ed4ae"
+        );
+        let (&chunk, input) = input.split_first().expect("not empty");
+        let (mut mux, mut fe) = (Mux::new(), Slots::with([ROOMY, ROOMY, None, None]));
+        for piece in input.chunks(usize::from(chunk % 16) + 1) {
+            feed(&mut mux, &mut fe, piece);
+        }
+        // `ab`, a literal Ctrl-A, `c`; help; Ctrl-A c moves to slot 1, which gets `de`.
+        assert_eq!(fe.data(0), b"ab\x01c", "{:?}", fe.seen);
+        assert_eq!(fe.data(1), b"de", "{:?}", fe.seen);
+        let commands: Vec<_> = fe
+            .seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Command(c, _) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            [Command::Help, Command::Timestamps, Command::Break, Command::Exit],
+            "{:?}",
+            fe.seen
+        );
+    }
+
+    #[test]
+    fn timestamps_stamp_each_line_from_the_first_output() {
+        let mut ts = Timestamps::default();
+        assert!(!ts.is_on());
+        ts.toggle();
+        assert!(ts.is_on());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        ts.stamp(b"one\ntw", t0, &mut out);
+        ts.stamp(b"o\nthree\n", t0 + Duration::from_millis(3_723_456), &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "[00:00:00.000] one\n[00:00:00.000] two\n[01:02:03.456] three\n"
+        );
+        ts.toggle();
+        ts.toggle();
+        out.clear();
+        ts.stamp(b"x", t0 + Duration::from_secs(10), &mut out);
+        assert_eq!(out, b"[00:00:00.000] x", "the clock starts again after a toggle");
     }
 }

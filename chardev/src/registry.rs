@@ -286,7 +286,7 @@ impl Registry {
                     .insert(spec.id.clone(), Record { cell: Arc::clone(&cell), role: Role::Plain });
             }
         }
-        self.lp.post(Request::Run(Box::new(move |core| core.place(cell))));
+        self.lp.post(Request::Place(cell));
         Ok(added)
     }
 
@@ -306,7 +306,7 @@ impl Registry {
                 .chardevs
                 .insert(id.to_string(), Record { cell: Arc::clone(&cell), role: Role::Plain });
         }
-        self.lp.post(Request::Run(Box::new(move |core| core.place(cell))));
+        self.lp.post(Request::Place(cell));
         Ok(added)
     }
 
@@ -397,7 +397,7 @@ impl Registry {
             record.cell
         };
         retire(&cell, &self.lp);
-        LoopHandle::post_cell(&cell, |core, key| core.evict(key));
+        self.lp.post(Request::Evict(cell));
         Ok(())
     }
 
@@ -445,7 +445,7 @@ impl Registry {
         old.deregister(self.lp.registry());
         drop(old);
         record.cell.set_opened(opened);
-        LoopHandle::post_cell(&record.cell, |core, key| core.swapped(key));
+        self.lp.post(Request::Swapped(record.cell));
         Ok(added)
     }
 
@@ -470,7 +470,7 @@ impl Registry {
     /// Sends a break event to the chardev's frontend (`chardev-send-break`).
     pub fn send_break(&self, id: &str) -> Result<()> {
         let record = self.record(id)?;
-        LoopHandle::post_cell(&record.cell, |core, key| core.raise(key, Event::Break));
+        self.lp.post(Request::Raise { cell: record.cell, event: Event::Break });
         Ok(())
     }
 

@@ -1,9 +1,9 @@
 //! Raw terminal mode, and the promise to undo it: a [`RawTerminal`] puts a terminal's saved
 //! attributes back when it is dropped, when the process exits (`std::process::exit`, which
-//! skips destructors, as a mux's `Ctrl-A x` does), when a thread panics, and when a signal
-//! whose default action ends the process kills it (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
-//! SIGALRM, SIGABRT, ...; see [`FATAL_SIGNALS`]). Only SIGKILL and crashes (SIGSEGV, SIGBUS)
-//! can leave the terminal raw; `stty sane` fixes it then.
+//! skips destructors, as a program's handler for `Ctrl-A x` may), when a thread panics, and
+//! when a signal whose default action ends the process kills it (SIGTERM, SIGINT, SIGHUP,
+//! SIGQUIT, SIGUSR1, SIGALRM, SIGABRT, ...; see [`FATAL_SIGNALS`]). Only SIGKILL and crashes
+//! (SIGSEGV, SIGBUS) can leave the terminal raw; `stty sane` fixes it then.
 //!
 //! While it lives, SIGCONT puts raw mode back, as QEMU's stdio does: after Ctrl-Z (or
 //! SIGSTOP) and `fg`, the shell has usually reset the terminal to its own cooked mode.

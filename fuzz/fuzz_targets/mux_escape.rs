@@ -1,65 +1,41 @@
-//! The mux's escape filter (`Core::feed` with `mux::command`), reached through the public
-//! API: a `mux=on` chardev whose backend is the fuzz input, on a real `EventLoop` stepped with
-//! `poll_once`, and two frontends. The bytes the frontends get, in order, must be exactly
-//! what QEMU's `Ctrl-A` rules leave of the input.
+//! The mux's escape filter (`chardev::mux::Mux`), driven without a loop: the fuzz input is
+//! fed in reads of 1 to 16 bytes to a mux with two frontends that take anything. The bytes
+//! the frontends get, in order, must be exactly what QEMU's `Ctrl-A` rules leave of the
+//! input, and nothing may be left carried.
 #![no_main]
 
-use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::os::fd::OwnedFd;
 
-use chardev::backend::{Chardev, Input, Io};
-use chardev::frontend::{Event, Frontend};
-use chardev::options::ChardevSpec;
-use chardev::{EventLoop, Registry};
+use chardev::mux::{Command, Mux, MuxFrontends, ESCAPE, MAX_MUX};
 use libfuzzer_sys::fuzz_target;
 
-const ESCAPE: u8 = 0x01;
-
-/// A backend that hands the fuzz input to the loop, `chunk` bytes per read.
-struct Feeder {
-    input: Vec<u8>,
-    at: usize,
-    chunk: usize,
+/// Two frontends (slots 0 and 1) with room for anything, appending what they get to one log.
+#[derive(Default)]
+struct Recorder {
+    log: Vec<u8>,
+    exits: usize,
 }
 
-impl Chardev for Feeder {
-    fn register(&mut self, io: &mut Io<'_>) -> chardev::Result<()> {
-        io.event(Event::Opened);
-        io.input_ready();
-        Ok(())
+impl MuxFrontends for Recorder {
+    fn present(&mut self, slot: usize) -> bool {
+        assert!(slot < MAX_MUX, "slot {slot}");
+        slot < 2
     }
-    fn deregister(&mut self, _registry: &mio::Registry) {}
-    fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], _fds: &mut Vec<OwnedFd>) -> Input {
-        if self.at == self.input.len() {
-            return Input::End;
-        }
-        let n = self.chunk.min(buf.len()).min(self.input.len() - self.at);
-        buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
-        self.at += n;
-        io.input_ready();
-        Input::Data(n)
-    }
-    fn write(&mut self, buf: &[u8], _fds: &[BorrowedFd<'_>]) -> std::io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn kind(&self) -> &'static str {
-        "feeder"
-    }
-}
-
-/// A frontend with room for anything, appending what it gets to a log both share.
-struct Recorder(Arc<Mutex<Vec<u8>>>);
-
-impl Frontend for Recorder {
-    fn can_receive(&mut self) -> usize {
+    fn can_receive(&mut self, slot: usize) -> usize {
+        assert!(slot < 2, "asked slot {slot}, which has no frontend");
         1 << 20
     }
-    fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        self.0.lock().unwrap().extend_from_slice(data);
+    fn receive(&mut self, slot: usize, data: &[u8], _fds: Vec<OwnedFd>) {
+        assert!(slot < 2, "gave slot {slot}, which has no frontend");
+        self.log.extend_from_slice(data);
     }
-    fn event(&mut self, _event: Event) {}
+    fn focus_out(&mut self, _slot: usize) {}
+    fn focus_in(&mut self, _slot: usize) {}
+    fn command(&mut self, command: Command, _focus: usize) {
+        if command == Command::Exit {
+            self.exits += 1;
+        }
+    }
 }
 
 /// What QEMU's mux passes on: `Ctrl-A Ctrl-A` is one `Ctrl-A`, `Ctrl-A` and any other byte
@@ -84,40 +60,12 @@ fn expected(input: &[u8]) -> Vec<u8> {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, input)) = data.split_first() else { return };
-    let mut lp = EventLoop::new().expect("loop");
-    let exited = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&exited);
-    lp.set_exit_handler(move || flag.store(true, Ordering::Release));
-    let registry = Registry::new(&lp.handle());
-    let feeder = Mutex::new(Some(Feeder {
-        input: input.to_vec(),
-        at: 0,
-        chunk: usize::from(chunk % 16) + 1,
-    }));
-    registry.register_backend("socket", move |_spec, _cx| {
-        let feeder = feeder.lock().unwrap().take().expect("one chardev");
-        Ok(Box::new(feeder) as Box<dyn Chardev>)
-    });
-    let spec = ChardevSpec::parse("socket,id=m,path=unused,server=on,wait=off,mux=on").unwrap();
-    registry.add(&spec).expect("add the mux");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let fe0 = registry.connect("m").expect("first frontend");
-    fe0.set_frontend(Recorder(Arc::clone(&log)));
-    let fe1 = registry.connect("m").expect("second frontend");
-    fe1.set_frontend(Recorder(Arc::clone(&log)));
-
-    let want = expected(input);
-    for _ in 0..(input.len() + 64) {
-        lp.poll_once(Some(Duration::ZERO)).expect("poll");
-        if log.lock().unwrap().len() >= want.len() {
-            break;
-        }
+    let mut mux = Mux::new();
+    let mut frontends = Recorder::default();
+    for read in input.chunks(usize::from(chunk % 16) + 1) {
+        mux.feed(read, &mut Vec::new(), &mut frontends);
     }
-    let got = log.lock().unwrap().clone();
-    assert_eq!(got, want, "exited: {}", exited.load(Ordering::Acquire));
-    // Let the loop run the detach requests: an EventLoop dropped with requests still queued
-    // leaks their cells (regressions/mux_escape/, see chardev/tests/prop_parsers.rs).
-    drop((fe0, fe1));
-    registry.remove("m").expect("remove the mux");
-    lp.poll_once(Some(Duration::ZERO)).expect("poll");
+    assert_eq!(frontends.log, expected(input), "exits: {}", frontends.exits);
+    assert_eq!(mux.carried(), 0, "a frontend with room got everything");
+    assert!(mux.focus() < 2, "the focus is on a frontend");
 });

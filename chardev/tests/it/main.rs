@@ -5,7 +5,9 @@
 
 mod backends; // null, file, pipe, ringbuf/memory, and logfile= on top of any of them
 mod capabilities; // serial lines offered by a backend; typed backends for management
+mod embedding; // the loop nested in a plain epoll loop: its fd, stepped with poll_once
 mod event_loop; // stepping, loops side by side, timers, custom backends, write_all
+mod examples; // chardev/examples/, each run to its checkable end
 mod fd; // the fd contract helpers on every fd kind, with their error paths
 mod flow_control; // 64 MiB to a frontend that takes a byte at a time; no spinning meanwhile
 mod mux; // mux=on driven with Ctrl-A keys through real fifos

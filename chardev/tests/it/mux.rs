@@ -452,6 +452,31 @@ fn ctrl_a_x_prints_terminated_and_calls_the_exit_handler() {
     rec.nothing_yet();
 }
 
+/// The library never exits the process: without a handler, `Ctrl-A x` stops the loop, and
+/// `run` returns `Ok` (the test process goes on to the assertions after it).
+#[test]
+fn ctrl_a_x_without_an_exit_handler_stops_the_loop() {
+    let lp = EventLoop::new().expect("loop");
+    let handle = lp.handle();
+    let mut con = Console::new(&handle);
+    let (_h, rec) = con.attach(64);
+    let (tx, ran) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let mut lp = lp;
+        let _ = tx.send(lp.run().map_err(|e| e.to_string()));
+        lp
+    });
+    settle(&handle);
+    rec.events_so_far();
+    con.type_keys(b"before\x01xafter");
+    let result = ran.recv_timeout(DEADLINE).expect("Ctrl-A x stopped the loop");
+    assert_eq!(result, Ok(()));
+    con.screen.read_until(b"QEMU: Terminated\n\r");
+    assert_eq!(rec.data(6), b"before");
+    let lp = runner.join().expect("the loop thread");
+    assert_eq!(lp.len(), 1, "the chardev is still there: the embedder decides what comes next");
+}
+
 // ---- input across a focus switch ----
 
 #[test]

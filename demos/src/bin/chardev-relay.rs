@@ -143,6 +143,12 @@ fn run(
         registry.add(spec).map_err(|e| e.to_string())?;
     }
     let (tx, rx) = channel();
+    // Ctrl-A x on a `mux=on` side ends the relay as a signal does (the library leaves the
+    // exit to the program): chardevs removed, socket files gone, status 0.
+    let quit = tx.clone();
+    lp.handle().set_exit_handler(move || {
+        let _ = quit.send(Wake::Signal);
+    });
     // From here a signal ends the loop below (before, it exits at once: creating a chardev
     // can wait for a client). Armed before the relay joins the sides, so that bytes flowing
     // mean signals are taken.
