@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use crate::error::{Error, Result};
-use crate::frontend::Event;
+use crate::frontend::callbacks::Event;
 use crate::serial::SerialLine;
 use crate::token::SourceToken;
 

@@ -15,7 +15,7 @@ use crate::backend::Chardev;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
-use crate::frontend::Frontend;
+use crate::frontend::callbacks::Frontend;
 use crate::mux::{Timestamps, MAX_MUX};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
 use crate::sync::lock;

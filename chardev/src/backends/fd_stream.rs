@@ -14,7 +14,7 @@ use mio::Interest;
 
 use crate::backend::{refuse_fds, Chardev, Input, Io};
 use crate::error::{Error, Result};
-use crate::frontend::Event;
+use crate::frontend::callbacks::Event;
 
 const INPUT: usize = 0;
 

@@ -10,7 +10,7 @@ use std::os::fd::BorrowedFd;
 
 use crate::backend::{refuse_fds, Chardev, Io};
 use crate::error::{Error, Result};
-use crate::frontend::Event;
+use crate::frontend::callbacks::Event;
 use crate::options::{BackendSpec, ChardevSpec, MAX_RINGBUF_SIZE};
 use crate::registry::{BuildContext, Registry};
 

@@ -15,7 +15,7 @@ use super::entry::Entry;
 use super::request::{ExitHandler, Request};
 use crate::backend::{Io, RaisedEvent, TimerEntry};
 use crate::cell::{Cell, NO_KEY};
-use crate::frontend::{Event, Frontend};
+use crate::frontend::callbacks::{Event, Frontend};
 
 /// The loop's state that requests work on.
 pub(crate) struct Core {

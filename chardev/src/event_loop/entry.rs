@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::request::ExitHandler;
 use crate::cell::Cell;
-use crate::frontend::{Event, Frontend};
+use crate::frontend::callbacks::{Event, Frontend};
 use crate::mux::{self, Command, Mux, MuxFrontends, MAX_MUX};
 
 /// One chardev on the loop.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::cell::Cell;
-use crate::frontend::{Event, Frontend};
+use crate::frontend::callbacks::{Event, Frontend};
 
 /// What a mux's `Ctrl-A x` runs (see [`EventLoop::set_exit_handler`]).
 ///
