@@ -19,23 +19,29 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
+use chardev::{Event, EventLoop, Frontend, OutputQueue, Registry};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use nix::sys::stat::Mode;
 
-/// The device: answers what it gets in upper case.
-struct Shout(FrontendHandle);
+/// The device: answers what it gets in upper case. It answers from its callback, on the
+/// loop's thread, so it queues the answer (`OutputQueue`) rather than wait for the peer there.
+struct Shout(OutputQueue);
 
 impl Frontend for Shout {
     fn can_receive(&mut self) -> usize {
-        4096
+        self.0.can_receive(4096)
     }
     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        if let Err(e) = self.0.write_all(&data.to_ascii_uppercase()) {
+        if let Err(e) = self.0.write(&data.to_ascii_uppercase()) {
             eprintln!("event_manager: cannot answer: {e}");
         }
     }
     fn event(&mut self, _event: Event) {}
+    fn writable(&mut self) {
+        if let Err(e) = self.0.flush() {
+            eprintln!("event_manager: cannot answer: {e}");
+        }
+    }
 }
 
 /// chardev's loop as one subscriber: its epoll fd in, a step out.
@@ -88,7 +94,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let registry = Registry::new(&chardevs.handle());
     registry.add_str(&format!("pipe,id=console,path={}", base.display()))?;
     let handle = registry.connect("console")?;
-    handle.set_frontend(Shout(handle.clone()));
+    handle.set_frontend(Shout(OutputQueue::new(handle.clone())));
 
     // Subscribers shared with the manager, as firecracker holds its devices.
     let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =

@@ -18,23 +18,29 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chardev::{Event, EventLoop, Frontend, FrontendHandle, Registry};
+use chardev::{Event, EventLoop, Frontend, OutputQueue, Registry};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::stat::Mode;
 
-/// The device: answers what it gets in upper case.
-struct Shout(FrontendHandle);
+/// The device: answers what it gets in upper case. It answers from its callback, on the
+/// loop's thread, so it queues the answer (`OutputQueue`) rather than wait for the peer there.
+struct Shout(OutputQueue);
 
 impl Frontend for Shout {
     fn can_receive(&mut self) -> usize {
-        4096
+        self.0.can_receive(4096)
     }
     fn receive(&mut self, data: &[u8], _fds: Vec<OwnedFd>) {
-        if let Err(e) = self.0.write_all(&data.to_ascii_uppercase()) {
+        if let Err(e) = self.0.write(&data.to_ascii_uppercase()) {
             eprintln!("own_loop: cannot answer: {e}");
         }
     }
     fn event(&mut self, _event: Event) {}
+    fn writable(&mut self) {
+        if let Err(e) = self.0.flush() {
+            eprintln!("own_loop: cannot answer: {e}");
+        }
+    }
 }
 
 /// Epoll tokens of this program's own loop.
@@ -54,7 +60,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let registry = Registry::new(&chardevs.handle());
     registry.add_str(&format!("pipe,id=console,path={}", base.display()))?;
     let handle = registry.connect("console")?;
-    handle.set_frontend(Shout(handle.clone()));
+    handle.set_frontend(Shout(OutputQueue::new(handle.clone())));
 
     // Our own loop: the chardevs' fd and the fifo we read the answers from.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;

@@ -2,26 +2,13 @@
 //! cannot rot. `cargo test` builds them into `target/<profile>/examples/`, next to the
 //! directory of this test binary.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use chardev_testkit::*;
 
 /// Runs example `name` and returns what it printed, failing unless it exits 0 in time.
 fn run_example(name: &str) -> String {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir: PathBuf = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps")
-        .join("examples");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: `cargo test -p chardev` builds the examples (a `--test it` filter \
-         does not; `cargo build -p chardev --examples` does)",
-        path.display()
-    );
+    let path = example(name);
     let child = Command::new(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
