@@ -3,7 +3,7 @@
 //! bounded outbox and writes them out from the loop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chardev::{FrontendHandle, OutputQueue};
@@ -46,9 +46,7 @@ impl Outbox {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use chardev::sync::lock;
 
 /// Events queued for a client that reads nothing beyond this are not kept: the client is
 /// disconnected (QEMU's monitor grows without bound instead).

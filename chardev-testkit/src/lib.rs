@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use chardev::{Event, Frontend, FrontendHandle};
@@ -131,7 +131,7 @@ pub fn open_fds() -> usize {
 /// panicking holder does not poison it for the next one.
 pub fn alone() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+    chardev::sync::lock(&TURN)
 }
 
 // ---- Fifos, files, loops and a scripted backend (backends.rs, mux.rs, registry.rs) ----
@@ -393,9 +393,7 @@ pub fn install_gate(registry: &chardev::Registry) -> GateSwitch {
     theirs.set_nonblocking(true).expect("non-blocking gate");
     let unused = std::sync::Mutex::new(Some(mio::net::UnixStream::from_std(theirs)));
     registry.register_backend("socket", move |_spec, _cx| {
-        let stream = unused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let stream = chardev::sync::lock(&unused)
             .take()
             .ok_or_else(|| chardev::Error::option("path", "", "the test's gate is taken"))?;
         Ok(Box::new(Gate { stream }))
@@ -527,7 +525,7 @@ pub fn python() -> std::process::Command {
 /// checked: each is made once per test binary, however many tests ask.
 fn checked(what: String, check: impl FnOnce() -> Result<(), String>) {
     static CHECKS: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
-    let mut checks = CHECKS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut checks = chardev::sync::lock(&CHECKS);
     let verdict = checks.entry(what).or_insert_with(check).clone();
     drop(checks);
     if let Err(why) = verdict {

@@ -204,6 +204,19 @@ pub struct Io<'a> {
     pub(crate) timers: &'a mut Vec<TimerEntry>,
 }
 
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .field("input_ready", &self.input_ready)
+            .field("output_ready", &self.output_ready)
+            .field("events", &self.events)
+            .field("timers", &self.timers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Io<'a> {
     pub(crate) fn new(
         registry: &'a mio::Registry,

@@ -26,11 +26,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// The prefix of paths that name an fd set.
 pub const FDSET_PREFIX: &str = "/dev/fdset/";
@@ -173,7 +174,7 @@ impl FdSets {
     }
 
     fn lock(&self) -> MutexGuard<'_, Sets> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// `add-fd`: puts `fd` into set `fdset_id`, or into a new set with the lowest id no set
@@ -333,7 +334,7 @@ impl std::fmt::Debug for FdSetLease {
 impl Drop for FdSetLease {
     fn drop(&mut self) {
         let Some(inner) = self.sets.upgrade() else { return };
-        let mut sets = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sets = lock(&inner);
         let Some(index) = sets.find(self.fdset_id) else { return };
         let leases = &mut sets.sets[index].leases;
         leases.retain(|l| *l != self.lease);

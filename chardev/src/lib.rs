@@ -35,6 +35,8 @@
 
 // Library code never unwraps what a peer or a user controls.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// Every public item says what it is for, and can be printed in an embedder's debug output.
+#![deny(missing_docs, missing_debug_implementations)]
 
 pub mod backend; // the backend trait, its view of the loop, the Splice capability
 pub mod backends; // null, file, pipe, ringbuf, stdio
@@ -50,7 +52,7 @@ pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
-mod sync; // the one poison-tolerant lock helper
+pub mod sync; // the one poison-tolerant lock helper
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 mod token; // what a mio token of the loop means: chardev and source
 

@@ -19,6 +19,7 @@ use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};
 use crate::frontend::{Event, FrontendHandle};
 use crate::options::ChardevSpec;
+use crate::sync::lock;
 
 /// What a constructor is told besides the spec, and how it opens what the spec names.
 #[derive(Debug)]
@@ -40,7 +41,7 @@ impl BuildContext<'_> {
     pub fn open(&self, path: &Path, how: &OpenHow) -> Result<OwnedFd> {
         let opened = fdset::open_path(path, how, self.fd_sets)?;
         if let Some(lease) = opened.lease {
-            self.leases.lock().unwrap_or_else(PoisonError::into_inner).push(lease);
+            lock(&self.leases).push(lease);
         }
         Ok(opened.fd)
     }
@@ -60,7 +61,7 @@ impl BuildContext<'_> {
     /// too); added from a command line, it is the number of an inherited fd.
     pub fn take_fd(&self, name: &str) -> Result<OwnedFd> {
         match self.named_fds {
-            Some(named) => named.lock().unwrap_or_else(PoisonError::into_inner).take(name),
+            Some(named) => lock(named).take(name),
             None => {
                 let number: i32 = name.parse().map_err(|_| {
                     Error::option(
@@ -190,7 +191,7 @@ impl Registry {
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// The loop this registry's chardevs live on.

@@ -2,7 +2,7 @@
 //! history, and the commands that manage chardevs, the run state and passed fds.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chardev::fdset::NamedFds;
 use chardev::{ChardevSpec, Event, Frontend, FrontendHandle, OutputQueue};
@@ -10,6 +10,7 @@ use chardev::{ChardevSpec, Event, Frontend, FrontendHandle, OutputQueue};
 use crate::machine::RunState;
 use crate::services::Services;
 use crate::PROGRAM;
+use chardev::sync::lock;
 
 /// The longest line the editor keeps, in bytes; what is typed past it is dropped, unechoed
 /// (QEMU's `READLINE_CMD_BUF_SIZE`).
@@ -339,7 +340,7 @@ impl Hmp {
     }
 
     fn fds(&self) -> MutexGuard<'_, NamedFds> {
-        self.fds.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.fds)
     }
 
     /// Runs one command line; returns its output or its error text, which quotes at most

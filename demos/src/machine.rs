@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chardev::{Event, Frontend, FrontendHandle};
@@ -36,9 +36,7 @@ pub fn fnv1a(data: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use chardev::sync::lock;
 
 /// Whether the guest runs (QEMU's run state, as `info status` and QMP show it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

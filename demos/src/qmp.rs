@@ -11,6 +11,7 @@ use crate::hmp::Hmp;
 use crate::machine::RunState;
 use crate::services::{MigrationEndpoint, Services};
 use crate::PROGRAM;
+use chardev::sync::lock;
 
 /// The QMP server of the machine: the built-in commands plus the machine's own.
 pub fn server(services: &Services) -> Qmp {
@@ -86,7 +87,7 @@ fn migrate(s: &Services, call: &mut Call<'_>) -> QmpResult {
 
 /// `fd:NAME` (taken from this monitor's `getfd` names), `unix:PATH`, `tcp:HOST:PORT`.
 fn migration_endpoint(call: &Call<'_>, uri: &str) -> Result<MigrationEndpoint, QmpError> {
-    let mut named = call.named_fds().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut named = lock(call.named_fds());
     MigrationEndpoint::parse(uri, &mut named).map_err(QmpError::generic)
 }
 

@@ -13,8 +13,9 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use chardev::sync::lock;
 use chardev::{Event, Frontend, FrontendHandle};
 
 /// How much one read may hand over: a big bite keeps the syscall count low.
@@ -133,7 +134,7 @@ struct Shared {
 
 impl Shared {
     fn backlog(&self) -> MutexGuard<'_, [Backlog; 2]> {
-        self.backlog.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.backlog)
     }
 
     /// Writes what side `from` read into the other side; keeps what does not fit.

@@ -3,7 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chardev::fdset::NamedFds;
@@ -13,6 +13,7 @@ use qevm::{self as migration, BlockingWriter, DeviceState, Progress, Snapshot};
 use serde_json::{json, Value};
 
 use crate::machine::{Irq, Machine, RunState, TxBuffer, Uart};
+use chardev::sync::lock;
 
 /// The machine's services, shared by every monitor.
 #[derive(Clone)]
@@ -122,7 +123,7 @@ impl Services {
     }
 
     fn migration(&self) -> MutexGuard<'_, MigrationState> {
-        self.migration.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.migration)
     }
 
     /// `migrate`: stops the guest and sends its state on a thread; `query-migrate` follows.
@@ -188,7 +189,7 @@ impl Services {
     /// Writes the machine's stream: RAM, the UART, the guest shell.
     fn save_to(&self, mut writer: BlockingWriter, progress: &Progress) -> Result<(), String> {
         let serial = {
-            let uart = self.uart.lock().unwrap_or_else(PoisonError::into_inner);
+            let uart = lock(&self.uart);
             migration::serial_section(0, &uart.state())
         };
         let shell = DeviceState::new(
@@ -279,7 +280,7 @@ impl Services {
         chardev::fd::set_nonblocking(&fd, false).map_err(|e| e.to_string())?;
         let input = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::from(fd));
         let incoming = {
-            let mut ram = self.machine.ram.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ram = lock(&self.machine.ram);
             migration::load(input, &self.machine_type, &mut ram).map_err(|e| e.to_string())?
         };
         if let Some(dev) = incoming.device(migration::SERIAL, 0) {
@@ -291,7 +292,7 @@ impl Services {
                 TxBuffer::default(),
             )
             .map_err(|e| format!("serial state: {e:?}"))?;
-            *self.uart.lock().unwrap_or_else(PoisonError::into_inner) = uart;
+            *lock(&self.uart) = uart;
         }
         if let Some(dev) = incoming.device(migration::GUEST_SHELL, 0) {
             if let Ok(bytes) = <[u8; 8]>::try_from(dev.data.as_slice()) {

@@ -12,10 +12,11 @@
 
 use std::process::ExitCode;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chardev::options::BacklogFull;
+use chardev::sync::lock;
 use chardev::{BackendSpec, ChardevSpec, EventLoop, Registry};
 use demos::relay::{self, RelayEvent};
 use demos::say;
@@ -247,7 +248,7 @@ impl Shutdown {
 
     /// From now on the first signal goes to `main` rather than exiting at once.
     fn arm(&self, main: Sender<Wake>) {
-        *self.main.lock().unwrap_or_else(PoisonError::into_inner) = Some(main);
+        *lock(&self.main) = Some(main);
     }
 }
 
@@ -257,7 +258,7 @@ fn take_signals(set: &SigSet, target: &Mutex<Option<Sender<Wake>>>) {
         if demos::signals::next_termination(set, "chardev-relay").is_none() {
             return;
         }
-        let main = target.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let main = lock(target).clone();
         match main {
             Some(main) if !stopping && main.send(Wake::Signal).is_ok() => stopping = true,
             _ => std::process::exit(if stopping { 1 } else { 0 }),

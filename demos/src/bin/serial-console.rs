@@ -23,9 +23,10 @@
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chardev::sync::lock;
 use chardev::{EventLoop, LoopHandle, Registry};
 use demos::cli::{self, AddFd, Command, Config, MonitorMode};
 use demos::hmp::Hmp;
@@ -286,7 +287,7 @@ impl Shutdown {
 
     /// From now on the first signal stops `services`' loop rather than exiting at once.
     fn arm(&self, services: Services) {
-        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(services);
+        *lock(&self.services) = Some(services);
     }
 }
 
@@ -296,7 +297,7 @@ fn take_signals(set: &SigSet, target: &Mutex<Option<Services>>) {
         if demos::signals::next_termination(set, PROGRAM).is_none() {
             return;
         }
-        let services = target.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let services = lock(target).clone();
         match services {
             Some(services) if !stopping => {
                 stopping = true;
