@@ -5,7 +5,8 @@
 //! let lp = chardev::EventLoop::spawn()?;
 //! let registry = chardev::Registry::new(lp.handle());
 //! chardev_pty::register(&registry);
-//! // Prints "char device redirected to /dev/pts/N (label console)", as QEMU does.
+//! // QEMU prints "char device redirected to /dev/pts/N (label console)"; a library does not:
+//! // `added.pty` has the path, and `Registry::on_build_notice` hears of it (`PtyOpened`).
 //! let added = registry.add_str("pty,id=console,path=/tmp/console")?;
 //! let console = registry.connect("console")?;
 //! // Kept (up to `backlog=`, 64 KiB) until a terminal attaches, then shown to it; past

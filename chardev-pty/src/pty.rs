@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use chardev::backend::refuse_fds;
 use chardev::error::{Error, Result};
 use chardev::options::{BackendSpec, BacklogFull, ChardevSpec};
-use chardev::registry::BuildContext;
+use chardev::registry::{BuildContext, BuildNotice};
 use chardev::{Chardev, Event, Input, Io};
 use mio::unix::SourceFd;
 use mio::Interest;
@@ -127,21 +127,16 @@ impl std::fmt::Debug for Pty {
     }
 }
 
-/// Builds a `pty` backend and prints QEMU's `char device redirected to /dev/pts/N (label
-/// ID)` on stdout.
+/// Builds a `pty` backend, and tells the embedder its slave with
+/// [`BuildNotice::PtyOpened`] (QEMU prints `char device redirected to /dev/pts/N (label ID)`;
+/// a library does not print, so the program that wants that line prints it: the demos do).
 pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
     let BackendSpec::Pty { path, backlog, when_full } = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
     let pty = Pty::open(cx.id, path.as_deref(), *backlog, Watch::Inotify)?.when_full(*when_full);
-    // Libraries do not print, but this line is part of QEMU's interface: scripts and test
-    // harnesses find the slave in it (QEMU 8+ prints it on stdout). Programs have the path
-    // from `Added::pty` and `query-chardev`; embedders that open a `Pty` themselves print
-    // nothing. Not println!, which panics when stdout is a closed pipe.
-    let banner = format!("char device redirected to {} (label {})", pty.slave.display(), cx.id);
-    if let Err(e) = writeln!(io::stdout().lock(), "{banner}") {
-        log::warn!("{banner} (cannot print it: {e})");
-    }
+    log::info!("char device redirected to {} (label {})", pty.slave.display(), cx.id);
+    cx.notify(&BuildNotice::PtyOpened { id: cx.id.to_string(), path: pty.slave.clone() });
     Ok(Box::new(pty))
 }
 

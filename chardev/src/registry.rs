@@ -90,6 +90,14 @@ pub enum BuildNotice {
         /// What `query-chardev` shows for it meanwhile (`disconnected:unix:/p,server=on`).
         filename: String,
     },
+    /// A `pty` chardev was made. QEMU prints `char device redirected to {path} (label {id})`,
+    /// and scripts find the slave in that line.
+    PtyOpened {
+        /// The chardev's id.
+        id: String,
+        /// The pty's slave (`/dev/pts/N`), where a terminal attaches.
+        path: PathBuf,
+    },
 }
 
 /// What [`Registry::on_build_notice`] keeps.

@@ -9,6 +9,8 @@ pub mod relay; // two chardevs back to back, flow control end to end
 pub mod services; // what monitors reach: chardevs, run state, migration
 pub mod signals; // ending signals as QEMU announces them; stderr lines that never panic
 
+use std::io::Write as _;
+
 /// The program name the banner, `info version` and `query-version` show.
 pub const PROGRAM: &str = "serial-console";
 
@@ -19,13 +21,23 @@ pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 }
 
-/// Prints what QEMU prints while chardevs are created (`QEMU waiting for connection on:
+/// Prints what QEMU prints while chardevs are created (`char device redirected to /dev/pts/N
+/// (label ID)` for a pty, on stdout; `QEMU waiting for connection on:
 /// ...` before a `wait=on` server waits for its first client), for every chardev that
 /// `registry` creates: from the command line, the monitor or QMP.
 pub fn say_build_notices(registry: &chardev::Registry) {
-    registry.on_build_notice(|notice| {
-        if let chardev::BuildNotice::WaitingForClient { filename, .. } = notice {
+    registry.on_build_notice(|notice| match notice {
+        chardev::BuildNotice::WaitingForClient { filename, .. } => {
             say!("QEMU waiting for connection on: {filename}");
         }
+        // On stdout, where QEMU prints it and scripts look for the slave. Not println!,
+        // which panics when stdout is a closed pipe.
+        chardev::BuildNotice::PtyOpened { id, path } => {
+            let banner = format!("char device redirected to {} (label {id})", path.display());
+            if let Err(e) = writeln!(std::io::stdout().lock(), "{banner}") {
+                log::warn!("{banner} (cannot print it: {e})");
+            }
+        }
+        _ => {}
     });
 }

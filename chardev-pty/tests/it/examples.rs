@@ -33,8 +33,7 @@ fn pty_console_prints_its_pty_and_answers_a_terminal_there() {
         .spawn()
         .expect("run example pty_console");
     let mut stdout = BufReader::new(TimedPipe(child.stdout.take().expect("piped stdout")));
-    // The line that names the pty (the library may print QEMU's "char device redirected to"
-    // line before it).
+    // The line that names the pty (the example's own; the library prints nothing).
     let mut first = String::new();
     while !first.starts_with("console on ") {
         first.clear();
