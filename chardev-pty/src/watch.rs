@@ -161,7 +161,7 @@ impl SlaveWatch {
 /// those that could is on it. A file open in two processes (fork, SCM_RIGHTS) shows in both;
 /// only whether there is one matters here.
 pub(crate) fn others_have_open(slave: &Path, own: i32) -> Option<bool> {
-    let me = std::process::id().to_string();
+    let (me, own) = (std::process::id().to_string(), own.to_string());
     let mut complete = true;
     let procs = std::fs::read_dir("/proc").ok()?;
     for proc in procs.flatten() {
@@ -179,7 +179,7 @@ pub(crate) fn others_have_open(slave: &Path, own: i32) -> Option<bool> {
             }
         };
         for fd in fds.flatten() {
-            if pid == me && fd.file_name().to_str() == Some(own.to_string().as_str()) {
+            if pid == me && fd.file_name().to_str() == Some(own.as_str()) {
                 continue;
             }
             if std::fs::read_link(fd.path()).is_ok_and(|target| target == slave) {

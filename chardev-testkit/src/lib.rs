@@ -263,15 +263,15 @@ pub fn fds_open_under(path: &std::path::Path) -> usize {
 /// it found, so input and events that were ready by then (a terminal's close, bytes a peer
 /// sent) have been delivered too: a barrier, not a sleep.
 ///
-/// One loop turn polls once, then runs up to four rounds of requests (requests posted while
-/// it runs them included; `EventLoop::poll_once`). So round trips posted one after another
-/// can all land in the turn that was already running, before it polls again: a terminal
-/// closed just before the barrier would then be read only after it, and a second close in
-/// the meantime merged with the first by inotify (a flake this caused: the pty test of
-/// opens and closes missed its `Closed` about once in 70 runs). Six round trips in a row
-/// span a poll and the rounds after it.
+/// One loop turn polls once, then runs up to [`chardev::event_loop::REQUEST_ROUNDS_PER_TURN`]
+/// rounds of requests (requests posted while it runs them included). So round trips posted
+/// one after another can all land in the turn that was already running, before it polls
+/// again: a terminal closed just before the barrier would then be read only after it, and a
+/// second close in the meantime merged with the first by inotify (a flake this caused: the
+/// pty test of opens and closes missed its `Closed` about once in 70 runs). Two round trips
+/// more than that span a poll and the rounds after it.
 pub fn settle(lp: &chardev::LoopHandle) {
-    for _ in 0..6 {
+    for _ in 0..chardev::event_loop::REQUEST_ROUNDS_PER_TURN + 2 {
         let (tx, rx) = channel();
         lp.run_on_loop(move || {
             let _ = tx.send(());

@@ -47,6 +47,12 @@ use crate::token::{SourceToken, WAKER};
 /// Default size of the loop's one read buffer: the most a single read hands a frontend.
 pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
 
+/// How many rounds of requests one [`EventLoop::poll_once`] runs after its poll: requests
+/// that requests queue (a callback that writes or accepts input) run in the same turn up to
+/// this depth; the rest wait for the next, zero-timeout, poll. So a chain of more than this
+/// many requests posted one after another spans a poll (the test kit's `settle` uses that).
+pub const REQUEST_ROUNDS_PER_TURN: usize = 4;
+
 /// A chardev event loop on mio: register chardevs through a [`Registry`], then
 /// [`run`](EventLoop::run) it on a thread of its own ([`EventLoop::spawn`]) or step it from
 /// your own loop with [`poll_once`](EventLoop::poll_once).
@@ -187,7 +193,7 @@ impl EventLoop {
         }
         // Requests may queue more requests (a callback that writes, or accepts input); a few
         // rounds settle the common chains, the rest waits for the next (zero-timeout) poll.
-        for _ in 0..4 {
+        for _ in 0..REQUEST_ROUNDS_PER_TURN {
             self.run_requests();
             self.core.deliver_due_opens();
             self.core.fire_timers();
