@@ -196,3 +196,46 @@ fn a_monitor_client_that_never_reads_stalls_nobody_and_gets_every_answer_once_it
     let help_lines = String::from_utf8_lossy(&text).matches("quit|q  -- quit the emulator").count();
     assert_eq!(help_lines, LINES, "every help is answered in full");
 }
+
+/// Backspace (DEL or BS) at the start of a line does nothing in QEMU's readline; the fuzz
+/// target `hmp_line_editor` found ours putting a DEL into the line (then "unknown command").
+/// The same keys, sent to QEMU 7.2's human monitor and to ours, run the command that follows.
+#[test]
+fn backspace_at_the_start_of_a_line_does_nothing_as_in_qemu() {
+    require_program("qemu-system-x86_64", "qemu-system-x86");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (name, program, extra)) in [
+        ("serial-console", BIN, &["-nodefaults"][..]),
+        (
+            "QEMU 7.2",
+            "qemu-system-x86_64",
+            &["-machine", "none", "-nodefaults", "-display", "none"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("hmp{i}.sock"));
+        let monitor = format!("unix:{},server=on,wait=off", path.display());
+        let _m = KillOnDrop(
+            Command::new(program)
+                .args(extra)
+                .args(["-monitor", &monitor])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut s = connect_unix(&path);
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut banner = Vec::new();
+        while !banner.ends_with(b"(qemu) ") {
+            let mut byte = [0u8; 1];
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "{name}: the banner comes");
+            banner.push(byte[0]);
+        }
+        let (_, tail) = exchange(&mut s, b"\x7f\x08\x7finfo status\r");
+        assert!(tail.contains("VM status: running"), "{name}: {tail:?}");
+        assert!(!tail.contains("unknown command"), "{name}: {tail:?}");
+    }
+}
