@@ -132,7 +132,7 @@ fn unix_client_with_socat_as_server() {
             .spawn()
             .unwrap(),
     );
-    wait_until("socat to listen", || path.exists());
+    wait_unix_listening(&path);
     reg.add_str(&format!("socket,id=c,path={}", path.display())).unwrap();
     let h = reg.connect("c").unwrap();
     let rec = record(&h, 4096);
