@@ -10,11 +10,15 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
+use crate::cell::Cell;
 use crate::error::{Error, Result};
+use crate::event_loop::request::Request;
 use crate::frontend::callbacks::Event;
 use crate::serial::SerialLine;
 use crate::token::SourceToken;
@@ -92,6 +96,12 @@ pub trait Chardev: Any + Send {
     /// are armed, so looking first only saves the arming.)
     fn output_always_watched(&self) -> bool {
         false
+    }
+
+    /// A [`Waker`] of this backend was woken (see [`Io::waker`]). The default says that
+    /// input can be read.
+    fn woken(&mut self, io: &mut Io<'_>) {
+        io.input_ready();
     }
 
     /// A timer set with [`Io::add_timer`] has fired.
@@ -196,6 +206,7 @@ pub(crate) struct RaisedEvent {
 /// The loop's side of one backend call: how to register sources, raise events, set timers.
 pub struct Io<'a> {
     pub(crate) registry: &'a mio::Registry,
+    pub(crate) cell: &'a Arc<Cell>,
     pub(crate) key: usize,
     pub(crate) generation: u32,
     pub(crate) input_ready: bool,
@@ -220,12 +231,34 @@ impl std::fmt::Debug for Io<'_> {
 impl<'a> Io<'a> {
     pub(crate) fn new(
         registry: &'a mio::Registry,
-        key: usize,
+        cell: &'a Arc<Cell>,
         generation: u32,
         events: &'a mut Vec<RaisedEvent>,
         timers: &'a mut Vec<TimerEntry>,
     ) -> Io<'a> {
-        Io { registry, key, generation, input_ready: false, output_ready: false, events, timers }
+        let key = cell.key();
+        Io {
+            registry,
+            cell,
+            key,
+            generation,
+            input_ready: false,
+            output_ready: false,
+            events,
+            timers,
+        }
+    }
+
+    /// A [`Waker`] for this backend: how it makes the loop call [`Chardev::woken`] later,
+    /// from any thread or from another chardev's callback (a `hub` whose member received
+    /// input). Wakes meant for an earlier backend of the chardev (before `chardev-change`)
+    /// are dropped.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            cell: Arc::downgrade(self.cell),
+            generation: self.generation,
+            queued: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The mio registry to register sources with.
@@ -280,6 +313,43 @@ impl<'a> Io<'a> {
             key: self.key,
             generation: self.generation,
             id,
+        });
+    }
+}
+
+/// Asks the loop to call [`Chardev::woken`] on its backend, from any thread: for backends
+/// whose input is made ready by something other than their own sources (another chardev's
+/// callback, a thread of their own). Cheap to clone; wakes before the loop has run the first
+/// one are merged into it.
+#[derive(Clone)]
+pub struct Waker {
+    cell: Weak<Cell>,
+    generation: u32,
+    queued: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker")
+            .field("generation", &self.generation)
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waker {
+    /// Makes the loop call [`Chardev::woken`] soon (once for any number of wakes before it
+    /// does). Does nothing once the chardev is gone.
+    pub fn wake(&self) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(cell) = self.cell.upgrade() else { return };
+        let lp = cell.lp.clone();
+        lp.post(Request::Wake {
+            cell,
+            generation: self.generation,
+            queued: Arc::clone(&self.queued),
         });
     }
 }

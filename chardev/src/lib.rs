@@ -44,6 +44,7 @@ mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod error; // the one error type
 pub mod event_loop; // mio loop: readiness, flow control, timers, typed requests; AsFd to nest it
+pub mod fanout; // recent output kept once, a cursor per viewer: history and viewer queues as one
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
 pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N opens
 pub mod frontend; // the device side: callbacks and the handle
@@ -56,7 +57,7 @@ pub mod sync; // the one poison-tolerant lock helper
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 mod token; // what a mio token of the loop means: chardev and source
 
-pub use crate::backend::{Chardev, Input, Io, Splice};
+pub use crate::backend::{Chardev, Input, Io, Splice, Waker};
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};

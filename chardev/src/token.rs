@@ -1,15 +1,16 @@
 //! What a mio [`Token`] of the loop means: which chardev, and which of its sources.
 //!
 //! Each chardev on a loop owns [`SOURCES_PER_CHARDEV`] consecutive tokens from its slab key
-//! on: the first ones for its backend's sources (listener, connection, input, output), the
-//! last for the loop's own writability watch. One token, the last of all, is the loop's
+//! on: the first ones for its backend's sources (a listener, its connections, input, output),
+//! the last for the loop's own writability watch. Tokens are only numbers: a wide stride costs
+//! nothing, and lets a server register one source per client (`clients=N`). One token, the last of all, is the loop's
 //! waker. [`SourceToken`] is the one place that turns these into numbers and back.
 
 use mio::Token;
 
 /// Tokens per chardev: a backend may register sources `0..SOURCES_PER_CHARDEV - 1` (listener,
-/// connection, input, output); the last one is the loop's own, for writability watches.
-pub const SOURCES_PER_CHARDEV: usize = 4;
+/// connections, input, output); the last one is the loop's own, for writability watches.
+pub const SOURCES_PER_CHARDEV: usize = 256;
 
 /// The source index the loop uses to watch a backend's output fd for a frontend.
 const WRITE_WATCH: usize = SOURCES_PER_CHARDEV - 1;
@@ -66,8 +67,10 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_the_waker_is_no_source() {
         let t = SourceToken::new(7, 2);
-        assert_eq!(Token::from(t), Token(30));
-        assert_eq!(SourceToken::of(Token(30)), Some(t));
+        assert_eq!(Token::from(t), Token(7 * 256 + 2));
+        assert_eq!(SourceToken::of(Token(7 * 256 + 2)), Some(t));
+        let last = SourceToken::new(7, SOURCES_PER_CHARDEV - 2);
+        assert_eq!(SourceToken::of(Token::from(last)), Some(last));
         let w = SourceToken::write_watch(7);
         assert!(w.is_write_watch() && !t.is_write_watch());
         assert_eq!(SourceToken::of(Token::from(w)), Some(w));

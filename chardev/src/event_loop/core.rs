@@ -101,6 +101,13 @@ impl Core {
                     Self::deliver_event(entry, event);
                 }
             }
+            Request::Wake { cell, generation, queued } => {
+                queued.store(false, Ordering::Release);
+                let key = self.key_of(&cell);
+                if let Some(key) = key.filter(|&k| self.entries[k].generation == generation) {
+                    self.with_backend(key, |be, io| be.woken(io));
+                }
+            }
             Request::SetExitHandler(handler) => self.exit = handler,
             Request::Run(f) => f(),
         }
@@ -236,8 +243,13 @@ impl Core {
     ) {
         let Some(entry) = self.entries.get(key) else { return };
         let cell = Arc::clone(&entry.cell);
-        let mut io =
-            Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
+        let mut io = Io::new(
+            &self.registry,
+            &cell,
+            entry.generation,
+            &mut self.raised,
+            &mut self.new_timers,
+        );
         f(&mut **cell.backend(), &mut io);
         let (ready, writable) = (io.input_ready, io.output_ready);
         self.after_backend(key, ready, writable);

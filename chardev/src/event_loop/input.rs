@@ -98,7 +98,7 @@ impl Core {
             let len = room.min(self.buf.len());
             let mut io = Io::new(
                 &self.registry,
-                key,
+                &cell,
                 entry.generation,
                 &mut self.raised,
                 &mut self.new_timers,
@@ -141,7 +141,7 @@ impl Core {
     fn splice_input(&mut self, key: usize, cell: &Arc<Cell>, room: usize) -> Option<bool> {
         let entry = self.entries.get_mut(key)?;
         let mut io =
-            Io::new(&self.registry, key, entry.generation, &mut self.raised, &mut self.new_timers);
+            Io::new(&self.registry, cell, entry.generation, &mut self.raised, &mut self.new_timers);
         let fe = entry.focused()?;
         let result = match fe.splice_pipe() {
             Some((pipe, take)) if take > 0 => {

@@ -24,7 +24,7 @@ mod core;
 mod entry;
 mod handle;
 mod input;
-mod request;
+pub(crate) mod request;
 mod writable;
 
 use std::io;

@@ -2,6 +2,7 @@
 //! registry and callbacks ask of the loop. [`Core::handle`](super::core::Core::handle) is
 //! the one `match` that carries them out, on the loop thread, in the order they were posted.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cell::Cell;
@@ -39,6 +40,10 @@ pub(crate) enum Request {
     Raise { cell: Arc<Cell>, event: Event },
     /// Replace what `Ctrl-A x` does (`LoopHandle::set_exit_handler`).
     SetExitHandler(ExitHandler),
+    /// Call the backend's `woken` (a backend's [`Waker`](crate::Waker)); `generation` is the
+    /// backend's, so that a wake for a backend since swapped out is dropped. `queued` is
+    /// cleared first, so that wakes during the call post again.
+    Wake { cell: Arc<Cell>, generation: u32, queued: Arc<AtomicBool> },
     /// Run a closure on the loop thread (`LoopHandle::run_on_loop`): embedders' own work,
     /// serialised with the callbacks. It cannot reach the core.
     Run(Box<dyn FnOnce() + Send>),

@@ -40,7 +40,7 @@ impl Core {
         }
         let (cell, generation) = (Arc::clone(&entry.cell), entry.generation);
         let mut io =
-            Io::new(&self.registry, key, generation, &mut self.raised, &mut self.new_timers);
+            Io::new(&self.registry, &cell, generation, &mut self.raised, &mut self.new_timers);
         let mut backend = cell.backend();
         // Room may have come before this request (the write may have failed on another
         // thread, and the edge gone by): look first. No fd: writes never block (a ringbuf).

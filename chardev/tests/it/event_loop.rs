@@ -301,3 +301,84 @@ fn dropping_a_loop_with_queued_requests_frees_their_chardevs() {
     drop(lp); // the `place` request for c0 was never run
     assert!(dropped.load(std::sync::atomic::Ordering::Acquire), "the backend was leaked");
 }
+
+/// A backend fed by a thread of its own: it has no fd to poll, so the thread tells the loop
+/// with the backend's [`chardev::Waker`].
+struct Fed {
+    inbox: Arc<std::sync::Mutex<Vec<u8>>>,
+    waker: Arc<std::sync::Mutex<Option<chardev::Waker>>>,
+    woken: Arc<AtomicUsize>,
+}
+
+impl Chardev for Fed {
+    fn register(&mut self, io: &mut Io<'_>) -> chardev::Result<()> {
+        *self.waker.lock().unwrap() = Some(io.waker());
+        io.event(Event::Opened);
+        Ok(())
+    }
+    fn deregister(&mut self, _: &mio::Registry) {}
+    fn woken(&mut self, io: &mut Io<'_>) {
+        self.woken.fetch_add(1, Ordering::SeqCst);
+        io.input_ready();
+    }
+    fn read(&mut self, _: &mut Io<'_>, buf: &mut [u8], _: &mut Vec<OwnedFd>) -> Input {
+        let mut inbox = self.inbox.lock().unwrap();
+        if inbox.is_empty() {
+            return Input::WouldBlock;
+        }
+        let n = buf.len().min(inbox.len());
+        buf[..n].copy_from_slice(&inbox[..n]);
+        inbox.drain(..n);
+        Input::Data(n)
+    }
+    fn write(&mut self, buf: &[u8], _: &[BorrowedFd<'_>]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn kind(&self) -> &'static str {
+        "fed"
+    }
+}
+
+#[test]
+fn a_backend_woken_from_another_thread_delivers_its_input_and_a_stale_wake_is_dropped() {
+    let lp = EventLoop::spawn().unwrap();
+    let reg = Registry::new(lp.handle());
+    let (inbox, waker, woken) = Default::default();
+    let fed = |inbox: &Arc<_>, waker: &Arc<_>, woken: &Arc<_>| Fed {
+        inbox: Arc::clone(inbox),
+        waker: Arc::clone(waker),
+        woken: Arc::clone(woken),
+    };
+    reg.add_chardev("fed", Box::new(fed(&inbox, &waker, &woken))).unwrap();
+    let h = reg.connect("fed").unwrap();
+    let rec = record(&h, 64);
+    rec.expect_event(Event::Opened);
+    let waker_now = || waker.lock().unwrap().clone().expect("registered");
+    let first = waker_now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            inbox.lock().unwrap().extend_from_slice(b"from a thread");
+            first.wake();
+            first.wake(); // merged with the first while it is queued
+        });
+    });
+    assert_eq!(rec.data(13), b"from a thread");
+    assert!(woken.load(Ordering::SeqCst) >= 1);
+
+    // The chardev removed and a new one added under the same id: the old backend's waker
+    // must not reach the new backend.
+    drop(rec);
+    drop(h);
+    reg.remove("fed").unwrap();
+    let (inbox2, waker2, woken2): (Arc<std::sync::Mutex<Vec<u8>>>, _, Arc<AtomicUsize>) =
+        Default::default();
+    reg.add_chardev("fed", Box::new(fed(&inbox2, &waker2, &woken2))).unwrap();
+    settle(lp.handle());
+    let before = woken2.load(Ordering::SeqCst);
+    first.wake();
+    settle(lp.handle());
+    assert_eq!(woken2.load(Ordering::SeqCst), before, "a stale wake reached the new backend");
+    waker2.lock().unwrap().clone().expect("registered").wake();
+    settle(lp.handle());
+    assert_eq!(woken2.load(Ordering::SeqCst), before + 1);
+}
