@@ -154,6 +154,10 @@ fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
         reconnect_ms: reconnect_ms.or(reconnect_s.map(|s| s.saturating_mul(1000))).unwrap_or(0),
         // QEMU's ChardevSocket has no such field: `mode=` is a command-line extension.
         mode: None,
+        // Extensions (many viewers), in bytes: see `SocketSpec::clients`.
+        clients: d.opt_u64("clients")?.map(|c| u32::try_from(c).unwrap_or(u32::MAX)).unwrap_or(1),
+        history: d.opt_u64("history")?.unwrap_or(0),
+        queue: d.opt_u64("queue")?,
     };
     if spec.reconnect_ms > 0 && server {
         return Err("'reconnect' option is incompatible with socket in server listen mode".into());

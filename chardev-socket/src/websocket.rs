@@ -299,6 +299,22 @@ impl WsConn {
         }
     }
 
+    /// Sends what tungstenite still holds: `Ok(true)` once nothing waits (a message written
+    /// now goes straight to the socket), `Ok(false)` while the socket is full.
+    pub fn flush_output(&mut self) -> io::Result<bool> {
+        let State::Open(ws) = &mut self.state else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        match ws.flush() {
+            Ok(()) => {
+                self.data_unsent = 0;
+                Ok(true)
+            }
+            Err(e) if is_would_block(&e) => Ok(false),
+            Err(e) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())),
+        }
+    }
+
     /// Sends what is queued (pongs, the rest of a message) when the socket is writable;
     /// true when input paused by unread output may be read again.
     pub fn on_writable(&mut self) -> bool {

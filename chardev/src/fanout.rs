@@ -15,6 +15,13 @@ use std::collections::VecDeque;
 /// allocated at the first byte of output, so a large setting costs nothing until then.
 pub const HISTORY_MAX: u64 = 64 * 1024 * 1024;
 
+/// The most clients one `socket` server serves at once (`clients=`).
+pub const CLIENTS_MAX: u32 = 64;
+
+/// How far one viewer may fall behind by default before it loses the oldest output
+/// (`queue=`), when there is more than one.
+pub const QUEUE_DEFAULT: u64 = 1024 * 1024;
+
 /// The recent output of one chardev: stream bytes `[total - len, total)`, at most `cap`.
 ///
 /// Positions are counted in bytes from the first output byte ever, as `u64`, so that a
@@ -145,9 +152,11 @@ impl Reader {
         (self.dropped_pending > 0).then(|| std::mem::take(&mut self.dropped_pending))
     }
 
-    /// A gap not yet told to the reader ([`Reader::take_gap`] would return it).
-    pub fn gap_pending(&self) -> bool {
-        self.dropped_pending > 0
+    /// The bytes lost and not yet told to the reader (what [`Reader::take_gap`] would
+    /// return), without taking them: a marker that cannot be sent now is sent later with
+    /// the count grown, as one marker.
+    pub fn gap(&self) -> u64 {
+        self.dropped_pending
     }
 
     /// The reader got `n` more bytes.

@@ -18,5 +18,6 @@ mod splice; // splice(2) between socket chardevs and a frontend's pipe
 mod support; // a loop with the socket backends, filenames, a peer's lines
 mod telnet; // telnet=on: the negotiation, IAC BREAK, against a raw Python peer
 mod udp; // udp: datagrams whole, only the connected peer heard
+mod viewers; // clients=, history=, queue=: many viewers, history, stalled viewers, gap markers
 mod websocket; // websocket=on against the Python websockets client
 mod writable; // notify_writable: told once, only after room came

@@ -86,6 +86,10 @@ const SOCKET_KEYS: &[&str] = &[
     "tls-authz",
     // Not QEMU's: QEMU 7.2 refuses it ("Invalid parameter 'mode'"); see `SocketSpec::mode`.
     "mode",
+    // Not QEMU's: many viewers on one server (see `SocketSpec::clients`).
+    "clients",
+    "history",
+    "queue",
 ];
 
 /// Keys of the `udp` backend.
@@ -236,6 +240,22 @@ pub struct SocketSpec {
     /// Only for `server=on` with a filesystem `path=`: not with `abstract=on` (no file), tcp
     /// or `fd=`.
     pub mode: Option<u32>,
+    /// `clients=N`: a server serves up to N connections at once (**an extension**; QEMU
+    /// serves one, and 1, the default, is exactly QEMU's behaviour). Output goes to every
+    /// connection; input comes from one writer at a time (the first, then the oldest left);
+    /// the others are viewers whose input is dropped and counted. A connection beyond N is
+    /// told why and closed at once. At most [`CLIENTS_MAX`](crate::fanout::CLIENTS_MAX).
+    pub clients: u32,
+    /// `history=SIZE`: every new connection first gets the last SIZE bytes of output, then
+    /// live output (**an extension**; 0, the default, keeps none). At most
+    /// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+    pub history: u64,
+    /// `queue=SIZE`, with `clients` above 1: how far one connection may fall behind the
+    /// output before it loses the oldest bytes (and is shown a gap marker), so that a
+    /// stalled viewer never stalls the guest or the others (**an extension**). `None`: the
+    /// default, [`QUEUE_DEFAULT`](crate::fanout::QUEUE_DEFAULT). With one client QEMU's
+    /// flow control holds instead: a slow peer slows the frontend.
+    pub queue: Option<u64>,
 }
 
 /// The address of a `socket` backend: exactly one of `path=`, `host=`+`port=` or `fd=`.
@@ -313,6 +333,56 @@ impl SocketSpec {
     }
 }
 
+impl SocketSpec {
+    /// Checks `clients=`, `history=` and `queue=`: within their limits, and only on a server.
+    pub fn check_viewers(&self) -> Result<()> {
+        use crate::fanout::{CLIENTS_MAX, HISTORY_MAX};
+        if !(1..=CLIENTS_MAX).contains(&self.clients) {
+            return Err(Error::option(
+                "clients",
+                &self.clients.to_string(),
+                format!("must be between 1 and {CLIENTS_MAX}"),
+            ));
+        }
+        if self.history > HISTORY_MAX {
+            return Err(Error::option(
+                "history",
+                &self.history.to_string(),
+                "is larger than the maximum history, 64M",
+            ));
+        }
+        match self.queue {
+            Some(0) => return Err(Error::option("queue", "0", "must be at least 1 byte")),
+            Some(q) if q > HISTORY_MAX => {
+                return Err(Error::option(
+                    "queue",
+                    &q.to_string(),
+                    "is larger than the maximum queue, 64M",
+                ))
+            }
+            Some(q) if self.clients == 1 => {
+                return Err(Error::option(
+                    "queue",
+                    &q.to_string(),
+                    "only with clients above 1 (one client has QEMU's flow control)",
+                ))
+            }
+            _ => {}
+        }
+        if !self.server {
+            let given = [
+                ("clients", self.clients != 1, self.clients.to_string()),
+                ("history", self.history != 0, self.history.to_string()),
+                ("queue", self.queue.is_some(), self.queue.unwrap_or(0).to_string()),
+            ];
+            if let Some((key, _, value)) = given.into_iter().find(|g| g.1) {
+                return Err(Error::option(key, &value, "only for a server (server=on)"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ChardevSpec {
     /// Parses a `-chardev` string such as `file,id=f0,path=/tmp/x`; `id=` is required.
     pub fn parse(s: &str) -> Result<ChardevSpec> {
@@ -368,7 +438,8 @@ impl ChardevSpec {
                         ));
                     }
                 }
-                s.check_mode()
+                s.check_mode()?;
+                s.check_viewers()
             }
             _ => Ok(()),
         }

@@ -227,7 +227,14 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
         ));
     }
     let mode = socket_mode(opts, server, &addr)?;
-    Ok(SocketSpec {
+    // Named here with the values as written; `check_viewers` checks the numbers.
+    if !server {
+        forbid_all(opts, &["clients", "history", "queue"], "only for a server (server=on)")?;
+    }
+    if opts.get("clients").is_none_or(|c| c.trim_start_matches('0') == "1") {
+        opts.forbid("queue", "only with clients above 1 (one client has QEMU's flow control)")?;
+    }
+    let spec = SocketSpec {
         nodelay: socket_nodelay(opts)?,
         telnet: opts.bool_or("telnet", false)?,
         tn3270: opts.bool_or("tn3270", false)?,
@@ -237,7 +244,30 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
         server,
         wait,
         mode,
-    })
+        clients: match opts.get("clients") {
+            Some(value) => u32::try_from(parse_number("clients", value)?)
+                .map_err(|_| Error::option("clients", value, "must be between 1 and 64"))?,
+            None => 1,
+        },
+        history: socket_size(opts, "history", "is larger than the maximum history, 64M")?
+            .unwrap_or(0),
+        queue: socket_size(opts, "queue", "is larger than the maximum queue, 64M")?,
+    };
+    spec.check_viewers()?;
+    Ok(spec)
+}
+
+/// A size key of the viewers' options, in its limit (with the value as the user wrote it).
+fn socket_size(opts: &Opts, key: &str, over: &str) -> Result<Option<u64>> {
+    let Some(value) = opts.get(key) else { return Ok(None) };
+    let size = parse_size(key, value)?;
+    if size > crate::fanout::HISTORY_MAX {
+        return Err(Error::option(key, value, over));
+    }
+    if size == 0 && key == "queue" {
+        return Err(Error::option(key, value, "must be at least 1 byte"));
+    }
+    Ok(Some(size))
 }
 
 /// Exactly one of `path=`, `host=`+`port=`, `fd=`, and only the keys that fit it.

@@ -145,6 +145,9 @@ fn unix_server_without_wait() {
             websocket: false,
             reconnect_ms: 0,
             mode: None,
+            clients: 1,
+            history: 0,
+            queue: None,
         }
     );
 }
@@ -911,6 +914,44 @@ fn reconnect_rules() {
         "reconnect-ms",
         "5",
         "incompatible with 'fd'",
+    );
+}
+
+#[test]
+fn many_viewers_keys_are_checked_and_named() {
+    let spec = socket("socket,id=s,path=/tmp/s,server=on,wait=off,clients=4,history=1M,queue=256k");
+    assert_eq!((spec.clients, spec.history, spec.queue), (4, 1 << 20, Some(256 << 10)));
+    let spec = socket("socket,id=s,path=/tmp/s,server=on,wait=off,history=64k");
+    assert_eq!((spec.clients, spec.history, spec.queue), (1, 64 << 10, None));
+    let server = "socket,id=s,path=/tmp/s,server=on,wait=off";
+    assert_option_error(&format!("{server},clients=0"), "clients", "0", "must be between 1 and 64");
+    assert_option_error(
+        &format!("{server},clients=65"),
+        "clients",
+        "65",
+        "must be between 1 and 64",
+    );
+    assert_option_error(&format!("{server},clients=x"), "clients", "x", "");
+    assert_option_error(
+        &format!("{server},history=65M"),
+        "history",
+        "65M",
+        "is larger than the maximum history, 64M",
+    );
+    assert_option_error(&format!("{server},history=1Q"), "history", "1Q", "expects a size");
+    assert_option_error(&format!("{server},clients=2,queue=0"), "queue", "0", "at least 1 byte");
+    assert_option_error(&format!("{server},queue=4k"), "queue", "4k", "only with clients above 1");
+    assert_option_error(
+        "socket,id=s,path=/tmp/s,clients=2",
+        "clients",
+        "2",
+        "only for a server (server=on)",
+    );
+    assert_option_error(
+        "socket,id=s,host=h,port=1,reconnect-ms=100,history=1k",
+        "history",
+        "1k",
+        "only for a server (server=on)",
     );
 }
 

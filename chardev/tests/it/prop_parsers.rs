@@ -143,6 +143,9 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
                     websocket: false,
                     reconnect_ms: 0,
                     mode,
+                    clients: 1,
+                    history: 0,
+                    queue: None,
                 };
                 (BackendSpec::Socket(spec), s)
             }),

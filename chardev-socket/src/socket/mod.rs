@@ -1,7 +1,8 @@
 //! `socket`: a stream socket chardev, unix or tcp, server or client (QEMU's `char-socket`).
 //!
 //! A server serves one client at a time; the next one waits in the listen backlog and is
-//! accepted when the first leaves. A client connects at creation, or with `reconnect-ms`
+//! accepted when the first leaves. With `clients=N` above 1 or `history=` (extensions) it
+//! serves many at once instead: see [`viewers`]. A client connects at creation, or with `reconnect-ms`
 //! retries on the loop's timer, never in a busy loop and never aborting. Unix sockets carry
 //! fds both ways. Writes without a connection fail with `NotConnected` (QEMU's EIO), and a
 //! vanished peer never raises SIGPIPE.
@@ -24,6 +25,9 @@ use mio::Interest;
 use crate::address::{self, host_port};
 use crate::telnet::{self, TelnetInput};
 use crate::websocket::{Step, WsConn};
+
+pub mod viewers;
+use viewers::Viewers;
 
 const LISTENER: usize = 0;
 const CONNECTION: usize = 1;
@@ -286,6 +290,9 @@ pub struct Socket {
     disconnected: String,
     /// A socket file this server created, removed on drop if it is still ours.
     socket_file: Option<(PathBuf, u64, u64)>,
+    /// `clients=` above 1 or `history=`: the server serves many connections at once, and
+    /// `state` stays `Idle`.
+    viewers: Option<Box<Viewers>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -320,7 +327,9 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
         state: State::Idle,
         disconnected: String::new(),
         socket_file: None,
+        viewers: None,
     };
+    s.check_viewers()?;
     match &s.addr {
         SocketAddrSpec::Fd(name) => socket.adopt_fd(name, cx.take_fd(name)?, s.server)?,
         _ if s.server => socket.role = Role::Server(socket.listen(s)?),
@@ -329,6 +338,18 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
             let reconnect = (s.reconnect_ms > 0).then(|| Duration::from_millis(s.reconnect_ms));
             socket.role = Role::Client(Client { target, reconnect, error_reported: false });
         }
+    }
+    if s.clients > 1 || s.history > 0 {
+        if !matches!(socket.role, Role::Server(_)) {
+            let (key, value) = if s.clients > 1 {
+                ("clients", s.clients.to_string())
+            } else {
+                ("history", s.history.to_string())
+            };
+            return Err(Error::option(key, &value, "only for a server (a listening socket)"));
+        }
+        let queue = s.queue.unwrap_or(chardev::fanout::QUEUE_DEFAULT);
+        socket.viewers = Some(Box::new(Viewers::new(s.clients, s.history, queue)));
     }
     match &socket.role {
         Role::Server(_) if s.wait => socket.wait_for_client(cx)?,
@@ -561,7 +582,11 @@ impl Socket {
         loop {
             match listener.accept() {
                 Ok(stream) => {
-                    self.state = State::Made(self.accepted(stream)?);
+                    let conn = self.accepted(stream)?;
+                    match &mut self.viewers {
+                        Some(v) => v.made = Some(conn),
+                        None => self.state = State::Made(conn),
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -851,6 +876,10 @@ impl Chardev for Socket {
             io.register(listener.source(), LISTENER, Interest::READABLE)
                 .map_err(|e| Error::io("watch a listening socket", e))?;
         }
+        if self.viewers.is_some() {
+            self.viewers_register(io);
+            return Ok(());
+        }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Made(conn) => self.open_conn(io, conn, false),
             State::Idle => match &self.role {
@@ -871,11 +900,16 @@ impl Chardev for Socket {
         if let Some(conn) = self.state.conn_mut() {
             let _ = registry.deregister(conn.stream.source());
         }
+        if self.viewers.is_some() {
+            self.viewers_deregister(registry);
+        }
     }
 
     fn ready(&mut self, io: &mut Io<'_>, source: usize, event: &mio::event::Event) {
         match source {
+            LISTENER if self.viewers.is_some() => self.accept_viewers(io),
             LISTENER => self.accept_next(io),
+            _ if self.viewers.is_some() => self.viewer_ready(io, source, event),
             CONNECTION => {
                 let conn = match &mut self.state {
                     State::Idle | State::Made(_) => return,
@@ -923,6 +957,9 @@ impl Chardev for Socket {
     }
 
     fn read(&mut self, io: &mut Io<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Input {
+        if self.viewers.is_some() {
+            return self.viewers_read(io, buf, fds);
+        }
         let Some(conn) = self.state.usable_mut() else {
             return Input::WouldBlock;
         };
@@ -973,6 +1010,9 @@ impl Chardev for Socket {
             }
             .into());
         }
+        if self.viewers.is_some() {
+            return self.viewers_write(buf, fds);
+        }
         let Some(conn) = self.state.usable_mut() else {
             return Err(Error::NotConnected(self.label.clone()).into());
         };
@@ -1003,6 +1043,10 @@ impl Chardev for Socket {
     }
 
     fn splice(&mut self) -> Option<&mut dyn Splice> {
+        // Output to many connections is not one pipe's worth.
+        if self.viewers.is_some() {
+            return None;
+        }
         Some(self)
     }
 
@@ -1020,6 +1064,8 @@ impl Chardev for Socket {
 
     fn timer(&mut self, io: &mut Io<'_>, id: u64) {
         match id {
+            ACCEPT_RETRY_TIMER if self.viewers.is_some() => self.accept_viewers(io),
+            HANDSHAKE_TIMER if self.viewers.is_some() => self.viewers_timer(io),
             RECONNECT_TIMER => self.start_connect(io),
             ACCEPT_RETRY_TIMER => self.accept_next(io),
             HANDSHAKE_TIMER => {
@@ -1042,11 +1088,14 @@ impl Chardev for Socket {
     }
 
     fn disconnect(&mut self, io: &mut Io<'_>) {
+        if self.viewers.is_some() {
+            return self.viewers_disconnect(io);
+        }
         self.close_conn(io);
     }
 
     fn can_pass_fds(&self) -> bool {
-        self.unix && !self.telnet && !self.websocket
+        self.unix && !self.telnet && !self.websocket && self.viewers.is_none()
     }
 
     fn kind(&self) -> &'static str {
@@ -1054,6 +1103,9 @@ impl Chardev for Socket {
     }
 
     fn filename(&self) -> String {
+        if self.viewers.is_some() {
+            return self.viewers_filename().unwrap_or_else(|| self.disconnected.clone());
+        }
         match self.state.usable() {
             Some(conn) => conn.name.clone(),
             None => self.disconnected.clone(),
@@ -1094,6 +1146,7 @@ impl Drop for Socket {
         if let Some(conn) = self.state.conn() {
             conn.stream.shutdown();
         }
+        self.viewers_shutdown();
         // Remove the socket file only if it is still the one this server created.
         self.remove_socket_file();
     }

@@ -1,0 +1,599 @@
+//! A server with many clients at once (`clients=N` above 1, or `history=`): one console,
+//! many viewers.
+//!
+//! Output is appended once to a [`Ring`] and every connection has its own [`Reader`] cursor
+//! into it, so that no byte is copied per viewer and a viewer's queue is just how far its
+//! cursor is behind. A write from the frontend never waits: it appends, sends at once to the
+//! connections that are caught up, and arms writability for the others, which catch up from
+//! the loop. A connection that falls behind by more than the ring holds loses the oldest
+//! output and sees a gap marker before what comes next ([`gap_marker`]); nobody else
+//! notices.
+//!
+//! Input comes from one connection at a time, the *writer*: the first to open, then the
+//! oldest one left when it goes. The others are viewers: what they send is read (so that
+//! their socket never fills and websocket pings are answered), counted and dropped. The
+//! frontend sees one `Opened` when the first connection opens and one `Closed` after the
+//! last one goes, and flow control of its input is the usual one, on the writer.
+//!
+//! A connection beyond `clients` is told why in one line and closed at once, never left in
+//! the listen queue. Websocket connections still in their handshake do not take a client's
+//! place; at most [`HANDSHAKES_MAX`] of them wait at once, each for at most the handshake
+//! timeout.
+
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Instant, SystemTime};
+
+use chardev::error::Error;
+use chardev::fanout::{gap_marker, Reader, Ring};
+use chardev::{fd, Event, Input, Io};
+use mio::{Interest, Token};
+
+use super::{Conn, Socket, Stream, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER, TELNET_CHUNK};
+use crate::websocket::Step;
+
+/// Websocket connections that may be in their handshake at once, beside the clients.
+pub const HANDSHAKES_MAX: usize = 8;
+
+/// The most output one websocket message to a viewer carries: tungstenite holds a message
+/// whole until it is sent, so this bounds what a slow websocket viewer holds beside the ring.
+const WS_CHUNK: usize = 64 * 1024;
+
+/// The loop source of connection slot `slot` (0 is the listener).
+fn source(slot: usize) -> usize {
+    1 + slot
+}
+
+/// The connections of a server with `clients` above 1 (or with `history`), and the output
+/// they share.
+pub(super) struct Viewers {
+    /// One slot per connection, `clients + HANDSHAKES_MAX` of them.
+    slots: Vec<Option<Session>>,
+    /// `clients=`: open connections at most.
+    max: usize,
+    /// The slot whose input reaches the frontend.
+    writer: Option<usize>,
+    ring: Ring,
+    /// `history=`: what a new connection gets first.
+    history: usize,
+    /// How far a connection may fall behind: the ring's capacity (`max(history, queue)`).
+    limit: u64,
+    /// The loop's registry, to ask for writability from a frontend's thread.
+    registry: Option<mio::Registry>,
+    /// Tokens of the slots' sources (fixed once the socket is on the loop).
+    tokens: Vec<Token>,
+    /// `Opened` was raised and `Closed` is owed.
+    announced: bool,
+    /// The first client of `wait=on`, made while the socket was built.
+    pub(super) made: Option<Conn>,
+    next_id: u64,
+}
+
+/// One connection of a [`Viewers`] server.
+struct Session {
+    /// Counts connections from 1, for session control and logs.
+    id: u64,
+    conn: Conn,
+    /// Its websocket handshake is still to complete by this time.
+    handshake_deadline: Option<Instant>,
+    reader: Reader,
+    /// When it opened (session listings).
+    since: SystemTime,
+    /// Bytes it sent that were dropped: it was not the writer.
+    input_dropped: u64,
+    /// Output bytes sent to it, and the send calls that took them.
+    sent: u64,
+    writes: u64,
+    /// Registered for writability: it is behind.
+    armed: bool,
+}
+
+impl Session {
+    fn open(&self) -> bool {
+        self.handshake_deadline.is_none()
+    }
+}
+
+impl Viewers {
+    pub(super) fn new(clients: u32, history: u64, queue: u64) -> Viewers {
+        let max = clients.max(1) as usize;
+        let history = usize::try_from(history).unwrap_or(usize::MAX);
+        let cap = history.max(usize::try_from(queue).unwrap_or(usize::MAX));
+        Viewers {
+            slots: (0..max + HANDSHAKES_MAX).map(|_| None).collect(),
+            max,
+            writer: None,
+            ring: Ring::new(cap),
+            history,
+            limit: cap as u64,
+            registry: None,
+            tokens: Vec::new(),
+            announced: false,
+            made: None,
+            next_id: 1,
+        }
+    }
+
+    fn open_count(&self) -> usize {
+        self.slots.iter().flatten().filter(|s| s.open()).count()
+    }
+
+    fn handshake_count(&self) -> usize {
+        self.slots.iter().flatten().filter(|s| !s.open()).count()
+    }
+
+    /// The oldest open connection, which becomes the writer when the writer goes.
+    fn oldest_open(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().filter(|s| s.open()).map(|s| (s.id, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+}
+
+/// Sets whether a connection is registered for writability too.
+fn arm(registry: &mio::Registry, token: Token, session: &mut Session, on: bool) {
+    if session.armed == on {
+        return;
+    }
+    let interest = if on { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+    match registry.reregister(session.conn.stream.source(), token, interest) {
+        Ok(()) => session.armed = on,
+        Err(e) => log::debug!("cannot change a viewer registration: {e}"),
+    }
+}
+
+/// Sends a connection what it is due, in as few calls as the socket allows: what its
+/// telnet or websocket layer still holds, then a gap marker if it fell behind, then its part
+/// of the ring, as one vectored write on a plain connection. Whether it caught up; an error
+/// other than `WouldBlock` means the connection is broken.
+fn catch_up(session: &mut Session, ring: &Ring, limit: u64) -> io::Result<bool> {
+    session.reader.enforce(ring, limit);
+    loop {
+        match session.conn.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if let Some(ws) = &mut session.conn.ws {
+            // One message at a time waits in tungstenite's buffer.
+            if !ws.flush_output()? {
+                return Ok(false);
+            }
+        }
+        let (a, b) = session.reader.due(ring);
+        let lost = session.reader.gap();
+        if lost > 0 {
+            // The marker is taken only once the socket takes some of it: while it takes
+            // nothing, later drops add to the same count, so a viewer that was stopped sees
+            // one marker however long it was away.
+            let marker = gap_marker(lost);
+            let n = match &mut session.conn.ws {
+                // A websocket message carries the marker and the data after it.
+                Some(ws) => {
+                    let take = a.len().min(WS_CHUNK);
+                    ws.write(&[marker.as_bytes(), &a[..take]].concat())?;
+                    session.reader.advance(take);
+                    session.sent += take as u64;
+                    marker.len()
+                }
+                None => match fd::send_with_fds(session.conn.stream.fd(), marker.as_bytes(), &[]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                },
+            };
+            session.reader.take_gap();
+            session.writes += 1;
+            session.conn.pending.extend_from_slice(&marker.as_bytes()[n..]);
+            continue;
+        }
+        if a.is_empty() {
+            return Ok(true);
+        }
+        let taken = if let Some(ws) = &mut session.conn.ws {
+            ws.write(&a[..a.len().min(WS_CHUNK)])?
+        } else if session.conn.telnet.is_some() {
+            let take = a.len().min(TELNET_CHUNK);
+            crate::telnet::escape_into(&a[..take], &mut session.conn.pending);
+            take
+        } else {
+            match fd::send_vectored(session.conn.stream.fd(), &[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        };
+        session.writes += 1;
+        session.sent += taken as u64;
+        session.reader.advance(taken);
+    }
+}
+
+impl Socket {
+    pub(super) fn viewers(&mut self) -> &mut Viewers {
+        self.viewers.as_mut().expect("a server with viewers")
+    }
+
+    /// `register` of a server with viewers: the listener is registered already.
+    pub(super) fn viewers_register(&mut self, io: &mut Io<'_>) {
+        let registry = match io.registry().try_clone() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::warn!("chardev '{}': cannot share the loop's registry: {e}", self.label);
+                None
+            }
+        };
+        let v = self.viewers();
+        v.registry = registry;
+        v.tokens = (0..v.slots.len()).map(|i| io.token(source(i))).collect();
+        if let Some(conn) = v.made.take() {
+            self.add_session(io, conn);
+        }
+        self.accept_viewers(io);
+    }
+
+    /// Accepts every queued connection: each gets a slot, or is told why not and closed.
+    pub(super) fn accept_viewers(&mut self, io: &mut Io<'_>) {
+        loop {
+            let super::Role::Server(listener) = &self.role else { return };
+            let stream = match listener.accept() {
+                Ok(stream) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("chardev '{}': accept failed: {e}", self.label);
+                    io.add_timer(std::time::Duration::from_millis(100), super::ACCEPT_RETRY_TIMER);
+                    return;
+                }
+            };
+            let websocket = self.websocket;
+            let v = self.viewers();
+            let full = if websocket {
+                v.open_count() + v.handshake_count() >= v.max + HANDSHAKES_MAX
+                    || v.open_count() >= v.max
+            } else {
+                v.open_count() >= v.max
+            };
+            if full {
+                self.refuse(stream);
+                continue;
+            }
+            match self.accepted(stream) {
+                Ok(conn) => self.add_session(io, conn),
+                Err(e) => log::info!("chardev '{}': client dropped: {e}", self.label),
+            }
+        }
+    }
+
+    /// Tells a connection beyond `clients` why it is closed, in one line (an HTTP 503 to a
+    /// websocket client), as far as its socket takes it without waiting.
+    fn refuse(&mut self, stream: Stream) {
+        let max = self.viewers().max;
+        let line = format!("chardev '{}': too many clients (clients={max})\r\n", self.label);
+        log::info!("{}", line.trim_end());
+        let msg = if self.websocket {
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                line.len()
+            )
+        } else {
+            line
+        };
+        if let Err(e) = fd::send_with_fds(stream.fd(), msg.as_bytes(), &[]) {
+            log::debug!("chardev '{}': refusal not sent: {e}", self.label);
+        }
+        stream.shutdown();
+    }
+
+    /// Puts a new connection in a free slot and on the loop; it opens now, or when its
+    /// websocket handshake completes.
+    fn add_session(&mut self, io: &mut Io<'_>, mut conn: Conn) {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let Some(slot) = v.slots.iter().position(Option::is_none) else {
+            self.refuse(conn.stream);
+            return;
+        };
+        let handshake = conn.needs_handshake();
+        let watch = handshake || !conn.pending.is_empty();
+        let interest =
+            if watch { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        if let Err(e) = io.register(conn.stream.source(), source(slot), interest) {
+            log::warn!("chardev '{label}': cannot watch a connection: {e}");
+            return;
+        }
+        let id = v.next_id;
+        v.next_id += 1;
+        let handshake_deadline = handshake.then(|| Instant::now() + HANDSHAKE_TIMEOUT);
+        if handshake {
+            io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
+        }
+        conn.watching_output = watch;
+        v.slots[slot] = Some(Session {
+            id,
+            conn,
+            handshake_deadline,
+            reader: Reader::default(),
+            since: SystemTime::now(),
+            input_dropped: 0,
+            sent: 0,
+            writes: 0,
+            armed: watch,
+        });
+        if !handshake {
+            self.open_session(io, slot);
+        }
+    }
+
+    /// A connection is open: it gets the history and then live output; the first one is
+    /// the writer, and the first one opens the chardev for the frontend.
+    fn open_session(&mut self, io: &mut Io<'_>, slot: usize) {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let history = v.history;
+        let Some(session) = v.slots[slot].as_mut() else { return };
+        session.handshake_deadline = None;
+        session.reader = Reader::new(&v.ring, history);
+        session.since = SystemTime::now();
+        log::info!("chardev '{label}': client {} connected: {}", session.id, session.conn.name);
+        if v.writer.is_none() {
+            v.writer = Some(slot);
+            io.input_ready();
+        }
+        if !v.announced {
+            v.announced = true;
+            io.event(Event::Opened);
+        }
+        self.flush_session(slot);
+    }
+
+    /// Sends a connection what it is due; arms writability while it is behind, and closes it
+    /// if it broke (from the loop, [`Socket::viewer_ready`] sees the hang-up).
+    fn flush_session(&mut self, slot: usize) -> bool {
+        let v = self.viewers.as_mut().expect("viewers");
+        let Some(session) = v.slots[slot].as_mut().filter(|s| s.open()) else { return true };
+        let (done, broken) = match catch_up(session, &v.ring, v.limit) {
+            Ok(done) => (done, false),
+            Err(e) => {
+                log::debug!("chardev '{}': send to client {} failed: {e}", self.label, session.id);
+                (true, true)
+            }
+        };
+        if let (Some(registry), Some(&token)) = (&v.registry, v.tokens.get(slot)) {
+            arm(registry, token, session, !done || broken);
+        }
+        !broken
+    }
+
+    /// Takes a connection away: `Closed` for the frontend after the last one, and the
+    /// writer's role to the oldest one left.
+    fn close_session(&mut self, io: &mut Io<'_>, slot: usize) {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let Some(mut session) = v.slots[slot].take() else { return };
+        let _ = io.registry().deregister(session.conn.stream.source());
+        session.conn.stream.shutdown();
+        log::info!(
+            "chardev '{label}': client {} disconnected: {} ({} bytes sent, {} dropped, {} of its input dropped)",
+            session.id,
+            session.conn.name,
+            session.sent,
+            session.reader.dropped(),
+            session.input_dropped
+        );
+        if v.writer == Some(slot) {
+            v.writer = v.oldest_open();
+            if v.writer.is_some() {
+                io.input_ready();
+            }
+        }
+        if v.announced && v.open_count() == 0 {
+            v.announced = false;
+            io.event(Event::Closed);
+        }
+    }
+
+    /// Readiness on a connection's source.
+    pub(super) fn viewer_ready(
+        &mut self,
+        io: &mut Io<'_>,
+        source: usize,
+        event: &mio::event::Event,
+    ) {
+        let slot = source - 1;
+        let v = self.viewers();
+        let Some(session) = v.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !session.open() {
+            let step = match &mut session.conn.ws {
+                Some(ws) => ws.advance(),
+                None => Step::Open,
+            };
+            match step {
+                Step::Pending => {}
+                Step::Open => self.open_session(io, slot),
+                Step::Failed(why) => {
+                    log::info!("chardev '{}': {why}", self.label);
+                    self.close_session(io, slot);
+                }
+            }
+            return;
+        }
+        if event.is_writable() {
+            if let Some(ws) = &mut session.conn.ws {
+                // Pongs sent: a writer whose input paused for them is read again.
+                if ws.on_writable() && v.writer == Some(slot) {
+                    io.input_ready();
+                }
+            }
+            if !self.flush_session(slot) {
+                self.close_session(io, slot);
+                return;
+            }
+        }
+        let v = self.viewers();
+        let Some(session) = v.slots[slot].as_mut() else { return };
+        if event.is_read_closed() || event.is_error() {
+            session.conn.hung_up = true;
+        }
+        if !(event.is_readable() || event.is_read_closed() || event.is_error()) {
+            return;
+        }
+        if v.writer == Some(slot) {
+            io.input_ready();
+            return;
+        }
+        // A viewer: read what it sent, count it and drop it.
+        let mut buf = [0u8; 4096];
+        loop {
+            let got = match &mut session.conn.ws {
+                // 0 bytes: a control frame (a ping, answered); the end comes as an error.
+                Some(ws) => match ws.read(&mut buf) {
+                    Ok(0) => continue,
+                    other => other,
+                },
+                None => match &mut session.conn.stream {
+                    Stream::Unix(s) => {
+                        let mut fds = Vec::new();
+                        // fds a viewer sends are closed: only the writer's reach the frontend.
+                        fd::recv_with_fds(std::os::fd::AsFd::as_fd(s), &mut buf, &mut fds)
+                            .map(|r| r.bytes)
+                    }
+                    Stream::Tcp(s) => s.read(&mut buf),
+                },
+            };
+            match got {
+                Ok(0) => break,
+                Ok(n) => session.input_dropped += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close_session(io, slot);
+    }
+
+    /// `read` of a server with viewers: the writer's input.
+    pub(super) fn viewers_read(
+        &mut self,
+        io: &mut Io<'_>,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+    ) -> Input {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let Some(slot) = v.writer else { return Input::WouldBlock };
+        let Some(session) = v.slots[slot].as_mut() else { return Input::WouldBlock };
+        let conn = &mut session.conn;
+        let result = match &mut conn.ws {
+            Some(ws) => match ws.read(buf) {
+                Ok(0) if ws.is_open() => return Input::Data(0),
+                other => other,
+            },
+            None => Socket::recv(conn, buf, fds, &label),
+        };
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                let n = match &mut conn.telnet {
+                    Some(telnet) => {
+                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break))
+                    }
+                    None => n,
+                };
+                return Input::Data(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Input::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Input::Data(0),
+            Err(e) => log::info!("chardev '{label}': connection error: {e}"),
+        }
+        // The writer's stream ended, after every byte before it (QEMU #1264): the next
+        // writer, if any, is read from now on.
+        self.close_session(io, slot);
+        if self.viewers().writer.is_some() {
+            Input::WouldBlock
+        } else {
+            Input::End
+        }
+    }
+
+    /// `write` of a server with viewers: taken whole, never waiting for anyone.
+    pub(super) fn viewers_write(
+        &mut self,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if !fds.is_empty() {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "pass fds: a server with clients= or history= sends to many clients",
+            }
+            .into());
+        }
+        self.viewers().ring.append(buf);
+        for slot in 0..self.viewers().slots.len() {
+            // A broken connection is closed by the loop when it sees the hang-up.
+            self.flush_session(slot);
+        }
+        Ok(buf.len())
+    }
+
+    /// A handshake timer: websocket connections that did not complete theirs are dropped.
+    pub(super) fn viewers_timer(&mut self, io: &mut Io<'_>) {
+        let now = Instant::now();
+        let late: Vec<usize> = self
+            .viewers()
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.as_ref().and_then(|s| s.handshake_deadline).is_some_and(|d| d <= now)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for slot in late {
+            log::info!(
+                "chardev '{}': websocket handshake not completed within {} s: client dropped",
+                self.label,
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            self.close_session(io, slot);
+        }
+    }
+
+    /// `disconnect`: every connection goes (one `Closed`).
+    pub(super) fn viewers_disconnect(&mut self, io: &mut Io<'_>) {
+        for slot in 0..self.viewers().slots.len() {
+            self.close_session(io, slot);
+        }
+    }
+
+    /// `deregister`: the connections leave the loop.
+    pub(super) fn viewers_deregister(&mut self, registry: &mio::Registry) {
+        for session in self.viewers().slots.iter_mut().flatten() {
+            let _ = registry.deregister(session.conn.stream.source());
+        }
+    }
+
+    /// The writer's connection name while there is one.
+    pub(super) fn viewers_filename(&self) -> Option<String> {
+        let v = self.viewers.as_ref()?;
+        let slot = v.writer?;
+        v.slots[slot].as_ref().map(|s| s.conn.name.clone())
+    }
+
+    /// Every connection's stream, to shut down when the socket goes.
+    pub(super) fn viewers_shutdown(&mut self) {
+        if let Some(v) = &mut self.viewers {
+            for session in v.slots.iter().flatten() {
+                session.conn.stream.shutdown();
+            }
+            if let Some(conn) = &v.made {
+                conn.stream.shutdown();
+            }
+        }
+    }
+}
