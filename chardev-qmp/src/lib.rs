@@ -51,6 +51,7 @@ pub mod events; // events to every negotiated monitor, never blocking
 pub mod json; // the JSON stream in, QEMU's spacing out
 pub mod monitor; // the server and the per-chardev monitor
 pub mod qapi; // QAPI's ChardevBackend JSON -> ChardevSpec
+pub mod vendor; // session control and history, under the embedder's __RFQDN_ prefix
 
 pub use crate::args::Args;
 pub use crate::commands::{Call, CommandTable, Handler};

@@ -65,6 +65,7 @@ pub struct QmpBuilder {
     events: Arc<EventBus>,
     version: Value,
     halted: Option<Arc<AtomicBool>>,
+    vendor: Option<String>,
 }
 
 impl std::fmt::Debug for QmpBuilder {
@@ -99,6 +100,15 @@ impl QmpBuilder {
         self
     }
 
+    /// Adds the session-control and history commands, and the session events, under the
+    /// downstream prefix `__{rfqdn}_` (see [`vendor`](crate::vendor) for the list):
+    /// `rfqdn` is a reverse domain name the embedder controls, as QAPI asks.
+    pub fn vendor(mut self, rfqdn: &str) -> QmpBuilder {
+        crate::vendor::add_commands(&mut self.commands, rfqdn);
+        self.vendor = Some(rfqdn.to_string());
+        self
+    }
+
     /// A flag that, once set, makes every monitor stop answering (the program is ending).
     pub fn halt_flag(mut self, flag: Arc<AtomicBool>) -> QmpBuilder {
         self.halted = Some(flag);
@@ -107,6 +117,9 @@ impl QmpBuilder {
 
     /// The server.
     pub fn build(self) -> Qmp {
+        if let Some(rfqdn) = &self.vendor {
+            crate::vendor::forward_events(&self.registry, Arc::clone(&self.events), rfqdn);
+        }
         Qmp {
             shared: Arc::new(Shared {
                 registry: self.registry,
@@ -132,6 +145,7 @@ impl Qmp {
             events: Arc::default(),
             version: Value::Null,
             halted: None,
+            vendor: None,
         }
         .version(next(), next(), next(), "chardev-qmp")
     }

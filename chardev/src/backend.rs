@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::request::Request;
 use crate::frontend::callbacks::Event;
 use crate::serial::SerialLine;
+use crate::sessions::Sessions;
 use crate::token::SourceToken;
 
 pub use crate::token::SOURCES_PER_CHARDEV;
@@ -128,6 +129,19 @@ pub trait Chardev: Any + Send {
     ///
     /// [`FrontendHandle::write_from_pipe`]: crate::FrontendHandle::write_from_pipe
     fn splice(&mut self) -> Option<&mut dyn Splice> {
+        None
+    }
+
+    /// The sessions of a backend that serves many connections at once (a `socket` server
+    /// with `clients=` or `history=`). `None` (the default): it has none to show.
+    fn sessions(&mut self) -> Option<&mut dyn Sessions> {
+        None
+    }
+
+    /// The last `max` bytes of output (all it keeps for `None`) of a backend that keeps a
+    /// history (`history=`), without draining it. `None`: it keeps none.
+    fn history(&self, max: Option<usize>) -> Option<Vec<u8>> {
+        let _ = max;
         None
     }
 

@@ -66,6 +66,13 @@ pub enum Error {
     NotConnected(String),
     /// The event loop that served this chardev is gone.
     LoopGone,
+    /// A chardev with sessions has none with this number (ended already, or never was).
+    NoSession {
+        /// The chardev's id.
+        id: String,
+        /// The session number asked for.
+        session: u64,
+    },
     /// A passed fd (`getfd`, `add-fd`, `/dev/fdset/N`) cannot be found or used; the text is
     /// QEMU's where QEMU has one.
     Fd(String),
@@ -136,6 +143,9 @@ impl fmt::Display for Error {
             }
             Error::NotConnected(id) => write!(f, "chardev '{id}' is not connected"),
             Error::LoopGone => write!(f, "the chardev event loop has stopped"),
+            Error::NoSession { id, session } => {
+                write!(f, "chardev '{id}' has no session {session}")
+            }
             Error::Fd(text) => f.write_str(text),
             Error::Io { op, path: Some(path), source } => {
                 write!(f, "cannot {op} '{}': {source}", path.display())

@@ -53,6 +53,7 @@ pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
+pub mod sessions; // many connections on one chardev: listing, steering, events
 pub mod sync; // the one poison-tolerant lock helper
 pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal signals
 mod token; // what a mio token of the loop means: chardev and source
@@ -66,3 +67,4 @@ pub use crate::options::{BackendSpec, ChardevSpec};
 pub use crate::output::{Full, OutputQueue};
 pub use crate::registry::{Added, BuildNotice, ChardevInfo, Registry};
 pub use crate::serial::{ModemLines, Parity, SerialLine, SerialParams};
+pub use crate::sessions::{SessionEvent, SessionInfo, SessionRole, Sessions};

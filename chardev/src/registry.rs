@@ -19,6 +19,7 @@ use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};
 use crate::frontend::{Event, FrontendHandle};
 use crate::options::ChardevSpec;
+use crate::sessions::{SessionEvent, SessionEvents, SessionInfo};
 use crate::sync::lock;
 
 /// What a constructor is told besides the spec, and how it opens what the spec names.
@@ -32,9 +33,16 @@ pub struct BuildContext<'a> {
     named_fds: Option<&'a Mutex<NamedFds>>,
     leases: Mutex<Vec<FdSetLease>>,
     notices: NoticeHandler,
+    session_events: SessionEvents,
 }
 
 impl BuildContext<'_> {
+    /// Where a backend with sessions reports them opening and closing
+    /// ([`Registry::on_session_event`]).
+    pub fn session_events(&self) -> SessionEvents {
+        self.session_events.clone()
+    }
+
     /// Opens a path the spec names, as every backend must: `/dev/fdset/N` is a member of the
     /// registry's fd sets (kept alive while the chardev lives), anything else is opened with
     /// `open(2)`. See [`fdset::open_path`].
@@ -154,6 +162,7 @@ struct Inner {
     chardevs: BTreeMap<String, Record>,
     constructors: BTreeMap<String, Constructor>,
     notices: NoticeHandler,
+    session_events: SessionEvents,
 }
 
 /// Chardevs by id on one event loop. Cheap to clone; every clone sees the same chardevs.
@@ -185,6 +194,7 @@ impl Registry {
                 chardevs: BTreeMap::new(),
                 constructors: BTreeMap::new(),
                 notices: NoticeHandler::default(),
+                session_events: SessionEvents::default(),
             })),
             lp: loop_handle.clone(),
             fd_sets,
@@ -332,8 +342,9 @@ impl Registry {
                 .get(kind)
                 .cloned()
                 .ok_or_else(|| Error::UnknownBackend(kind.to_string()))?;
-            (constructor, inner.notices.clone())
+            (constructor, (inner.notices.clone(), inner.session_events.clone()))
         };
+        let (notices, session_events) = notices;
         let cx = BuildContext {
             id: &spec.id,
             loop_handle: &self.lp,
@@ -341,6 +352,7 @@ impl Registry {
             named_fds,
             leases: Mutex::default(),
             notices,
+            session_events,
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
@@ -507,6 +519,64 @@ impl Registry {
             Some(typed) => Ok(f(typed)),
             None => Err(wrong(kind)),
         }
+    }
+}
+
+/// What a chardev without sessions says it cannot do.
+const NO_SESSIONS: &str =
+    "show or steer sessions: only a socket server with clients= or history= has them";
+
+/// Sessions and history: the chardevs that serve many connections at once.
+impl Registry {
+    /// Calls `handler` whenever a session of any chardev of this registry opens or closes
+    /// (also of chardevs added before). It runs on the loop thread and must not block: queue
+    /// the event (the demos put it on their QMP event bus). Replaces an earlier handler.
+    pub fn on_session_event(&self, handler: impl Fn(&SessionEvent) + Send + Sync + 'static) {
+        self.inner().session_events.set(Arc::new(handler));
+    }
+
+    /// Runs `f` on the [`Sessions`](crate::Sessions) of chardev `id`; `Unsupported` naming
+    /// the chardev and its type if it has none (every backend but a socket server with
+    /// `clients=` or `history=`).
+    fn with_sessions<R>(
+        &self,
+        id: &str,
+        operation: &'static str,
+        f: impl FnOnce(&mut dyn crate::Sessions) -> Result<R>,
+    ) -> Result<R> {
+        let record = self.record(id)?;
+        let mut backend = record.cell.backend();
+        match backend.sessions() {
+            Some(sessions) => f(sessions),
+            None => Err(Error::Unsupported { what: id.to_string(), operation }),
+        }
+    }
+
+    /// The sessions of chardev `id`, oldest first.
+    pub fn sessions(&self, id: &str) -> Result<Vec<SessionInfo>> {
+        self.with_sessions(id, NO_SESSIONS, |s| Ok(s.list()))
+    }
+
+    /// Ends session `session` of chardev `id`.
+    pub fn disconnect_session(&self, id: &str, session: u64) -> Result<()> {
+        self.with_sessions(id, NO_SESSIONS, |s| s.disconnect(session))
+    }
+
+    /// Makes session `session` of chardev `id` the one whose input reaches the frontend.
+    pub fn set_session_writer(&self, id: &str, session: u64) -> Result<()> {
+        self.with_sessions(id, NO_SESSIONS, |s| s.make_writer(session))
+    }
+
+    /// The last `max` bytes of chardev `id`'s history (all of it for `None`), without
+    /// draining it: unlike `ringbuf-read`, the next reader gets them too. `Unsupported` for a
+    /// chardev that keeps no history (see `history=`).
+    pub fn history(&self, id: &str, max: Option<usize>) -> Result<Vec<u8>> {
+        let record = self.record(id)?;
+        let history = record.cell.backend().history(max);
+        history.ok_or_else(|| Error::Unsupported {
+            what: id.to_string(),
+            operation: "read its history: it keeps none (only servers and ptys with history= do)",
+        })
     }
 }
 

@@ -268,6 +268,22 @@ pub struct Hmp {
     dropping: bool,
 }
 
+/// One line of `info chardev-sessions`.
+fn session_line(s: &chardev::SessionInfo) -> String {
+    let age = s.since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    format!(
+        "session {}: {} {} for {age}s, sent {} queued {} dropped {} input-dropped {} writes {}\r\n",
+        s.id,
+        s.role.as_str(),
+        s.peer,
+        s.sent,
+        s.queued,
+        s.dropped,
+        s.input_dropped,
+        s.writes
+    )
+}
+
 /// HMP's commands: name, arguments, help.
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("help|?", "[cmd]", "show the help"),
@@ -276,6 +292,9 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("chardev-change", "id args", "change chardev"),
     ("chardev-remove", "id", "remove chardev"),
     ("chardev-send-break", "id", "send a break on chardev"),
+    ("chardev-session-disconnect", "id session", "end one session of a chardev with clients="),
+    ("chardev-session-writer", "id session", "make a session the one whose input is heard"),
+    ("chardev-history", "id [size]", "show a chardev's history= (without draining it)"),
     ("ringbuf_write", "device data", "Write to a ring buffer character device"),
     ("ringbuf_read", "device size", "Read from a ring buffer character device"),
     ("getfd", "getfd name", "receive a file descriptor via SCM rights and assign it a name"),
@@ -287,6 +306,7 @@ const COMMANDS: &[(&str, &str, &str)] = &[
 
 const INFO: &[(&str, &str)] = &[
     ("chardev", "show the character devices"),
+    ("chardev-sessions", "show the sessions of a chardev (info chardev-sessions id)"),
     ("name", "show the current VM name"),
     ("status", "show the current VM status (running|paused)"),
     ("version", "show the version of QEMU"),
@@ -359,7 +379,38 @@ impl Hmp {
         match command {
             "" => Ok(String::new()),
             "help" | "?" => Ok(help(args.first().copied())),
+            "info" if args.first() == Some(&"chardev-sessions") => {
+                let id =
+                    args.get(1).ok_or("info chardev-sessions: usage: info chardev-sessions id")?;
+                let list = reg.sessions(id).map_err(e)?;
+                Ok(list.iter().map(session_line).collect())
+            }
             "info" => self.info(args.first().copied()),
+            "chardev-session-disconnect" | "chardev-session-writer" => {
+                let usage = || format!("{command}: usage: {command} id session");
+                let (id, sid) = match args[..] {
+                    [id, sid] => (id, sid.parse::<u64>().map_err(|_| usage())?),
+                    _ => return Err(usage()),
+                };
+                let done = if command == "chardev-session-writer" {
+                    reg.set_session_writer(id, sid)
+                } else {
+                    reg.disconnect_session(id, sid)
+                };
+                done.map(|()| String::new()).map_err(e)
+            }
+            "chardev-history" => {
+                let id = args.first().ok_or("chardev-history: usage: chardev-history id [size]")?;
+                let size = match args.get(1) {
+                    Some(s) => Some(
+                        s.parse::<usize>()
+                            .map_err(|_| format!("Invalid parameter 'size': '{}'", quoted(s)))?,
+                    ),
+                    None => None,
+                };
+                let data = reg.history(id, size).map_err(e)?;
+                Ok(String::from_utf8_lossy(&data).replace('\n', "\r\n").replace("\r\r\n", "\r\n"))
+            }
             "chardev-add" => {
                 let spec = ChardevSpec::parse(rest).map_err(e)?;
                 let added = reg.add_with_fds(&spec, &self.fds).map_err(e)?;

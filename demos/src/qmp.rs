@@ -13,6 +13,10 @@ use crate::services::{MigrationEndpoint, Services};
 use crate::PROGRAM;
 use chardev::sync::lock;
 
+/// The reverse domain name of the demos' QMP extensions (`__com.example_chardev-sessions`
+/// and the rest, see `chardev_qmp::vendor`).
+pub const VENDOR: &str = "com.example";
+
 /// The QMP server of the machine: the built-in commands plus the machine's own.
 pub fn server(services: &Services) -> Qmp {
     let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u64>().unwrap_or(0));
@@ -22,7 +26,10 @@ pub fn server(services: &Services) -> Qmp {
     let builder = Qmp::builder(&s.registry)
         .version(major, minor, micro, PROGRAM)
         .events(Arc::clone(&s.events))
-        .halt_flag(Arc::clone(&s.machine.quitting));
+        .halt_flag(Arc::clone(&s.machine.quitting))
+        // Session control and history (not QEMU's): under a reverse domain that no real
+        // downstream uses, as QAPI's downstream prefix asks.
+        .vendor(VENDOR);
     let with = |f: fn(&Services, &mut Call<'_>) -> QmpResult| {
         let s = s.clone();
         move |call: &mut Call<'_>| f(&s, call)

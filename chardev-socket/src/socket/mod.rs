@@ -349,7 +349,8 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
             return Err(Error::option(key, &value, "only for a server (a listening socket)"));
         }
         let queue = s.queue.unwrap_or(chardev::fanout::QUEUE_DEFAULT);
-        socket.viewers = Some(Box::new(Viewers::new(s.clients, s.history, queue)));
+        socket.viewers =
+            Some(Box::new(Viewers::new(s.clients, s.history, queue, cx.session_events())));
     }
     match &socket.role {
         Role::Server(_) if s.wait => socket.wait_for_client(cx)?,
@@ -1096,6 +1097,18 @@ impl Chardev for Socket {
 
     fn can_pass_fds(&self) -> bool {
         self.unix && !self.telnet && !self.websocket && self.viewers.is_none()
+    }
+
+    fn sessions(&mut self) -> Option<&mut dyn chardev::Sessions> {
+        if self.viewers.is_some() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+
+    fn history(&self, max: Option<usize>) -> Option<Vec<u8>> {
+        self.viewers_history(max)
     }
 
     fn kind(&self) -> &'static str {

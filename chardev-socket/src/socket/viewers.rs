@@ -24,9 +24,10 @@ use std::io::{self, IoSlice, Read};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Instant, SystemTime};
 
-use chardev::error::Error;
+use chardev::error::{Error, Result};
 use chardev::fanout::{gap_marker, Reader, Ring};
-use chardev::{fd, Event, Input, Io};
+use chardev::sessions::{SessionChange, SessionEvent, SessionEvents};
+use chardev::{fd, Event, Input, Io, SessionInfo, SessionRole, Sessions, Waker};
 use mio::{Interest, Token};
 
 use super::{Conn, Socket, Stream, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER, TELNET_CHUNK};
@@ -67,6 +68,10 @@ pub(super) struct Viewers {
     /// The first client of `wait=on`, made while the socket was built.
     pub(super) made: Option<Conn>,
     next_id: u64,
+    /// Where sessions opening and closing are reported.
+    events: SessionEvents,
+    /// Makes the loop read the writer chosen from another thread.
+    waker: Option<Waker>,
 }
 
 /// One connection of a [`Viewers`] server.
@@ -86,6 +91,10 @@ struct Session {
     writes: u64,
     /// Registered for writability: it is behind.
     armed: bool,
+    /// Who it is (see `SessionInfo::peer`).
+    peer: String,
+    /// It was ended on request (`disconnect`), not by its peer.
+    ended: bool,
 }
 
 impl Session {
@@ -95,7 +104,7 @@ impl Session {
 }
 
 impl Viewers {
-    pub(super) fn new(clients: u32, history: u64, queue: u64) -> Viewers {
+    pub(super) fn new(clients: u32, history: u64, queue: u64, events: SessionEvents) -> Viewers {
         let max = clients.max(1) as usize;
         let history = usize::try_from(history).unwrap_or(usize::MAX);
         let cap = history.max(usize::try_from(queue).unwrap_or(usize::MAX));
@@ -111,7 +120,34 @@ impl Viewers {
             announced: false,
             made: None,
             next_id: 1,
+            events,
+            waker: None,
         }
+    }
+
+    fn slot_of(&self, label: &str, id: u64) -> Result<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.id == id && s.open()))
+            .ok_or_else(|| Error::NoSession { id: label.to_string(), session: id })
+    }
+
+    fn role(&self, slot: usize) -> SessionRole {
+        if self.writer == Some(slot) {
+            SessionRole::Writer
+        } else {
+            SessionRole::Viewer
+        }
+    }
+
+    fn tell(&self, label: &str, slot: usize, session: &Session, change: SessionChange) {
+        self.events.emit(&SessionEvent {
+            chardev: label.to_string(),
+            session: session.id,
+            peer: session.peer.clone(),
+            role: self.role(slot),
+            change,
+        });
     }
 
     fn open_count(&self) -> usize {
@@ -212,6 +248,71 @@ fn catch_up(session: &mut Session, ring: &Ring, limit: u64) -> io::Result<bool> 
     }
 }
 
+/// Who is at the other end: the tcp peer's address, or the unix peer's process.
+fn peer_of(stream: &Stream) -> String {
+    match stream {
+        Stream::Tcp(s) => s.peer_addr().map_or_else(|_| "tcp:unknown".into(), |a| a.to_string()),
+        Stream::Unix(s) => {
+            use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+            match getsockopt(s, PeerCredentials) {
+                Ok(cred) => format!("unix:pid={}", cred.pid()),
+                Err(_) => "unix".into(),
+            }
+        }
+    }
+}
+
+impl Sessions for Socket {
+    fn list(&self) -> Vec<SessionInfo> {
+        let Some(v) = self.viewers.as_ref() else { return Vec::new() };
+        let mut list: Vec<SessionInfo> = v
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, s)| s.as_ref().filter(|s| s.open()).map(|s| (slot, s)))
+            .map(|(slot, s)| SessionInfo {
+                id: s.id,
+                peer: s.peer.clone(),
+                role: v.role(slot),
+                since: s.since,
+                sent: s.sent,
+                queued: s.reader.behind(&v.ring).min(v.limit),
+                dropped: s.reader.dropped(),
+                input_dropped: s.input_dropped,
+                writes: s.writes,
+            })
+            .collect();
+        list.sort_by_key(|s| s.id);
+        list
+    }
+
+    fn disconnect(&mut self, id: u64) -> Result<()> {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let slot = v.slot_of(&label, id)?;
+        if let Some(session) = v.slots[slot].as_mut() {
+            // The loop sees the hang-up and closes it as any other.
+            session.ended = true;
+            session.conn.stream.shutdown();
+        }
+        Ok(())
+    }
+
+    fn make_writer(&mut self, id: u64) -> Result<()> {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let slot = v.slot_of(&label, id)?;
+        if v.writer != Some(slot) {
+            v.writer = Some(slot);
+            // Its input may be waiting already: the loop reads it now.
+            if let Some(waker) = &v.waker {
+                waker.wake();
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Socket {
     pub(super) fn viewers(&mut self) -> &mut Viewers {
         self.viewers.as_mut().expect("a server with viewers")
@@ -226,8 +327,10 @@ impl Socket {
                 None
             }
         };
+        let waker = io.waker();
         let v = self.viewers();
         v.registry = registry;
+        v.waker = Some(waker);
         v.tokens = (0..v.slots.len()).map(|i| io.token(source(i))).collect();
         if let Some(conn) = v.made.take() {
             self.add_session(io, conn);
@@ -313,7 +416,10 @@ impl Socket {
             io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
         }
         conn.watching_output = watch;
+        let peer = peer_of(&conn.stream);
         v.slots[slot] = Some(Session {
+            peer,
+            ended: false,
             id,
             conn,
             handshake_deadline,
@@ -348,6 +454,9 @@ impl Socket {
             v.announced = true;
             io.event(Event::Opened);
         }
+        if let Some(session) = v.slots[slot].as_ref() {
+            v.tell(&label, slot, session, SessionChange::Opened);
+        }
         self.flush_session(slot);
     }
 
@@ -374,6 +483,11 @@ impl Socket {
     fn close_session(&mut self, io: &mut Io<'_>, slot: usize) {
         let label = self.label.clone();
         let v = self.viewers();
+        let Some(session) = v.slots[slot].as_ref() else { return };
+        if session.open() {
+            let reason = if session.ended { "disconnect" } else { "peer" };
+            v.tell(&label, slot, session, SessionChange::Closed { reason });
+        }
         let Some(mut session) = v.slots[slot].take() else { return };
         let _ = io.registry().deregister(session.conn.stream.source());
         session.conn.stream.shutdown();
@@ -571,11 +685,24 @@ impl Socket {
         }
     }
 
-    /// `deregister`: the connections leave the loop.
+    /// `deregister`: the connections leave the loop (the chardev is removed or replaced).
     pub(super) fn viewers_deregister(&mut self, registry: &mio::Registry) {
-        for session in self.viewers().slots.iter_mut().flatten() {
+        let label = self.label.clone();
+        let v = self.viewers();
+        for (slot, session) in v.slots.iter().enumerate() {
+            if let Some(session) = session.as_ref().filter(|s| s.open()) {
+                v.tell(&label, slot, session, SessionChange::Closed { reason: "removed" });
+            }
+        }
+        for session in v.slots.iter_mut().flatten() {
             let _ = registry.deregister(session.conn.stream.source());
         }
+    }
+
+    /// `history`: the last bytes of output kept for new connections, not drained.
+    pub(super) fn viewers_history(&self, max: Option<usize>) -> Option<Vec<u8>> {
+        let v = self.viewers.as_ref()?;
+        (v.history > 0).then(|| v.ring.snapshot(Some(max.unwrap_or(v.history).min(v.history))))
     }
 
     /// The writer's connection name while there is one.

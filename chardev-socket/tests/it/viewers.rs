@@ -306,3 +306,73 @@ fn tcp_and_telnet_viewers_share_the_stream() {
         assert!(got.starts_with(&[0xff]), "telnet negotiation first: {got:?}");
     }
 }
+
+#[test]
+fn sessions_are_listed_steered_and_reported_and_the_history_reads_without_draining() {
+    let (lp, reg, dir) = setup();
+    let (tx, events) = std::sync::mpsc::channel();
+    reg.on_session_event(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    let (path, spec) = server(&dir, "clients=3,history=1k");
+    reg.add_str(&spec).unwrap();
+    let h = reg.connect("con").unwrap();
+    let rec = record(&h, 4096);
+    h.write_all(b"boot line\r\n").unwrap();
+    let next_event = || events.recv_timeout(DEADLINE).expect("a session event");
+    let mut a = viewer(&path);
+    let opened = next_event();
+    assert_eq!(
+        (opened.chardev.as_str(), opened.session, opened.role, &opened.change),
+        ("con", 1, chardev::SessionRole::Writer, &chardev::sessions::SessionChange::Opened)
+    );
+    assert_eq!(opened.peer, format!("unix:pid={}", std::process::id()));
+    let mut b = viewer(&path);
+    assert_eq!(next_event().session, 2);
+    for s in [&mut a, &mut b] {
+        assert_eq!(read_n(s, 11), b"boot line\r\n");
+    }
+    rec.expect_event(Event::Opened);
+    b.write_all(b"ignored").unwrap();
+    wait_until("b's input to be counted", || {
+        reg.sessions("con").unwrap().iter().any(|s| s.id == 2 && s.input_dropped == 7)
+    });
+    let list = reg.sessions("con").unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!((list[0].id, list[0].role), (1, chardev::SessionRole::Writer));
+    assert_eq!((list[1].id, list[1].role), (2, chardev::SessionRole::Viewer));
+    assert!(list.iter().all(|s| s.sent == 11 && s.queued == 0 && s.dropped == 0 && s.writes >= 1));
+
+    // b becomes the writer: its input reaches the frontend, a's no longer does.
+    reg.set_session_writer("con", 2).unwrap();
+    a.write_all(b"from a").unwrap();
+    b.write_all(b"from b").unwrap();
+    assert_eq!(rec.data(6), b"from b");
+    assert_eq!(reg.sessions("con").unwrap()[0].input_dropped, 6);
+
+    // Session 1 is ended: its peer sees the end, the others stay, the event says why.
+    reg.disconnect_session("con", 1).unwrap();
+    assert_eq!(read_to_end(&mut a), b"");
+    let closed = next_event();
+    assert_eq!(
+        (closed.session, &closed.change),
+        (1, &chardev::sessions::SessionChange::Closed { reason: "disconnect" })
+    );
+    let err = reg.disconnect_session("con", 1).unwrap_err();
+    assert_eq!(err.to_string(), "chardev 'con' has no session 1");
+
+    // The history is read as often as wanted, and a new viewer still gets it.
+    assert_eq!(reg.history("con", None).unwrap(), b"boot line\r\n");
+    assert_eq!(reg.history("con", Some(6)).unwrap(), b"line\r\n");
+    assert_eq!(reg.history("con", None).unwrap(), b"boot line\r\n");
+    let mut c = viewer(&path);
+    assert_eq!(read_n(&mut c, 11), b"boot line\r\n");
+    settle(lp.handle());
+
+    // A chardev without sessions says so, naming it.
+    reg.add_str("null,id=n0").unwrap();
+    let err = reg.sessions("n0").unwrap_err();
+    assert!(err.to_string().contains("chardev 'n0' cannot show or steer sessions"), "{err}");
+    let err = reg.history("n0", None).unwrap_err();
+    assert!(err.to_string().contains("chardev 'n0' cannot read its history"), "{err}");
+}

@@ -249,3 +249,35 @@ fn a_command_over_the_64_mib_limit_is_one_error_and_the_next_ten_are_answered() 
     assert!(replies[1]["error"].as_str().unwrap().contains("duplicate key"));
     assert_eq!(&replies[2..], (0..10).map(serde_json::Value::from).collect::<Vec<_>>());
 }
+
+#[test]
+fn sessions_are_listed_steered_and_reported_over_qmp_with_qemu_qmp() {
+    require_python_module("qemu.qmp", "qemu.qmp");
+    let dir = tempfile::tempdir().unwrap();
+    let qmp = dir.path().join("qmp.sock");
+    let serial = dir.path().join("serial.sock");
+    let child = Command::new(BIN)
+        .args(["-nodefaults", "-qmp", &format!("unix:{},server=on,wait=off", qmp.display())])
+        .args([
+            "-serial",
+            &format!("unix:{},server=on,wait=off,clients=3,history=64k", serial.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _m = Machine(child);
+    wait_until("the QMP socket to listen", || UnixStream::connect(&qmp).is_ok());
+    let out = output_within(
+        python()
+            .arg(format!("{}/tests/peers/qmp_sessions.py", env!("CARGO_MANIFEST_DIR")))
+            .arg(&qmp)
+            .arg(&serial),
+        "qmp_sessions.py",
+    );
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "qmp_sessions.py:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

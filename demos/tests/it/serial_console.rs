@@ -438,3 +438,54 @@ fn peek_streams_its_answer_and_holds_no_more_than_a_piece_of_it() {
     let grew = peak_rss_kib(m.0.id()).saturating_sub(before);
     assert!(grew < 4 << 10, "peak RSS grew by {grew} KiB for a 12 MiB answer");
 }
+
+#[test]
+fn hmp_lists_and_steers_the_sessions_of_a_console_with_many_viewers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mon_path = dir.path().join("mon.sock");
+    let con_path = dir.path().join("con.sock");
+    let _m = start(&[
+        "-nodefaults",
+        "-monitor",
+        &format!("unix:{},server=on,wait=off", mon_path.display()),
+        "-serial",
+        &format!("unix:{},server=on,wait=off,clients=2,history=4k", con_path.display()),
+    ]);
+    let mut mon = connect_unix(&mon_path);
+    read_until(&mut mon, "(qemu) ");
+    let mut run = |line: &str| {
+        mon.write_all(format!("{line}\r").as_bytes()).unwrap();
+        let out = read_until(&mut mon, "(qemu) ");
+        out.split_once("\r\n")
+            .map(|(_, rest)| rest.trim_end_matches("(qemu) ").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(run("info chardev-sessions serial0"), "");
+    let mut a = connect_unix(&con_path);
+    read_until(&mut a, "$ ");
+    let mut b = connect_unix(&con_path);
+    read_until(&mut b, "$ ");
+    let list = run("info chardev-sessions serial0");
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].starts_with("session 1: writer unix:pid="), "{list}");
+    assert!(lines[1].starts_with("session 2: viewer unix:pid="), "{list}");
+    assert!(run("chardev-history serial0").contains("$ "));
+    assert_eq!(run("chardev-session-writer serial0 2"), "");
+    b.write_all(b"echo via-b\r").unwrap();
+    read_until(&mut a, "via-b\r\n");
+    assert_eq!(run("chardev-session-disconnect serial0 1"), "");
+    assert_eq!(
+        run("chardev-session-disconnect serial0 1"),
+        "Error: chardev 'serial0' has no session 1\r\n"
+    );
+    assert_eq!(
+        run("info chardev-sessions compat_monitor0"),
+        "Error: chardev 'compat_monitor0' cannot show or steer sessions: only a socket server \
+         with clients= or history= has them\r\n"
+    );
+    assert_eq!(
+        run("chardev-session-writer serial0"),
+        "Error: chardev-session-writer: usage: chardev-session-writer id session\r\n"
+    );
+}
