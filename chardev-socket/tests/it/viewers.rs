@@ -376,3 +376,38 @@ fn sessions_are_listed_steered_and_reported_and_the_history_reads_without_draini
     let err = reg.history("n0", None).unwrap_err();
     assert!(err.to_string().contains("chardev 'n0' cannot read its history"), "{err}");
 }
+
+#[test]
+fn websocket_viewers_get_the_history_answer_pings_and_only_the_writer_is_heard() {
+    use std::io::BufRead;
+    require_python_module("websockets", "websockets");
+    let (_lp, reg, _dir) = setup();
+    reg.add_str("socket,id=ws,host=127.0.0.1,port=0,server=on,wait=off,websocket=on,clients=2,history=4k")
+        .unwrap();
+    let f = filename(&reg, "ws");
+    let port: u16 = f.trim_end_matches(",server=on").rsplit(':').next().unwrap().parse().unwrap();
+    let h = reg.connect("ws").unwrap();
+    let rec = record(&h, 4096);
+    h.write_all(b"boot-output\r\n").unwrap();
+    let mut child = KillOnDrop(
+        python()
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ws_viewers.py"))
+            .arg(format!("ws://127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(TimedPipe(child.0.stdout.take().unwrap())).lines();
+    let mut line = move || lines.next().expect("the peer said nothing more").unwrap();
+    rec.expect_event(Event::Opened);
+    assert_eq!(line(), "history v1 True");
+    assert_eq!(line(), "history v2 True");
+    assert_eq!(line(), "pong");
+    assert_eq!(rec.data(7), b"from-v1", "only the writer (the first) is heard");
+    h.write_all(b"live-output").unwrap();
+    assert_eq!(line(), "live v1");
+    assert_eq!(line(), "live v2");
+    assert_eq!(line(), "ok");
+    rec.expect_event(Event::Closed);
+    assert!(wait_exit(&mut child.0, "ws_viewers.py").success());
+}
