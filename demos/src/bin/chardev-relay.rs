@@ -176,6 +176,7 @@ fn run(
     let mut closing: Option<usize> = None;
 
     let mut last = (Instant::now(), [0u64; 2]);
+    let [one, two] = &ids;
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Wake::Signal) => break,
@@ -195,7 +196,8 @@ fn run(
             let now = [counters.moved(0), counters.moved(1)];
             let secs = last.0.elapsed().as_secs_f64();
             say!(
-                "chardev-relay: a->b {:.1} MB/s, b->a {:.1} MB/s ({} and {} bytes in all)",
+                "chardev-relay: {one}->{two} {:.1} MB/s, {two}->{one} {:.1} MB/s ({} and {} bytes \
+                 in all)",
                 (now[0] - last.1[0]) as f64 / secs / 1e6,
                 (now[1] - last.1[1]) as f64 / secs / 1e6,
                 now[0],
@@ -206,7 +208,8 @@ fn run(
     }
     if verbose {
         say!(
-            "chardev-relay: done: a->b {} bytes ({} spliced), b->a {} bytes ({} spliced)",
+            "chardev-relay: done: {one}->{two} {} bytes ({} spliced), {two}->{one} {} bytes ({} \
+             spliced)",
             counters.moved(0),
             counters.spliced(0),
             counters.moved(1),
