@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use chardev::{Event, Frontend, FrontendHandle};
 
+pub mod guest; // a real Linux guest under QEMU (TCG) and viewers of its serial console
+
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 

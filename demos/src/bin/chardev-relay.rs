@@ -1,7 +1,8 @@
 //! chardev-relay: joins two chardevs back to back, as socat joins two addresses.
 //!
-//! `chardev-relay [--keep-open] [-v] SPEC SPEC`, each SPEC in QEMU's `-chardev` syntax
-//! without `id`: `chardev-relay pty socket,path=/tmp/s.sock,server=on,wait=off`.
+//! `chardev-relay [--keep-open] [-v] SPEC SPEC`, each SPEC in QEMU's `-chardev` syntax,
+//! its `id` optional (`a` and `b` by default; it names the side in messages):
+//! `chardev-relay pty socket,path=/tmp/s.sock,server=on,wait=off`.
 //!
 //! SIGTERM, SIGINT and SIGHUP end it as serial-console and QEMU end: one line on stderr,
 //! `chardev-relay: terminating on signal 15 from pid 1234 (kill)`, then a clean shutdown
@@ -24,7 +25,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] SPEC SPEC
 
-Joins two chardevs back to back, each given in QEMU's -chardev syntax without id:
+Joins two chardevs back to back, each given in QEMU's -chardev syntax (an id is
+optional, a and b by default, and names the side in messages):
   chardev-relay pty unix:/tmp/s.sock,server=on        (legacy forms work too)
   chardev-relay socket,path=/tmp/a,server=on,wait=off socket,host=127.0.0.1,port=4000
 
@@ -135,6 +137,11 @@ fn run(
     shutdown: &Shutdown,
 ) -> Result<(), String> {
     let specs = [parse(a, "a")?, parse(b, "b")?];
+    // A spec's own id= names its chardev (`socket,id=vm,...`: messages say 'vm').
+    let ids = [specs[0].id.clone(), specs[1].id.clone()];
+    if ids[0] == ids[1] {
+        return Err(format!("both chardevs have the id '{}': give them different ones", ids[0]));
+    }
     let lp = EventLoop::spawn().map_err(|e| e.to_string())?;
     let registry = Registry::new(lp.handle());
     chardev_socket::register(&registry);
@@ -155,11 +162,11 @@ fn run(
     // mean signals are taken.
     shutdown.arm(tx.clone());
     let handles = [
-        registry.connect("a").map_err(|e| e.to_string())?,
-        registry.connect("b").map_err(|e| e.to_string())?,
+        registry.connect(&ids[0]).map_err(|e| e.to_string())?,
+        registry.connect(&ids[1]).map_err(|e| e.to_string())?,
     ];
     let relay = relay::join_with(handles[0].clone(), handles[1].clone(), tx, options);
-    for (side, name) in ["a", "b"].iter().enumerate() {
+    for (side, name) in ids.iter().enumerate() {
         if relay.splices(side) {
             log::info!("{name}: bytes move by splice(2)");
         }
@@ -169,6 +176,7 @@ fn run(
     let mut closing: Option<usize> = None;
 
     let mut last = (Instant::now(), [0u64; 2]);
+    let [one, two] = &ids;
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Wake::Signal) => break,
@@ -188,7 +196,8 @@ fn run(
             let now = [counters.moved(0), counters.moved(1)];
             let secs = last.0.elapsed().as_secs_f64();
             say!(
-                "chardev-relay: a->b {:.1} MB/s, b->a {:.1} MB/s ({} and {} bytes in all)",
+                "chardev-relay: {one}->{two} {:.1} MB/s, {two}->{one} {:.1} MB/s ({} and {} bytes \
+                 in all)",
                 (now[0] - last.1[0]) as f64 / secs / 1e6,
                 (now[1] - last.1[1]) as f64 / secs / 1e6,
                 now[0],
@@ -199,7 +208,8 @@ fn run(
     }
     if verbose {
         say!(
-            "chardev-relay: done: a->b {} bytes ({} spliced), b->a {} bytes ({} spliced)",
+            "chardev-relay: done: {one}->{two} {} bytes ({} spliced), {two}->{one} {} bytes ({} \
+             spliced)",
             counters.moved(0),
             counters.spliced(0),
             counters.moved(1),
@@ -207,7 +217,7 @@ fn run(
         );
     }
     // Removing the chardevs closes their sockets and removes their socket files.
-    for id in ["a", "b"] {
+    for id in &ids {
         let _ = registry.remove_forced(id);
     }
     lp.stop().map_err(|e| e.to_string())

@@ -7,6 +7,7 @@ mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
 mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
 mod migration; // migrate fd:NAME end to end, a slow reader, getfd/closefd cycles
 mod qmp; // QMP against the qemu.qmp library and raw sockets, against QEMU 7.2 too
+mod real_guest; // chardev-relay serving a real Linux guest's console under QEMU (TCG)
 mod relay; // chardev-relay between socat peers, stalled readers, ptys, signals
 mod security; // TCP servers with no host listen on loopback only
 mod serial_console; // serial-console through pexpect, socat and telnet on its sockets

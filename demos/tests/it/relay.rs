@@ -240,6 +240,39 @@ fn usage_errors() {
 }
 
 #[test]
+fn a_spec_with_its_own_id_names_that_side_and_bytes_flow() {
+    // `socket,id=vm,...` used to fail with "Chardev 'a' not found": the relay looked its
+    // sides up by the default ids whatever the specs said.
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, sa) = server(dir.path(), "a.sock");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let _r = relay(
+        &sa.replace("socket,", "socket,id=vm,"),
+        &sb.replace("socket,", "socket,id=viewers,"),
+    );
+    let (mut a, mut b) = (connect_unix(&pa), connect_unix(&pb));
+    a.write_all(b"to the viewers\n").unwrap();
+    let mut got = [0u8; 15];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"to the viewers\n");
+    b.write_all(b"to the vm\n").unwrap();
+    let mut got = [0u8; 10];
+    a.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"to the vm\n");
+}
+
+#[test]
+fn two_specs_with_one_id_are_refused_before_anything_starts() {
+    let out = output_within(
+        Command::new(BIN).args(["null,id=same", "null,id=same"]),
+        "chardev-relay with one id twice",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("both chardevs have the id 'same'"), "{said}");
+}
+
+#[test]
 fn pty_and_unix_socket_both_ways_where_the_pty_cannot_splice() {
     // No fd can reach a pty, so the relay sets up splicing both ways; the pty can neither
     // be spliced from nor into, and the relay must notice and copy, losing nothing.
