@@ -382,8 +382,10 @@ fn websocket_viewers_get_the_history_answer_pings_and_only_the_writer_is_heard()
     use std::io::BufRead;
     require_python_module("websockets", "websockets");
     let (_lp, reg, _dir) = setup();
-    reg.add_str("socket,id=ws,host=127.0.0.1,port=0,server=on,wait=off,websocket=on,clients=2,history=4k")
-        .unwrap();
+    reg.add_str(
+        "socket,id=ws,host=127.0.0.1,port=0,server=on,wait=off,websocket=on,clients=2,history=4k",
+    )
+    .unwrap();
     let f = filename(&reg, "ws");
     let port: u16 = f.trim_end_matches(",server=on").rsplit(':').next().unwrap().parse().unwrap();
     let h = reg.connect("ws").unwrap();
