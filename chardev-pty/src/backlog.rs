@@ -78,6 +78,12 @@ impl Backlog {
         }
     }
 
+    /// Forgets everything queued, without counting it as dropped (a pty with `history=`
+    /// puts the history in its place).
+    pub(crate) fn clear(&mut self) {
+        self.bytes = VecDeque::new();
+    }
+
     /// Bytes dropped since the last call.
     pub(crate) fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)

@@ -21,6 +21,11 @@
 //!   last one, at the terminal's first keystroke, or 200 ms after the open, whichever comes
 //!   first (at once if waiting would overflow it). After that the pty's own buffer and
 //!   `write_all`'s wait for POLLOUT carry the flow, with nothing dropped.
+//! - **History for every terminal (`history=SIZE`).** Every output byte also goes into a
+//!   ring of the last SIZE bytes ([`chardev::fanout::Ring`]); each terminal that opens the
+//!   slave gets that ring first, on the backlog's path (after the terminal settles), then live
+//!   output, with no gap or duplicate at the seam, however many terminals came before. It
+//!   replaces the backlog (`backlog=` cannot go with it); without it nothing changes.
 //! - **Events.** `Opened` when the first terminal opens the slave, `Closed` when the last
 //!   one has closed it and everything it typed was delivered; once each.
 //!
@@ -36,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use chardev::backend::refuse_fds;
 use chardev::error::{Error, Result};
-use chardev::options::{BackendSpec, BacklogFull, ChardevSpec};
+use chardev::fanout::Ring;
+use chardev::options::{BackendSpec, BacklogFull, ChardevSpec, DEFAULT_PTY_BACKLOG};
 use chardev::registry::{BuildContext, BuildNotice};
 use chardev::{Chardev, Event, Input, Io};
 use mio::unix::SourceFd;
@@ -113,6 +119,8 @@ pub struct Pty {
     warned_full: bool,
     /// The last terminal left: `Closed` is raised once what it typed has been read.
     close_pending: bool,
+    /// `history=`: the last output, for every terminal that opens; `None` without.
+    history: Option<Ring>,
 }
 
 impl std::fmt::Debug for Pty {
@@ -131,10 +139,14 @@ impl std::fmt::Debug for Pty {
 /// [`BuildNotice::PtyOpened`] (QEMU prints `char device redirected to /dev/pts/N (label ID)`;
 /// a library does not print, so the program that wants that line prints it: the demos do).
 pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
-    let BackendSpec::Pty { path, backlog, when_full } = &spec.backend else {
+    let BackendSpec::Pty { path, backlog, when_full, history } = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
-    let pty = Pty::open(cx.id, path.as_deref(), *backlog, Watch::Inotify)?.when_full(*when_full);
+    let mut pty =
+        Pty::open(cx.id, path.as_deref(), *backlog, Watch::Inotify)?.when_full(*when_full);
+    if *history > 0 {
+        pty = pty.with_history(*history);
+    }
     log::info!("char device redirected to {} (label {})", pty.slave.display(), cx.id);
     cx.notify(&BuildNotice::PtyOpened { id: cx.id.to_string(), path: pty.slave.clone() });
     Ok(Box::new(pty))
@@ -182,7 +194,25 @@ impl Pty {
             when_full: BacklogFull::DropOldest,
             warned_full: false,
             close_pending: false,
+            history: None,
         })
+    }
+
+    /// Keeps the last `size` bytes of output for every terminal that opens the slave
+    /// (`history=`): each gets them first, after it settles, then live output. Replaces the
+    /// backlog (whatever `backlog` [`Pty::open`] was given, and a full one drops).
+    pub fn with_history(mut self, size: usize) -> Pty {
+        self.history = Some(Ring::new(size));
+        // Room for the history and for what comes while the terminal settles.
+        self.backlog = Backlog::new(size.saturating_add(DEFAULT_PTY_BACKLOG));
+        self.when_full = BacklogFull::DropOldest;
+        self
+    }
+
+    /// A copy of the history (`history=`), oldest first; reading it drains nothing. Empty
+    /// without a history.
+    pub fn history(&self) -> Vec<u8> {
+        self.history.as_ref().map_or_else(Vec::new, |ring| ring.snapshot(None))
     }
 
     /// What a full backlog does (`backlog-full=`): drop its oldest bytes (the default), or
@@ -215,6 +245,12 @@ impl Pty {
         // A Closed still owed to the previous terminal goes first.
         self.finish_close(io);
         self.terminal = Terminal::Settling { deadline: Instant::now() + SETTLE_MAX };
+        if let Some(ring) = &self.history {
+            // This terminal's backlog is the history, whatever earlier ones left unread
+            // (that is in the ring too).
+            self.backlog.clear();
+            self.backlog.push(&ring.snapshot(None));
+        }
         self.settle_timer += 1;
         io.add_timer(SETTLE_MAX, self.settle_timer);
         log::info!("chardev '{}': a terminal opened {}", self.label, self.slave.display());
@@ -358,6 +394,10 @@ impl Pty {
     /// Output while no terminal reads it: into the backlog, all of it (the oldest bytes
     /// dropped), or, with `backlog-full=wait`, what fits (`WouldBlock` when nothing does).
     fn hold(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.history.is_some() {
+            // The ring keeps it, and the next terminal gets the ring.
+            return Ok(buf.len());
+        }
         if self.when_full == BacklogFull::DropOldest {
             self.keep(buf);
             return Ok(buf.len());
@@ -423,6 +463,23 @@ impl Pty {
         }
         self.flush_backlog()?;
         (&self.master).write(buf)
+    }
+
+    /// Output now: to the terminal, after the backlog, or held for one to come.
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.terminal {
+            Terminal::Absent => self.hold(buf),
+            Terminal::Settling { .. } if self.backlog.room() >= buf.len() => {
+                self.keep(buf);
+                Ok(buf.len())
+            }
+            Terminal::Settling { .. } => {
+                // A terminal is there, and waiting for it any longer would drop output.
+                self.settled();
+                self.write_through(buf)
+            }
+            Terminal::Present => self.write_through(buf),
+        }
     }
 }
 
@@ -541,19 +598,11 @@ impl Chardev for Pty {
 
     fn write(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         refuse_fds("pty", fds)?;
-        match self.terminal {
-            Terminal::Absent => self.hold(buf),
-            Terminal::Settling { .. } if self.backlog.room() >= buf.len() => {
-                self.keep(buf);
-                Ok(buf.len())
-            }
-            Terminal::Settling { .. } => {
-                // A terminal is there, and waiting for it any longer would drop output.
-                self.settled();
-                self.write_through(buf)
-            }
-            Terminal::Present => self.write_through(buf),
+        let written = self.write_now(buf);
+        if let (Some(ring), Ok(n)) = (&mut self.history, &written) {
+            ring.append(&buf[..(*n).min(buf.len())]);
         }
+        written
     }
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {

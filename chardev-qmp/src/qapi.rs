@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use chardev::options::{
-    BackendSpec, BacklogFull, ChardevSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec,
+    BackendSpec, BacklogFull, ChardevSpec, HubSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec,
 };
 use serde_json::{Map, Value};
 
@@ -53,25 +53,9 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
             BackendSpec::Ringbuf { size }
         }
         "stdio" => BackendSpec::Stdio { signal: d.opt_bool("signal")?.unwrap_or(true) },
-        "pty" => BackendSpec::Pty {
-            path: d.opt_str("path")?.map(PathBuf::from),
-            backlog: d
-                .opt_u64("backlog")?
-                .map_or(Ok(chardev::options::DEFAULT_PTY_BACKLOG), usize::try_from)
-                .map_err(|_| "backlog is too large")?,
-            when_full: match d.opt_str("backlog-full")?.as_deref() {
-                None | Some("drop") => BacklogFull::DropOldest,
-                Some("wait") => BacklogFull::Wait,
-                Some(other) => {
-                    return Err(format!(
-                        "Parameter '{}.backlog-full' does not accept value '{other}' \
-                         (expected 'drop' or 'wait')",
-                        d.prefix
-                    ));
-                }
-            },
-        },
+        "pty" => pty_spec(&mut d)?,
         "socket" => socket_spec(&mut d)?,
+        "hub" => hub_spec(&mut d)?,
         "udp" => {
             let remote =
                 d.map.remove("remote").ok_or("Parameter 'backend.data.remote' is missing")?;
@@ -168,6 +152,67 @@ fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
         }
     }
     Ok(BackendSpec::Socket(spec))
+}
+
+/// `pty`: `path`, and our extensions `backlog`, `backlog-full` and `history` (which
+/// replaces the backlog, so the two cannot go together).
+fn pty_spec(d: &mut Data) -> Result<BackendSpec, String> {
+    let history = opt_size(d, "history", 0)?;
+    if history > 0 {
+        let backlog_given = d.map.contains_key("backlog");
+        if backlog_given || d.map.get("backlog-full") == Some(&Value::from("wait")) {
+            let key = if backlog_given { "backlog" } else { "backlog-full" };
+            return Err(format!(
+                "'{key}' cannot be combined with 'history': every terminal gets the last \
+                 'history' bytes of output instead of a backlog"
+            ));
+        }
+    }
+    Ok(BackendSpec::Pty {
+        path: d.opt_str("path")?.map(PathBuf::from),
+        backlog: d
+            .opt_u64("backlog")?
+            .map_or(Ok(chardev::options::DEFAULT_PTY_BACKLOG), usize::try_from)
+            .map_err(|_| "backlog is too large")?,
+        when_full: match d.opt_str("backlog-full")?.as_deref() {
+            None | Some("drop") => BacklogFull::DropOldest,
+            Some("wait") => BacklogFull::Wait,
+            Some(other) => {
+                return Err(format!(
+                    "Parameter '{}.backlog-full' does not accept value '{other}' \
+                     (expected 'drop' or 'wait')",
+                    d.prefix
+                ));
+            }
+        },
+        history,
+    })
+}
+
+/// QEMU 10's `ChardevHub`: `chardevs`, a list of ids (required; an empty list is refused
+/// by the spec's check with QEMU's "hub: 'chardevs' list is not defined"), and our
+/// `history` and `queue` extensions (bytes).
+fn hub_spec(d: &mut Data) -> Result<BackendSpec, String> {
+    let chardevs = match d.map.remove("chardevs") {
+        None => return Err(format!("Parameter '{}.chardevs' is missing", d.prefix)),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| id.as_str().map(str::to_string).ok_or_else(|| d.wrong("chardevs", "string")))
+            .collect::<Result<Vec<String>, String>>()?,
+        Some(_) => return Err(d.wrong("chardevs", "array")),
+    };
+    Ok(BackendSpec::Hub(HubSpec {
+        chardevs,
+        history: opt_size(d, "history", 0)?,
+        queue: opt_size(d, "queue", chardev::options::DEFAULT_HUB_QUEUE)?,
+    }))
+}
+
+/// An optional size member (`history`, `queue`), `default` when absent; the spec's check
+/// refuses one above the cap with the command line's text.
+fn opt_size(d: &mut Data, name: &str, default: usize) -> Result<usize, String> {
+    d.opt_u64(name)?
+        .map_or(Ok(default), |v| usize::try_from(v).map_err(|_| format!("{name} is too large")))
 }
 
 fn inet(v: &Value, what: &str) -> Result<(String, String), String> {

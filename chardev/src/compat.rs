@@ -55,6 +55,7 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
                 path: None,
                 backlog: DEFAULT_PTY_BACKLOG,
                 when_full: BacklogFull::DropOldest,
+                history: 0,
             })
         }
         // There is no graphical console here; QEMU's `vc` default becomes a sink.
@@ -175,6 +176,7 @@ mod tests {
                 path: None,
                 backlog: DEFAULT_PTY_BACKLOG,
                 when_full: BacklogFull::DropOldest,
+                history: 0,
             }
         );
         assert_eq!(parse_compat("none", "s").unwrap().0, Compat::None);

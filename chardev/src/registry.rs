@@ -3,7 +3,8 @@
 //!
 //! The core knows no transport: backends are built from a [`ChardevSpec`] by constructors
 //! registered under their type name. `chardev-socket` and `chardev-pty` each offer one call
-//! that registers theirs; the core registers `null`, `file`, `pipe`, `ringbuf` and `stdio`.
+//! that registers theirs; the core registers `null`, `file`, `pipe`, `ringbuf`, `stdio` and
+//! `hub`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,6 +35,7 @@ pub struct BuildContext<'a> {
     leases: Mutex<Vec<FdSetLease>>,
     notices: NoticeHandler,
     session_events: SessionEvents,
+    registry: &'a Registry,
 }
 
 impl BuildContext<'_> {
@@ -61,6 +63,38 @@ impl BuildContext<'_> {
         if let Some(handler) = &self.notices.0 {
             handler(notice);
         }
+    }
+
+    /// Claims chardev `id` as a frontend of the chardev being built, for a backend that sits
+    /// on other chardevs (a `hub`): the handle it reads and writes them through. Dropping
+    /// the handle (as the backend is dropped, or when a later step of the build fails)
+    /// releases the chardev, so nothing stays claimed.
+    ///
+    /// Errors: [`Error::NotFound`] when no chardev has that id (the chardev being built
+    /// among them: it does not exist yet); [`Error::WrongBackend`] with `kind` `"mux"` or
+    /// `"hub"` for a mux (`mux=on`) or a hub, which cannot be stacked; [`Error::InUse`] when a
+    /// frontend has it already (the base `ID-base` of a mux included).
+    ///
+    /// Constructors run with no registry lock held, so this may look chardevs up; they may
+    /// run on the loop's thread (QMP's `chardev-add`), so nothing here waits for the loop.
+    pub fn claim_member(&self, id: &str) -> Result<FrontendHandle> {
+        let record = self.registry.record(id)?;
+        let stacked = match record.role {
+            Role::Mux => Some("mux"),
+            Role::MuxBase => None,
+            Role::Plain => (record.cell.backend().kind() == "hub").then_some("hub"),
+        };
+        if let Some(kind) = stacked {
+            return Err(Error::WrongBackend {
+                id: id.to_string(),
+                kind,
+                expected: "chardev that is neither a mux nor a hub",
+            });
+        }
+        if record.role == Role::MuxBase {
+            return Err(Error::InUse(id.to_string()));
+        }
+        FrontendHandle::claim(record.cell)
     }
 
     /// Takes the fd a socket address of type `fd` names. Added from a monitor
@@ -353,6 +387,7 @@ impl Registry {
             leases: Mutex::default(),
             notices,
             session_events,
+            registry: self,
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
@@ -447,7 +482,8 @@ impl Registry {
         named: Option<&Mutex<NamedFds>>,
     ) -> Result<Added> {
         let record = self.record(id)?;
-        if record.role != Role::Plain || spec.mux {
+        let hub = record.cell.backend().kind() == "hub";
+        if record.role != Role::Plain || spec.mux || hub {
             return Err(Error::option(
                 "id",
                 id,

@@ -695,3 +695,45 @@ fn asking_for_writability_on_the_loop_thread_without_a_short_write_is_answered_a
     let _term = Term::open(&slave);
     assert_eq!(rx.recv_timeout(DEADLINE), Ok("writable"), "no writable() for an empty pty");
 }
+
+#[test]
+fn every_terminal_that_opens_gets_the_history_first_then_live_output() {
+    let (_lp, reg, _dir) = setup();
+    let slave = add_pty(&reg, "pty,id=hist,history=16");
+    let h = reg.connect("hist").unwrap();
+    let rec = record(&h, 4096);
+    h.write_all(b"boot: 0123456789abcdef").unwrap();
+    // The first terminal: the last 16 bytes, then live output, nothing twice.
+    let mut first = Term::open(&slave);
+    rec.expect_event(Event::Opened);
+    h.write_all(b"+live1").unwrap();
+    assert_eq!(first.read_exact(22), b"0123456789abcdef+live1");
+    drop(first);
+    rec.expect_event(Event::Closed);
+    // The second, after the first read it all: the history again (a backlog would be
+    // empty now), the newest 16 bytes.
+    let mut second = Term::open(&slave);
+    rec.expect_event(Event::Opened);
+    h.write_all(b"+live2").unwrap();
+    assert_eq!(second.read_exact(22), b"6789abcdef+live1+live2");
+    assert_eq!(
+        reg.with_backend::<Pty, _>("hist", |pty| pty.history()).unwrap(),
+        b"abcdef+live1+live2"[2..],
+        "reading the history drains nothing"
+    );
+}
+
+#[test]
+fn history_replaces_the_backlog_and_says_so() {
+    let (_lp, reg, _dir) = setup();
+    for (spec, key) in [
+        ("pty,id=p,history=1K,backlog=4K", "backlog=4K"),
+        ("pty,id=p,history=1K,backlog-full=wait", "backlog-full=wait"),
+    ] {
+        let e = reg.add_str(spec).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("'history'"), "{e}");
+    }
+    let e = reg.add_str("pty,id=p,history=65M").unwrap_err().to_string();
+    assert!(e.contains("is larger than the maximum history, 64M"), "{e}");
+    assert!(!reg.contains("p"));
+}

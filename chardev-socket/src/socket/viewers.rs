@@ -647,10 +647,15 @@ impl Socket {
             }
             .into());
         }
-        self.viewers().ring.append(buf);
-        for slot in 0..self.viewers().slots.len() {
-            // A broken connection is closed by the loop when it sees the hang-up.
-            self.flush_session(slot);
+        // A write larger than the ring goes in pieces of the ring's size, each sent to the
+        // viewers that keep up before the next: one large write loses nothing for them.
+        let piece = self.viewers().ring.capacity().max(1);
+        for chunk in buf.chunks(piece) {
+            self.viewers().ring.append(chunk);
+            for slot in 0..self.viewers().slots.len() {
+                // A broken connection is closed by the loop when it sees the hang-up.
+                self.flush_session(slot);
+            }
         }
         Ok(buf.len())
     }

@@ -1,8 +1,9 @@
-//! The backends every embedder gets: `null`, `file`, `pipe`, `ringbuf` (alias `memory`)
-//! and `stdio`. Each is one file that reads like its siblings.
+//! The backends every embedder gets: `null`, `file`, `pipe`, `ringbuf` (alias `memory`),
+//! `stdio` and `hub` (one frontend over other chardevs). Each is one file that reads like its siblings.
 
 pub mod fd_stream;
 pub mod file;
+pub mod hub;
 pub mod null;
 pub mod pipe;
 pub mod ringbuf;
@@ -17,4 +18,5 @@ pub(crate) fn register_core(registry: &Registry) {
     registry.register_backend("pipe", pipe::build);
     registry.register_backend("ringbuf", ringbuf::build);
     registry.register_backend("stdio", stdio::build);
+    registry.register_backend("hub", hub::build);
 }

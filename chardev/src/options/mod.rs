@@ -25,7 +25,7 @@ mod parse; // one -chardev string's options -> a checked ChardevSpec, per backen
 mod syntax; // QemuOpts: key=value, ',,', implied keys, booleans, sizes
 
 pub use parse::parse_mode;
-use parse::{check_id, check_socket_mode, parse_spec};
+use parse::{check_fanout_size, check_id, check_socket_mode, parse_spec};
 pub use syntax::{parse_bool, parse_size, split_options};
 
 /// The ring buffer size QEMU uses when `size=` is not given.
@@ -92,6 +92,17 @@ const SOCKET_KEYS: &[&str] = &[
     "queue",
 ];
 
+/// Keys of the `hub` backend: QEMU's `chardevs.N` (a key that ends in `.*` stands for that
+/// prefix and any suffix, which the hub's parser checks), and our `history` and `queue`.
+const HUB_KEYS: &[&str] = &["chardevs.*", "history", "queue"];
+
+/// How much output a `hub` member may fall behind by before it loses the oldest of it
+/// (`queue=`), when not given: 1 MiB.
+pub const DEFAULT_HUB_QUEUE: usize = 1 << 20;
+
+/// QEMU's text for a hub with no members (`chardevs.0` missing, or an empty QMP list).
+pub const HUB_NO_CHARDEVS: &str = "hub: 'chardevs' list is not defined";
+
 /// Keys of the `udp` backend.
 const UDP_KEYS: &[&str] = &["host", "port", "localaddr", "localport", "ipv4", "ipv6"];
 
@@ -125,9 +136,11 @@ const BACKEND_TYPES: &[BackendType] = &[
     BackendType {
         name: "pty",
         kind: "pty",
-        keys: &["path", "backlog", "backlog-full"],
+        keys: &["path", "backlog", "backlog-full", "history"],
         deprecated: false,
     },
+    // QEMU 10's hub; `chardevs.*` stands for `chardevs.0`, `chardevs.1`, ...
+    BackendType { name: "hub", kind: "hub", keys: HUB_KEYS, deprecated: false },
     BackendType { name: "serial", kind: "serial", keys: &["path"], deprecated: false },
     // QEMU's CLI accepts `tty` for `serial`; it is not deprecated there.
     BackendType { name: "tty", kind: "serial", keys: &["path"], deprecated: false },
@@ -197,12 +210,45 @@ pub enum BackendSpec {
         backlog: usize,
         /// What happens when the backlog is full (`backlog-full=drop|wait`).
         when_full: BacklogFull,
+        /// `history=SIZE` (an extension; 0, the default, for none): the last SIZE bytes of
+        /// output go to every terminal that opens the slave, before live output, however
+        /// many terminals came and went before. Replaces the backlog (`backlog=` and
+        /// `backlog-full=wait` cannot go with it); at most [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+        history: usize,
     },
     /// `serial` (alias `tty`): a host serial device.
     Serial {
         /// The device (`path=`), e.g. `/dev/ttyS0`.
         path: PathBuf,
     },
+    /// `hub` (QEMU 10): one frontend over several member chardevs. Output goes to every
+    /// open member, input comes from any. Unlike QEMU's, each member has its own bounded
+    /// queue, so a member that stops reading never stalls the writer or the others, and
+    /// there is no limit of four members.
+    Hub(HubSpec),
+}
+
+/// The options of a `hub` backend.
+///
+/// `-chardev hub,id=h,chardevs.0=a,chardevs.1=b[,history=SIZE][,queue=SIZE]`, or QMP's
+/// `{"type": "hub", "data": {"chardevs": ["a", "b"]}}` (`history` and `queue` as
+/// extensions). The members must exist, be unused, and be neither a mux nor a hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSpec {
+    /// The member chardevs' ids, from `chardevs.0` on. The keys must run from 0 without a
+    /// gap: QEMU stops at the first missing index and silently ignores the rest (and any
+    /// beyond `chardevs.3`); we refuse a gap, naming the missing key, and take any number.
+    pub chardevs: Vec<String>,
+    /// `history=SIZE` (an extension; 0, the default, for none): the last SIZE bytes of
+    /// output go to a member that opens (a client connecting to a socket member, a
+    /// terminal opening a pty member) before live output. At most
+    /// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+    pub history: usize,
+    /// `queue=SIZE` (an extension; [`DEFAULT_HUB_QUEUE`] by default): how far a member may
+    /// fall behind before it loses the oldest output it has not taken, and then sees a gap
+    /// marker ([`gap_marker`](crate::fanout::gap_marker)) before its next data. At most
+    /// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+    pub queue: usize,
 }
 
 /// The options of a `socket` backend.
@@ -317,6 +363,7 @@ impl BackendSpec {
             BackendSpec::Udp(_) => "udp",
             BackendSpec::Pty { .. } => "pty",
             BackendSpec::Serial { .. } => "serial",
+            BackendSpec::Hub(_) => "hub",
         }
     }
 }
@@ -383,6 +430,18 @@ impl SocketSpec {
     }
 }
 
+impl HubSpec {
+    /// Checks what the parser checks, for specs built some other way (QMP's JSON): at least
+    /// one member (QEMU's "hub: 'chardevs' list is not defined"), sizes within the cap.
+    pub fn check(&self) -> Result<()> {
+        if self.chardevs.is_empty() {
+            return Err(Error::option("chardevs", "", HUB_NO_CHARDEVS));
+        }
+        check_fanout_size("history", self.history)?;
+        check_fanout_size("queue", self.queue)
+    }
+}
+
 impl ChardevSpec {
     /// Parses a `-chardev` string such as `file,id=f0,path=/tmp/x`; `id=` is required.
     pub fn parse(s: &str) -> Result<ChardevSpec> {
@@ -441,6 +500,8 @@ impl ChardevSpec {
                 s.check_mode()?;
                 s.check_viewers()
             }
+            BackendSpec::Pty { history, .. } => check_fanout_size("history", *history),
+            BackendSpec::Hub(hub) => hub.check(),
             _ => Ok(()),
         }
     }

@@ -90,17 +90,25 @@ impl Opts {
 
     /// Fails on the first key that neither `keys` nor [`COMMON_KEYS`] lists.
     fn check_keys(&self, keys: &[&str]) -> Result<()> {
-        let unknown = self
-            .pairs
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .find(|k| !COMMON_KEYS.contains(k) && !keys.contains(k));
+        let unknown =
+            self.pairs.iter().map(|(k, _)| k.as_str()).find(|k| {
+                !COMMON_KEYS.contains(k) && !keys.iter().any(|known| key_matches(known, k))
+            });
         match unknown {
             Some(key) => {
                 Err(Error::UnknownOption { backend: self.backend.clone(), key: key.to_string() })
             }
             None => Ok(()),
         }
+    }
+}
+
+/// Whether `key` is the known key `known`, or has its prefix when `known` ends in `.*` (a
+/// hub's `chardevs.*`).
+fn key_matches(known: &str, key: &str) -> bool {
+    match known.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => known == key,
     }
 }
 
@@ -162,6 +170,7 @@ fn backend_spec(kind: &str, opts: &Opts) -> Result<BackendSpec> {
         "udp" => Ok(BackendSpec::Udp(udp_spec(opts)?)),
         "pty" => pty_spec(opts),
         "serial" => Ok(BackendSpec::Serial { path: opts.required_path("path")? }),
+        "hub" => Ok(BackendSpec::Hub(hub_spec(opts)?)),
         other => Err(Error::UnknownBackend(other.to_string())),
     }
 }
@@ -190,7 +199,90 @@ fn pty_spec(opts: &Opts) -> Result<BackendSpec> {
             return Err(Error::option("backlog-full", other, "must be 'drop' or 'wait'"));
         }
     };
-    Ok(BackendSpec::Pty { path: opts.path_opt("path")?, backlog, when_full })
+    let history = fanout_size(opts, "history", 0)?;
+    if history > 0 {
+        // The history replaces the backlog: what a terminal gets is the last SIZE bytes.
+        for key in ["backlog", "backlog-full"] {
+            if let Some(value) = opts.get(key).filter(|v| key == "backlog" || *v == "wait") {
+                return Err(Error::option(
+                    key,
+                    value,
+                    "cannot be combined with 'history': every terminal gets the last \
+                     'history' bytes of output instead of a backlog",
+                ));
+            }
+        }
+    }
+    Ok(BackendSpec::Pty { path: opts.path_opt("path")?, backlog, when_full, history })
+}
+
+/// `hub`: `chardevs.0`, `chardevs.1`, ... without a gap (QEMU ignores everything after the
+/// first missing index; we refuse it), `history` and `queue`.
+fn hub_spec(opts: &Opts) -> Result<HubSpec> {
+    let mut members: Vec<(usize, String)> = Vec::new();
+    for (key, value) in &opts.pairs {
+        let Some(index) = key.strip_prefix("chardevs.") else { continue };
+        // QEMU looks up exactly `chardevs.%u`: no sign, no leading zero.
+        let index = Some(index)
+            .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|i| *i == "0" || !i.starts_with('0'))
+            .and_then(|i| i.parse::<usize>().ok())
+            .ok_or_else(|| Error::UnknownOption {
+                backend: opts.backend.clone(),
+                key: key.clone(),
+            })?;
+        // The last repeat of a key wins, as for every other key.
+        members.retain(|(i, _)| *i != index);
+        members.push((index, value.clone()));
+    }
+    members.sort_by_key(|(i, _)| *i);
+    if let Some(missing) = members.iter().enumerate().find(|(at, (i, _))| at != i).map(|(at, _)| at)
+    {
+        let (next, value) = &members[missing];
+        return Err(Error::option(
+            &format!("chardevs.{missing}"),
+            "",
+            format!(
+                "is missing, but 'chardevs.{next}={value}' is given: the members must be \
+                 numbered from chardevs.0 without a gap"
+            ),
+        ));
+    }
+    Ok(HubSpec {
+        chardevs: members.into_iter().map(|(_, id)| id).collect(),
+        history: fanout_size(opts, "history", 0)?,
+        queue: fanout_size(opts, "queue", DEFAULT_HUB_QUEUE)?,
+    })
+}
+
+/// A `history=` or `queue=` size (k/M suffixes), `default` when absent, at most
+/// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+fn fanout_size(opts: &Opts, key: &str, default: usize) -> Result<usize> {
+    let Some(value) = opts.get(key) else { return Ok(default) };
+    let size = parse_size(key, value)?;
+    if size == 0 && key == "queue" {
+        return Err(Error::option(key, value, "must be at least 1 byte"));
+    }
+    usize::try_from(size)
+        .ok()
+        .filter(|s| *s as u64 <= crate::fanout::HISTORY_MAX)
+        .ok_or_else(|| Error::option(key, value, fanout_too_large(key)))
+}
+
+/// The error text for a `history=` or `queue=` above the cap.
+fn fanout_too_large(key: &str) -> String {
+    format!("is larger than the maximum {key}, 64M")
+}
+
+/// Checks a `history` or `queue` size of a spec built some other way (QMP).
+pub(super) fn check_fanout_size(key: &str, size: usize) -> Result<()> {
+    if size == 0 && key == "queue" {
+        return Err(Error::option(key, "0", "must be at least 1 byte"));
+    }
+    if size as u64 > crate::fanout::HISTORY_MAX {
+        return Err(Error::option(key, &size.to_string(), fanout_too_large(key)));
+    }
+    Ok(())
 }
 
 /// `ringbuf`: `size`, a power of two that fits in memory, 65536 by default.

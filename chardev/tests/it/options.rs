@@ -321,12 +321,18 @@ fn pty_with_and_without_symlink() {
         BackendSpec::Pty {
             path: Some("/tmp/link".into()),
             backlog: 65536,
-            when_full: BacklogFull::DropOldest
+            when_full: BacklogFull::DropOldest,
+            history: 0,
         }
     );
     assert_eq!(
         parse("pty,id=p").backend,
-        BackendSpec::Pty { path: None, backlog: 65536, when_full: BacklogFull::DropOldest }
+        BackendSpec::Pty {
+            path: None,
+            backlog: 65536,
+            when_full: BacklogFull::DropOldest,
+            history: 0,
+        }
     );
 }
 

@@ -108,7 +108,7 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
                 } else {
                     BacklogFull::DropOldest
                 };
-                (BackendSpec::Pty { path: p, backlog, when_full }, s)
+                (BackendSpec::Pty { path: p, backlog, when_full, history: 0 }, s)
             }
         ),
         path().prop_map(|p| {
