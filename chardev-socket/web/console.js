@@ -75,12 +75,18 @@
 
   let ws = null;
   let attempt = 0;
+  let everOpen = false;
   let timer = null;
   const encoder = new TextEncoder();
 
+  // The last resize messages sent, for tests to read.
+  const sentSizes = [];
   function sendSize() {
     if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
+      const message = JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows });
+      ws.send(message);
+      sentSizes.push(message);
+      if (sentSizes.length > 16) sentSizes.shift();
     }
   }
 
@@ -124,6 +130,10 @@
     ws = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
+      // After a reconnect the server starts again with its history: mark the seam, so that
+      // what was already on the screen is not mistaken for new output.
+      if (everOpen) term.write("\r\n\x1b[7m -- reconnected -- \x1b[0m\r\n");
+      everOpen = true;
       attempt = 0;
       setStatus("connected", "connected to " + url);
       sendSize();
@@ -172,6 +182,7 @@
     status: () => state,
     statusText: () => statusLine.textContent,
     text,
+    sentSizes: () => sentSizes.slice(),
   };
   term.focus();
   connect();
