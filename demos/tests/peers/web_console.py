@@ -8,6 +8,8 @@ A line protocol on stdin and stdout, so that a test drives it step by step. It a
   new_tab URL               open a tab, load URL, make it current; answers "ok N", its index
   switch N                  make tab N (0 the first) current
   wait_text SECS TEXT       until TEXT (the rest of the line) is in the terminal's buffer
+  wait_line SECS TEXT       until a line of the terminal is TEXT, exactly (trailing blanks aside)
+  wait_count SECS N TEXT    until TEXT is in the terminal's buffer N times or more
   wait_status STATE SECS    until the page's state (connecting, connected, closed) is STATE
   wait_page SECS TEXT       until TEXT is in the page's visible text (outside the terminal too)
   type TEXT                 types TEXT into the terminal; \\n is Enter, \\\\ a backslash
@@ -22,7 +24,9 @@ A line protocol on stdin and stdout, so that a test drives it step by step. It a
 Every wait is bounded by its SECS; a wait that runs out answers "error" with what the page
 shows. The terminal is read through window.chardevConsole, which the page exposes for this.
 """
+import ctypes
 import json
+import signal
 import sys
 import time
 
@@ -35,6 +39,7 @@ from selenium.webdriver.common.keys import Keys
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 POLL = 0.05
+PR_SET_PDEATHSIG = 1
 
 
 def answer(line):
@@ -49,8 +54,15 @@ def start():
                 "--disable-gpu", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit chromedriver path: selenium then never runs Selenium Manager.
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # An explicit chromedriver path: selenium then never runs Selenium Manager. chromedriver
+    # dies with this process (a test that kills its driver leaves no browser behind).
+    service = Service(CHROMEDRIVER, popen_kw={"preexec_fn": die_with_parent})
+    return webdriver.Chrome(service=service, options=options)
+
+
+def die_with_parent():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def page_state(driver):
@@ -104,6 +116,15 @@ def run(driver, line):
     if cmd == "wait_text":
         secs, _, text = rest.partition(" ")
         return wait_for(driver, float(secs), lambda s: text in s["text"], json.dumps(text))
+    if cmd == "wait_line":
+        secs, _, text = rest.partition(" ")
+        return wait_for(driver, float(secs),
+                        lambda s: text.rstrip() in (l.rstrip() for l in s["text"].split("\n")),
+                        "the line " + json.dumps(text))
+    if cmd == "wait_count":
+        secs, n, text = rest.split(" ", 2)
+        return wait_for(driver, float(secs), lambda s: s["text"].count(text) >= int(n),
+                        "%s times %s" % (n, json.dumps(text)))
     if cmd == "wait_page":
         secs, _, text = rest.partition(" ")
         return wait_for(driver, float(secs),
@@ -135,7 +156,14 @@ def run(driver, line):
     return "error unknown command %r" % cmd
 
 
+def on_term(signum, frame):
+    # A test that gives up on the driver sends SIGTERM: leave through main's finally, which
+    # closes the browser (a SIGKILL would leave Chromium running).
+    raise SystemExit(1)
+
+
 def main():
+    signal.signal(signal.SIGTERM, on_term)
     try:
         driver = start()
     except Exception as e:  # the test shows why the browser did not start
