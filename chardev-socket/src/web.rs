@@ -202,6 +202,29 @@ pub fn respond(path: &str, head_only: bool, assets: Option<&Path>, title: &str) 
     }
 }
 
+/// The terminal size in the page's resize message, `{"type":"resize","cols":C,"rows":R}`,
+/// which it sends as a websocket text frame on open and whenever its size changes (keys in
+/// any order, blanks allowed); `None` for any other text. A server can so tell the message
+/// from input, which the page sends as binary frames only.
+pub fn parse_resize(text: &str) -> Option<(u16, u16)> {
+    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let (mut kind, mut cols, mut rows) = (None, None, None);
+    for member in body.split(',') {
+        let (key, value) = member.split_once(':')?;
+        let value = value.trim();
+        match key.trim() {
+            "\"type\"" if kind.is_none() => kind = Some(value == "\"resize\""),
+            "\"cols\"" if cols.is_none() => cols = Some(value.parse::<u16>().ok()?),
+            "\"rows\"" if rows.is_none() => rows = Some(value.parse::<u16>().ok()?),
+            _ => return None,
+        }
+    }
+    match (kind, cols, rows) {
+        (Some(true), Some(cols), Some(rows)) if cols > 0 && rows > 0 => Some((cols, rows)),
+        _ => None,
+    }
+}
+
 /// The answer to a refused request ([`Head::Refuse`]): the status and `reason` as plain
 /// text; a 405 says which methods are allowed.
 pub fn refusal(status: u16, reason: &str) -> Vec<u8> {
@@ -565,6 +588,25 @@ mod tests {
         let page = String::from_utf8(body).expect("UTF-8");
         assert!(!page.contains(NOT_INSTALLED), "no notice once installed");
         assert!(!page.contains("{{"), "every placeholder filled");
+    }
+
+    #[test]
+    fn the_resize_message_is_told_from_other_text() {
+        assert_eq!(parse_resize(r#"{"type":"resize","cols":110,"rows":29}"#), Some((110, 29)));
+        assert_eq!(parse_resize(r#" { "rows" : 1 , "type":"resize", "cols":2 } "#), Some((2, 1)));
+        for other in [
+            "ls -l\r",
+            "{}",
+            r#"{"type":"resize","cols":110}"#,
+            r#"{"type":"paste","cols":1,"rows":1}"#,
+            r#"{"type":"resize","cols":0,"rows":29}"#,
+            r#"{"type":"resize","cols":-1,"rows":29}"#,
+            r#"{"type":"resize","cols":70000,"rows":29}"#,
+            r#"{"type":"resize","cols":1,"rows":1,"x":2}"#,
+            r#"{"type":"resize","cols":1,"cols":2,"rows":1}"#,
+        ] {
+            assert_eq!(parse_resize(other), None, "{other}");
+        }
     }
 
     #[test]

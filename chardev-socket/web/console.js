@@ -6,8 +6,8 @@
 //  - page to server: on open and whenever the terminal's size changes, one TEXT frame
 //      {"type":"resize","cols":C,"rows":R}
 //    (C and R the terminal's columns and rows). It is the only text frame the page sends, so
-//    a server can tell it from input by the frame type; a later chardev release turns it into
-//    a resize event for the frontend.
+//    a server can tell it from input by the frame type (chardev_socket::web::parse_resize
+//    reads it); a later chardev release turns it into a resize event for the frontend.
 // The page reconnects after a close, waiting 1 s, then 2 s, then 4 s, then 5 s between tries,
 // and says where it is on the status line. Tests read it through window.chardevConsole.
 "use strict";
