@@ -21,6 +21,7 @@ pub mod address; // unix paths, abstract names, tcp hosts and ports, inherited f
 pub mod socket; // the `socket` backend
 pub mod telnet; // telnet negotiation and IAC filtering
 pub mod udp; // the `udp` backend
+pub mod web; // the web console's page and HTTP answers, for `websocket=on` servers
 pub mod websocket; // RFC 6455 for `websocket=on` servers, by tungstenite
 
 use chardev::Registry;

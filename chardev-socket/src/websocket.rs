@@ -24,10 +24,19 @@ use chardev::fd;
 pub struct SocketIo {
     fd: OwnedFd,
     unsent: usize,
+    /// Bytes the server read from the socket before the handshake began (a web console's
+    /// request head, read to tell a page request from an upgrade): read first, then the fd.
+    prefix: Vec<u8>,
 }
 
 impl Read for SocketIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.prefix.is_empty() {
+            let n = buf.len().min(self.prefix.len());
+            buf[..n].copy_from_slice(&self.prefix[..n]);
+            self.prefix.drain(..n);
+            return Ok(n);
+        }
         let mut none = Vec::new();
         fd::recv_with_fds(self.fd.as_fd(), buf, &mut none).map(|r| r.bytes)
     }
@@ -154,7 +163,17 @@ fn is_would_block(e: &tungstenite::Error) -> bool {
 impl WsConn {
     /// Starts the server handshake on a connection (`socket` is borrowed and duplicated).
     pub fn accept(socket: BorrowedFd<'_>) -> io::Result<(WsConn, Step)> {
-        let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0 };
+        WsConn::accept_with_prefix(socket, Vec::new())
+    }
+
+    /// Starts the server handshake on a connection whose first bytes, `prefix`, the server
+    /// has already read (a web console reads the request head to choose between a page and
+    /// an upgrade): the handshake reads them before anything else on `socket`.
+    pub fn accept_with_prefix(
+        socket: BorrowedFd<'_>,
+        prefix: Vec<u8>,
+    ) -> io::Result<(WsConn, Step)> {
+        let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0, prefix };
         let mut conn = WsConn {
             state: State::Closed,
             input: Vec::new(),
@@ -324,5 +343,66 @@ impl WsConn {
             self.input_paused = false;
         }
         resume
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n";
+
+    /// The server's answer to the handshake, up to its empty line.
+    fn read_answer(peer: &mut UnixStream) -> String {
+        let mut answer = Vec::new();
+        let mut byte = [0u8];
+        while !answer.ends_with(b"\r\n\r\n") {
+            assert_eq!(peer.read(&mut byte).expect("read the answer"), 1, "{answer:?}");
+            answer.push(byte[0]);
+        }
+        String::from_utf8(answer).expect("an ASCII answer")
+    }
+
+    #[test]
+    fn a_handshake_reads_the_bytes_already_read_before_the_socket() {
+        // Split anywhere: the head's start was read by the server, its rest is on the socket.
+        for split in [REQUEST.len(), REQUEST.len() / 2, 1] {
+            let (server, mut peer) = UnixStream::pair().expect("a socket pair");
+            server.set_nonblocking(true).expect("non-blocking");
+            peer.set_read_timeout(Some(chardev_testkit::DEADLINE)).expect("timeout");
+            peer.write_all(&REQUEST[split..]).expect("send the head's rest");
+            let (mut conn, step) =
+                WsConn::accept_with_prefix(server.as_fd(), REQUEST[..split].to_vec())
+                    .expect("start the handshake");
+            assert!(matches!(step, Step::Open), "split at {split}: {step:?}");
+            let answer = read_answer(&mut peer);
+            assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+            // RFC 6455's sample key and its accept value.
+            assert!(answer.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
+            assert!(answer.to_ascii_lowercase().contains("sec-websocket-protocol: binary"));
+
+            // The stream goes on from the socket: a masked binary frame "hi", then output.
+            peer.write_all(&[0x82, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]).expect("a frame");
+            let mut buf = [0u8; 16];
+            assert_eq!(conn.read(&mut buf).expect("the frame's payload"), 2);
+            assert_eq!(&buf[..2], b"hi");
+            assert_eq!(conn.write(b"ok").expect("write"), 2);
+            let mut frame = [0u8; 4];
+            peer.read_exact(&mut frame).expect("the output frame");
+            assert_eq!(frame, [0x82, 2, b'o', b'k']);
+        }
+    }
+
+    #[test]
+    fn without_the_prefix_the_same_split_head_never_completes() {
+        // The control for the test above: what the server read is not on the socket again.
+        let (server, mut peer) = UnixStream::pair().expect("a socket pair");
+        server.set_nonblocking(true).expect("non-blocking");
+        peer.write_all(&REQUEST[REQUEST.len() / 2..]).expect("send the head's rest");
+        let (_conn, step) = WsConn::accept(server.as_fd()).expect("start the handshake");
+        assert!(matches!(step, Step::Failed(_)), "{step:?}");
     }
 }
