@@ -7,7 +7,7 @@
 //!
 //! | command | arguments | returns |
 //! |---|---|---|
-//! | `__com.example_chardev-sessions` | `id` | `[{session, peer, role, since, sent, queued, dropped, input-dropped, writes}]` |
+//! | `__com.example_chardev-sessions` | `id` | `[{session, peer, role, since, sent, queued, dropped, input-dropped, writes, size?}]` (`size`: `{cols, rows}` a web console page reported) |
 //! | `__com.example_chardev-session-disconnect` | `id`, `session` | `{}` |
 //! | `__com.example_chardev-session-set-writer` | `id`, `session` | `{}` |
 //! | `__com.example_chardev-history-read` | `id`, `size`?, `format`? (`utf8`, `base64`) | the bytes, as `ringbuf-read` returns them, not drained |
@@ -99,7 +99,7 @@ fn sessions(c: &mut Call<'_>) -> QmpResult {
         list.into_iter()
             .map(|s| {
                 let since = s.since.duration_since(UNIX_EPOCH).unwrap_or_default();
-                json!({
+                let mut session = json!({
                     "session": s.id,
                     "peer": s.peer,
                     "role": s.role.as_str(),
@@ -109,7 +109,12 @@ fn sessions(c: &mut Call<'_>) -> QmpResult {
                     "dropped": s.dropped,
                     "input-dropped": s.input_dropped,
                     "writes": s.writes,
-                })
+                });
+                // Optional, as QAPI leaves out an absent optional member.
+                if let Some((cols, rows)) = s.size {
+                    session["size"] = json!({"cols": cols, "rows": rows});
+                }
+                session
             })
             .collect(),
     ))

@@ -26,8 +26,21 @@ pub mod websocket; // RFC 6455 for `websocket=on` servers, by tungstenite
 
 use chardev::Registry;
 
-/// Makes `socket` and `udp` chardevs buildable by `registry`.
+/// Makes `socket` and `udp` chardevs buildable by `registry`. Web console servers
+/// (`websocket=on` with `clients=` or `history=`) serve their page without xterm.js (it says
+/// what to install): see [`register_with_web_assets`].
 pub fn register(registry: &Registry) {
-    registry.register_backend("socket", socket::build);
+    register_with_web_assets(registry, None);
+}
+
+/// Makes `socket` and `udp` chardevs buildable by `registry`, with web console servers
+/// serving xterm.js from `assets`, the folder of the `@xterm/xterm` npm package
+/// (`scripts/setup-web` puts it in [`web::XTERM_PACKAGE`] under the repository's top). Its
+/// files are read at each request, so it may be installed while the servers run.
+pub fn register_with_web_assets(registry: &Registry, assets: Option<std::path::PathBuf>) {
+    let assets: Option<std::sync::Arc<std::path::Path>> = assets.map(Into::into);
+    registry.register_backend("socket", move |spec, cx| {
+        socket::build_with_web_assets(spec, cx, assets.clone())
+    });
     registry.register_backend("udp", udp::build);
 }

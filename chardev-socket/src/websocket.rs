@@ -138,6 +138,11 @@ pub struct WsConn {
     input_paused: bool,
     /// The frame of frontend output that may still be unsent (0 once a flush completed).
     data_unsent: usize,
+    /// A web console's page is on the other end: its resize messages are taken here
+    /// (`size`), not passed on as input.
+    web_page: bool,
+    /// The terminal size the page last reported.
+    size: Option<(u16, u16)>,
 }
 
 enum State {
@@ -180,6 +185,8 @@ impl WsConn {
             input_at: 0,
             input_paused: false,
             data_unsent: 0,
+            web_page: false,
+            size: None,
         };
         let step =
             conn.settle(tungstenite::accept_hdr_with_config(io, QemuHeaders, Some(config())));
@@ -204,6 +211,18 @@ impl WsConn {
                 Step::Failed(format!("websocket handshake failed: {e}"))
             }
         }
+    }
+
+    /// Treats text messages that are the web console page's resize message
+    /// (`{"type":"resize","cols":C,"rows":R}`, see [`crate::web::parse_resize`]) as the
+    /// page's terminal size rather than input: for connections of a web console server.
+    pub fn take_resize_messages(&mut self) {
+        self.web_page = true;
+    }
+
+    /// The terminal size the web console page last reported, if it did.
+    pub fn size(&self) -> Option<(u16, u16)> {
+        self.size
     }
 
     /// Whether the handshake is done.
@@ -244,7 +263,14 @@ impl WsConn {
         };
         let payload: Vec<u8> = match ws.read() {
             Ok(Message::Binary(data)) => data.into(),
-            Ok(Message::Text(text)) => text.as_bytes().to_vec(),
+            Ok(Message::Text(text)) => match crate::web::parse_resize(&text) {
+                // The web console page's size message (the page sends input as binary).
+                Some(size) if self.web_page => {
+                    self.size = Some(size);
+                    return Ok(0);
+                }
+                _ => text.as_bytes().to_vec(),
+            },
             // Pings are answered by tungstenite on the next flush; a close is answered too,
             // and the read after it reports the end.
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_)) => {

@@ -58,6 +58,9 @@ pub struct SessionInfo {
     /// Send calls that carried its output (history and live), to see that output goes out
     /// in large pieces.
     pub writes: u64,
+    /// The terminal size (columns, rows) the session last reported: a web console page's
+    /// resize message. `None` if it never said.
+    pub size: Option<(u16, u16)>,
 }
 
 /// What the sessions of a backend can be asked (a capability, see the module docs).

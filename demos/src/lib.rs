@@ -41,3 +41,14 @@ pub fn say_build_notices(registry: &chardev::Registry) {
         _ => {}
     });
 }
+
+/// Where the demos' web consoles find xterm.js: `CHARDEV_WEB_ASSETS` if set, else the
+/// `@xterm/xterm` package that `scripts/setup-web` installs in the workspace's `.web/`.
+pub fn web_assets() -> std::path::PathBuf {
+    match std::env::var_os("CHARDEV_WEB_ASSETS") {
+        Some(dir) => dir.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(chardev_socket::web::XTERM_PACKAGE),
+    }
+}

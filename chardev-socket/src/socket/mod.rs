@@ -306,6 +306,16 @@ impl std::fmt::Debug for Socket {
 
 /// Builds a `socket` backend; a server with `wait=on` returns once its first client is in.
 pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Chardev>> {
+    build_with_web_assets(spec, cx, None)
+}
+
+/// Builds a `socket` backend whose web console (a `websocket=on` server with `clients=` or
+/// `history=`) serves xterm.js from `assets` (see [`crate::register_with_web_assets`]).
+pub fn build_with_web_assets(
+    spec: &ChardevSpec,
+    cx: &BuildContext<'_>,
+    assets: Option<std::sync::Arc<Path>>,
+) -> Result<Box<dyn Chardev>> {
     let BackendSpec::Socket(s) = &spec.backend else {
         return Err(Error::UnknownBackend(spec.backend.kind().into()));
     };
@@ -349,8 +359,11 @@ pub fn build(spec: &ChardevSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Charde
             return Err(Error::option(key, &value, "only for a server (a listening socket)"));
         }
         let queue = s.queue.unwrap_or(chardev::fanout::QUEUE_DEFAULT);
-        socket.viewers =
-            Some(Box::new(Viewers::new(s.clients, s.history, queue, cx.session_events())));
+        let mut viewers = Viewers::new(s.clients, s.history, queue, cx.session_events());
+        if socket.websocket {
+            viewers.web = Some(viewers::Web { assets, title: cx.id.to_string() });
+        }
+        socket.viewers = Some(Box::new(viewers));
     }
     match &socket.role {
         Role::Server(_) if s.wait => socket.wait_for_client(cx)?,
@@ -633,7 +646,9 @@ impl Socket {
             fd::set_nonblocking(s, true)?;
         }
         let mut conn = Conn::new(stream, self.telnet);
-        if self.websocket {
+        // A web console reads the request head itself first (page or websocket).
+        let web = self.viewers.as_ref().is_some_and(|v| v.web.is_some());
+        if self.websocket && !web {
             let (ws, step) =
                 WsConn::accept(conn.stream.fd()).map_err(|e| Error::io("start a websocket", e))?;
             if let Step::Failed(why) = step {

@@ -33,8 +33,27 @@ use mio::{Interest, Token};
 use super::{Conn, Socket, Stream, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER, TELNET_CHUNK};
 use crate::websocket::Step;
 
-/// Websocket connections that may be in their handshake at once, beside the clients.
-pub const HANDSHAKES_MAX: usize = 8;
+/// Connections that may be in their handshake at once, beside the clients: websocket
+/// handshakes, and a web console's page requests (a browser opens several at once for the
+/// page, its script and xterm.js).
+pub const HANDSHAKES_MAX: usize = 16;
+
+/// A web console: a `websocket=on` server with viewers also answers page requests
+/// ([`crate::web`]).
+pub(super) struct Web {
+    /// The `@xterm/xterm` package's folder, if the embedder gave one.
+    pub(super) assets: Option<std::sync::Arc<std::path::Path>>,
+    /// The page's title: the chardev's id.
+    pub(super) title: String,
+}
+
+/// Where a web console's connection is before it is a websocket.
+enum WebPhase {
+    /// Reading the request head (at most [`crate::web::HEAD_MAX`]).
+    Head(Vec<u8>),
+    /// Sending a page (or a refusal), from this offset; closed once it is sent.
+    Answer(Vec<u8>, usize),
+}
 
 /// The most output one websocket message to a viewer carries: tungstenite holds a message
 /// whole until it is sent, so this bounds what a slow websocket viewer holds beside the ring.
@@ -70,6 +89,8 @@ pub(super) struct Viewers {
     next_id: u64,
     /// Where sessions opening and closing are reported.
     events: SessionEvents,
+    /// A web console (`websocket=on`): connections start with an HTTP request head.
+    pub(super) web: Option<Web>,
     /// Makes the loop read the writer chosen from another thread.
     waker: Option<Waker>,
 }
@@ -93,6 +114,8 @@ struct Session {
     armed: bool,
     /// Who it is (see `SessionInfo::peer`).
     peer: String,
+    /// A web console's connection before it is a websocket (or while a page goes out).
+    web: Option<WebPhase>,
     /// It was ended on request (`disconnect`), not by its peer.
     ended: bool,
 }
@@ -122,6 +145,7 @@ impl Viewers {
             next_id: 1,
             events,
             waker: None,
+            web: None,
         }
     }
 
@@ -280,6 +304,7 @@ impl Sessions for Socket {
                 dropped: s.reader.dropped(),
                 input_dropped: s.input_dropped,
                 writes: s.writes,
+                size: s.conn.ws.as_ref().and_then(|ws| ws.size()),
             })
             .collect();
         list.sort_by_key(|s| s.id);
@@ -354,9 +379,12 @@ impl Socket {
             };
             let websocket = self.websocket;
             let v = self.viewers();
-            let full = if websocket {
-                v.open_count() + v.handshake_count() >= v.max + HANDSHAKES_MAX
-                    || v.open_count() >= v.max
+            let full = if v.web.is_some() {
+                // A page request is served even when every client place is taken (the page
+                // then hears why its websocket is refused): only the handshake places count.
+                v.handshake_count() >= HANDSHAKES_MAX
+            } else if websocket {
+                v.handshake_count() >= HANDSHAKES_MAX || v.open_count() >= v.max
             } else {
                 v.open_count() >= v.max
             };
@@ -401,8 +429,9 @@ impl Socket {
             self.refuse(conn.stream);
             return;
         };
-        let handshake = conn.needs_handshake();
-        let watch = handshake || !conn.pending.is_empty();
+        let web = v.web.is_some().then(|| WebPhase::Head(Vec::new()));
+        let handshake = conn.needs_handshake() || web.is_some();
+        let watch = conn.needs_handshake() || !conn.pending.is_empty();
         let interest =
             if watch { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if let Err(e) = io.register(conn.stream.source(), source(slot), interest) {
@@ -418,6 +447,7 @@ impl Socket {
         conn.watching_output = watch;
         let peer = peer_of(&conn.stream);
         v.slots[slot] = Some(Session {
+            web,
             peer,
             ended: false,
             id,
@@ -521,6 +551,9 @@ impl Socket {
         let slot = source - 1;
         let v = self.viewers();
         let Some(session) = v.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        if session.web.is_some() {
+            return self.web_ready(io, slot, event);
+        }
         if !session.open() {
             let step = match &mut session.conn.ws {
                 Some(ws) => ws.advance(),
@@ -588,6 +621,108 @@ impl Socket {
             }
         }
         self.close_session(io, slot);
+    }
+
+    /// Readiness on a web console's connection before it is a websocket: reads the request
+    /// head, then answers a page request (and closes), or starts the websocket handshake
+    /// with the head's bytes replayed.
+    fn web_ready(&mut self, io: &mut Io<'_>, slot: usize, event: &mio::event::Event) {
+        let label = self.label.clone();
+        let v = self.viewers();
+        let open = v.open_count();
+        let max = v.max;
+        let Some(web) = v.web.as_ref() else { return };
+        let (assets, title) = (web.assets.clone(), web.title.clone());
+        let Some(session) = v.slots[slot].as_mut() else { return };
+        let fd = session.conn.stream.fd();
+        match &mut session.web {
+            Some(WebPhase::Head(head)) => {
+                let mut buf = [0u8; 2048];
+                let mut ended = false;
+                while head.len() < crate::web::HEAD_MAX {
+                    let room = buf.len().min(crate::web::HEAD_MAX - head.len());
+                    match fd::recv_with_fds(fd, &mut buf[..room], &mut Vec::new()) {
+                        Ok(r) if r.bytes == 0 => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(r) => head.extend_from_slice(&buf[..r.bytes]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let answer = match crate::web::parse_head(head) {
+                    crate::web::Head::Incomplete if !ended => return,
+                    crate::web::Head::Incomplete => None,
+                    crate::web::Head::Upgrade if open >= max => {
+                        log::info!("chardev '{label}': too many clients (clients={max})");
+                        Some(crate::web::refusal(
+                            503,
+                            &format!("chardev '{label}': too many clients (clients={max})"),
+                        ))
+                    }
+                    crate::web::Head::Upgrade => {
+                        let prefix = std::mem::take(head);
+                        session.web = None;
+                        match crate::websocket::WsConn::accept_with_prefix(fd, prefix) {
+                            Ok((mut ws, step)) => {
+                                ws.take_resize_messages();
+                                session.conn.ws = Some(ws);
+                                match step {
+                                    Step::Open => self.open_session(io, slot),
+                                    Step::Pending => {}
+                                    Step::Failed(why) => {
+                                        log::info!("chardev '{label}': {why}");
+                                        self.close_session(io, slot);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                log::info!("chardev '{label}': cannot start a websocket: {e}");
+                                self.close_session(io, slot);
+                            }
+                        }
+                        return;
+                    }
+                    crate::web::Head::Get { path, head_only } => {
+                        log::debug!("chardev '{label}': page request {path}");
+                        Some(crate::web::respond(&path, head_only, assets.as_deref(), &title))
+                    }
+                    crate::web::Head::Refuse { status, reason } => {
+                        log::info!("chardev '{label}': HTTP request refused ({status}): {reason}");
+                        Some(crate::web::refusal(status, reason))
+                    }
+                };
+                match answer {
+                    Some(answer) => session.web = Some(WebPhase::Answer(answer, 0)),
+                    None => return self.close_session(io, slot),
+                }
+            }
+            Some(WebPhase::Answer(..)) if !event.is_writable() && !event.is_error() => return,
+            _ => {}
+        }
+        // Send the answer as far as the socket takes it; close once it is all out.
+        let v = self.viewers();
+        let Some(session) = v.slots[slot].as_mut() else { return };
+        let Some(WebPhase::Answer(answer, sent)) = &mut session.web else { return };
+        loop {
+            if *sent == answer.len() {
+                return self.close_session(io, slot);
+            }
+            match fd::send_with_fds(session.conn.stream.fd(), &answer[*sent..], &[]) {
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close_session(io, slot),
+            }
+        }
+        if let (Some(registry), Some(&token)) = (&v.registry, v.tokens.get(slot)) {
+            arm(registry, token, session, true);
+        }
     }
 
     /// `read` of a server with viewers: the writer's input.

@@ -406,10 +406,55 @@ fn websocket_viewers_get_the_history_answer_pings_and_only_the_writer_is_heard()
     assert_eq!(line(), "history v2 True");
     assert_eq!(line(), "pong");
     assert_eq!(rec.data(7), b"from-v1", "only the writer (the first) is heard");
+    let sizes: Vec<_> = reg.sessions("ws").unwrap().iter().map(|s| s.size).collect();
+    assert_eq!(sizes, [Some((100, 30)), None], "the resize message is the session's size");
     h.write_all(b"live-output").unwrap();
     assert_eq!(line(), "live v1");
     assert_eq!(line(), "live v2");
     assert_eq!(line(), "ok");
     rec.expect_event(Event::Closed);
     assert!(wait_exit(&mut child.0, "ws_viewers.py").success());
+}
+
+#[test]
+fn a_web_console_answers_page_requests_even_when_full_and_refuses_a_websocket_beyond_the_limit() {
+    let (_lp, reg, _dir) = setup();
+    reg.add_str(
+        "socket,id=web0,host=127.0.0.1,port=0,server=on,wait=off,websocket=on,clients=1,history=1k",
+    )
+    .unwrap();
+    let f = filename(&reg, "web0");
+    let port: u16 = f.trim_end_matches(",server=on").rsplit(':').next().unwrap().parse().unwrap();
+    let h = reg.connect("web0").unwrap();
+    let rec = record(&h, 4096);
+    let get = |request: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("the answer, then the end");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let page = get("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("<title>web0"), "titled by the chardev's id: {page}");
+    assert!(get("GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(get("POST / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    rec.quiet(QUIET);
+
+    // One websocket client takes the only place; the page is still served, and a second
+    // websocket is refused with the reason.
+    let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
+    first.write_all(upgrade.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = first.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..n]));
+    rec.expect_event(Event::Opened);
+    assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+    let refused = get(upgrade);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("chardev 'web0': too many clients (clients=1)"), "{refused}");
 }

@@ -25,6 +25,8 @@ async def main(url):
     await asyncio.wait_for(pong, 10)
     print("pong", flush=True)
     await v2.send(b"from-v2")
+    # The web console page's size message: taken as the session's size, not as input.
+    await v1.send('{"type":"resize","cols":100,"rows":30}')
     await v1.send(b"from-v1")
     for name, v in (("v1", v1), ("v2", v2)):
         await until(v, b"live-output")

@@ -144,7 +144,7 @@ fn run(
     }
     let lp = EventLoop::spawn().map_err(|e| e.to_string())?;
     let registry = Registry::new(lp.handle());
-    chardev_socket::register(&registry);
+    chardev_socket::register_with_web_assets(&registry, Some(demos::web_assets()));
     chardev_pty::register(&registry);
     demos::say_build_notices(&registry);
     for spec in &specs {

@@ -118,7 +118,7 @@ fn run(
             .add(fd, Some(add.set), add.opaque.clone())
             .map_err(|e| format!("-add-fd fd={},set={}: {e}", add.fd, add.set))?;
     }
-    chardev_socket::register(&registry);
+    chardev_socket::register_with_web_assets(&registry, Some(demos::web_assets()));
     chardev_pty::register(&registry);
     demos::say_build_notices(&registry);
 

@@ -132,7 +132,6 @@ fn artifact(name: &str) -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs clients= and the page wiring (issue 17 S1/S4)"]
 fn a_browser_shows_the_guest_types_into_it_keeps_history_in_a_second_tab_and_reconnects() {
     require_python_module("selenium", "selenium");
     require_program("chromium", "chromium");
