@@ -10,7 +10,10 @@
 //! ([`Reader`]): a member that stops reading falls behind by at most `queue=` bytes, then
 //! loses the oldest and sees a [`gap_marker`] before its next data; the writer and the other
 //! members never wait for it, and [`Chardev::write`] never says `WouldBlock`. A member that
-//! opens (a client connects to a socket member) first gets the last `history=` bytes.
+//! opens (a client connects to a socket member) first gets the last `history=` bytes. A
+//! member that is not open is still offered the output, once and without waiting (QEMU skips
+//! it): a socket server with its own `history=`, or a pty with a backlog, keeps it for its
+//! next peer; the others refuse it as they would anyway.
 //!
 //! Lock order, in one direction only: the hub cell's backend lock (held around every
 //! [`Chardev`] call) → the shared state (`Shared`) → a member's backend lock (inside
@@ -125,7 +128,8 @@ enum MemberState {
     /// was open already reports so (its `Opened` as a late subscriber) and then gets the
     /// output written since the hub was made, which it would otherwise miss.
     Joining(Reader),
-    /// Not open (no client, no terminal): it gets nothing, as in QEMU.
+    /// Not open (no client, no terminal): it is offered the output once, without waiting
+    /// (QEMU's hub skips it), for a member that keeps output for its next peer.
     Closed,
     /// Open: output goes to it through its reader.
     Open(Reader),
@@ -210,7 +214,14 @@ impl Shared {
                     reader.enforce(&self.ring, self.queue);
                 }
                 MemberState::Open(_) => self.flush(index),
-                MemberState::Closed => {}
+                // Unlike QEMU's hub, a closed member is offered the output too, once and
+                // without waiting: a socket server with `history=` or a pty with a backlog
+                // keeps it for whoever comes (others refuse it, as they would anyway).
+                MemberState::Closed => {
+                    if let Some(handle) = &self.members[index].handle {
+                        let _ = handle.write(data);
+                    }
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use demos::relay::{self, RelayEvent};
 use demos::say;
 use nix::sys::signal::{SigSet, Signal};
 
-const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] SPEC SPEC
+const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] [--chardev SPEC]... SPEC SPEC
 
 Joins two chardevs back to back, each given in QEMU's -chardev syntax (an id is
 optional, a and b by default, and names the side in messages):
@@ -37,6 +37,9 @@ comes). Fds pass through when both sides are unix sockets. Where no fd can flow,
 between plain sockets move by splice(2) and never enter user space. The relay ends when
 a side that was open closes.
 
+  --chardev SPEC  make this chardev (with its id=) before the two sides, as QEMU's
+                -chardev: for the members of a side that is a hub
+                (--chardev socket,id=u,...  --chardev socket,id=w,... VM hub,chardevs.0=u,chardevs.1=w)
   --keep-open   do not end when a side closes: wait for its next connection
   --no-fds      do not pass fds (close those that arrive, as socat does): splice everywhere
   --copy        never splice: copy every byte through the relay's buffer
@@ -50,8 +53,17 @@ fn main() -> ExitCode {
     let mut verbose = false;
     let mut options = relay::Options::default();
     let mut specs = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut chardevs = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--chardev" => match args.next() {
+                Some(spec) => chardevs.push(spec),
+                None => {
+                    say!("chardev-relay: --chardev needs a SPEC\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--keep-open" => keep_open = true,
             "-v" => verbose = true,
             "--no-fds" => options.pass_fds = false,
@@ -70,7 +82,7 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: they all inherit the blocked mask.
     let shutdown = Shutdown::catch_signals();
-    match run(&specs[0], &specs[1], keep_open, verbose, options, &shutdown) {
+    match run(&chardevs, &specs[0], &specs[1], keep_open, verbose, options, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("chardev-relay: {e}");
@@ -129,6 +141,7 @@ fn parse(spec: &str, id: &str) -> Result<ChardevSpec, String> {
 }
 
 fn run(
+    chardevs: &[String],
     a: &str,
     b: &str,
     keep_open: bool,
@@ -147,6 +160,14 @@ fn run(
     chardev_socket::register_with_web_assets(&registry, Some(demos::web_assets()));
     chardev_pty::register(&registry);
     demos::say_build_notices(&registry);
+    // --chardev first, in order: a side may be a hub over them.
+    for spec in chardevs {
+        let spec = ChardevSpec::parse(spec).map_err(|e| format!("--chardev {spec}: {e}"))?;
+        if ids.contains(&spec.id) {
+            return Err(format!("--chardev {}: the id '{}' is a side's", spec.id, spec.id));
+        }
+        registry.add(&spec).map_err(|e| format!("--chardev {}: {e}", spec.id))?;
+    }
     for spec in &specs {
         registry.add(spec).map_err(|e| e.to_string())?;
     }

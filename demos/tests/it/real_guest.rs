@@ -73,14 +73,31 @@ fn a_real_guest_console_through_the_relay_survives_a_vm_restart_and_is_logged() 
     // side; a chardev's logfile= copies what is written to it (QEMU's rule: frontend
     // output), so the console side's logfile holds the guest's output. The vm side's would
     // hold what the viewers type.
+    // The console side is a hub over two servers, for viewers on a unix socket and for the
+    // web page (and websocket viewers) on a tcp port; the hub's logfile holds what the relay
+    // writes to it: the guest's output.
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let relay = Captured::spawn(
         {
             let mut cmd = Command::new(BIN);
             cmd.arg("--keep-open")
+                .args([
+                    "--chardev",
+                    &format!(
+                        "socket,id=unix,path={},server=on,wait=off,clients=4,history=1M",
+                        viewers.display()
+                    ),
+                ])
+                .args([
+                    "--chardev",
+                    &format!(
+                    "socket,id=web,host=127.0.0.1,port={web_port},server=on,wait=off,websocket=on,\
+                     clients=4,history=1M"
+                ),
+                ])
                 .arg(format!("socket,id=vm,path={},reconnect-ms=200", vm.display()))
                 .arg(format!(
-                    "socket,id=console,path={},server=on,wait=off,clients=4,history=1M,logfile={}",
-                    viewers.display(),
+                    "hub,id=console,chardevs.0=unix,chardevs.1=web,logfile={}",
                     log.display()
                 ));
             cmd
@@ -126,6 +143,9 @@ fn a_real_guest_console_through_the_relay_survives_a_vm_restart_and_is_logged() 
             panic!("the late viewer's history lacks a boot or has them out of order: {other:?}")
         }
     }
+    // The web side too: the page is served, and a websocket viewer that comes now gets both
+    // boots from its own history.
+    web_viewer_sees_both_boots(web_port);
     late.send("cat /proc/cmdline\n");
     let end = Instant::now() + ANSWER;
     scene.expect(&mut late, "chardev.boot=second\r\n", end);
@@ -169,4 +189,38 @@ fn a_real_guest_console_through_the_relay_survives_a_vm_restart_and_is_logged() 
     );
     assert!(started.elapsed() < WHOLE, "the test took {:?}", started.elapsed());
     eprintln!("the whole test took {:?}", started.elapsed());
+}
+
+/// An HTTP GET of the web console's page, then a websocket viewer (Python's `websockets`)
+/// that must get both boot lines, in order, from the history.
+fn web_viewer_sees_both_boots(port: u16) {
+    use std::io::{Read, Write};
+    chardev_testkit::require_python_module("websockets", "websockets");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(ANSWER)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).expect("the page, then the end");
+    assert!(page.starts_with("HTTP/1.1 200 OK") && page.contains("<title>web"), "{page}");
+    let script = format!(
+        r#"
+import asyncio, websockets
+async def main():
+    async with websockets.connect("ws://127.0.0.1:{port}/", subprotocols=["binary"]) as ws:
+        got = b""
+        while b"{second}" not in got:
+            got += await asyncio.wait_for(ws.recv(), 10)
+        a, b = got.find(b"{first}"), got.find(b"{second}")
+        assert 0 <= a < b, (a, b)
+        print("ok")
+asyncio.run(main())
+"#,
+        first = boot_line("first"),
+        second = boot_line("second"),
+    );
+    let out = chardev_testkit::output_within(
+        chardev_testkit::python().arg("-c").arg(script),
+        "the websocket viewer",
+    );
+    chardev_testkit::assert_said_ok(&out);
 }
