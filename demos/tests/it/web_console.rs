@@ -51,7 +51,7 @@ fn start_machine(port: u16) -> Machine {
 }
 
 /// The browser driver, `web_console.py`, spoken to one command at a time.
-struct Browser {
+pub(crate) struct Browser {
     _child: KillOnDrop,
     stdin: ChildStdin,
     stdout: ChildStdout,
@@ -59,7 +59,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    pub(crate) fn start() -> Browser {
         let mut child = KillOnDrop(
             python()
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/web_console.py"))
@@ -97,7 +97,7 @@ impl Browser {
 
     /// Sends `command` and returns the rest of its "ok" answer; fails the test on "error".
     /// A wait's own bound is in the command; `SLACK` covers the rest.
-    fn ok(&mut self, command: &str) -> String {
+    pub(crate) fn ok(&mut self, command: &str) -> String {
         writeln!(self.stdin, "{command}").expect("send the driver a command");
         let answer = self.answer(SLACK + Duration::from_secs(20));
         match answer.strip_prefix("ok") {
@@ -122,7 +122,7 @@ impl Drop for Browser {
 }
 
 /// Where the screenshot is kept: `target/test-artifacts/` (CARGO_TARGET_DIR's if set).
-fn artifact(name: &str) -> PathBuf {
+pub(crate) fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
