@@ -639,6 +639,10 @@ impl Chardev for Pty {
         Some(self.slave.clone())
     }
 
+    fn counters(&self, counters: &mut chardev::Counters) {
+        counters.dropped_backlog += self.backlog.dropped_total();
+    }
+
     fn kind(&self) -> &'static str {
         "pty"
     }

@@ -132,6 +132,12 @@ pub trait Chardev: Any + Send {
         None
     }
 
+    /// Adds what only the backend knows to `counters`: connections, output its viewers or
+    /// its backlog dropped (see [`Counters`](crate::Counters)). The default adds nothing.
+    fn counters(&self, counters: &mut crate::Counters) {
+        let _ = counters;
+    }
+
     /// The sessions of a backend that serves many connections at once (a `socket` server
     /// with `clients=` or `history=`). `None` (the default): it has none to show.
     fn sessions(&mut self) -> Option<&mut dyn Sessions> {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::Chardev;
+use crate::counters::CoreCounters;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
@@ -61,6 +62,8 @@ pub(crate) struct Cell {
     /// The loop turn in which a write last came back short on the loop thread; 0 when the
     /// last short write was on another thread (or there was none).
     short_write: AtomicU64,
+    /// What the core counts (see [`crate::counters`]).
+    pub(crate) counters: CoreCounters,
 }
 
 impl Cell {
@@ -85,6 +88,7 @@ impl Cell {
             installed: AtomicU8::new(0),
             accept_queued: AtomicBool::new(false),
             short_write: AtomicU64::new(0),
+            counters: CoreCounters::default(),
             mux: mux.then(|| Mutex::new(Timestamps::default())),
         }
     }
@@ -229,7 +233,21 @@ impl Cell {
         let r = self.backend().write(buf, fds);
         self.log_output(buf, &r);
         self.note_short(buf.len(), &r);
+        self.count_out(&r);
         r
+    }
+
+    fn count_out(&self, r: &io::Result<usize>) {
+        if let Ok(n) = r {
+            CoreCounters::add(&self.counters.bytes_out, *n as u64);
+        }
+    }
+
+    /// Every counter: the core's and the backend's.
+    pub(crate) fn counters(&self) -> crate::Counters {
+        let mut counters = self.counters.snapshot();
+        self.backend().counters(&mut counters);
+        counters
     }
 
     /// Remembers where a write that did not take everything happened (see
@@ -270,6 +288,7 @@ impl Cell {
             }
         };
         self.note_short(len, &r);
+        self.count_out(&r);
         r
     }
 
@@ -296,6 +315,7 @@ impl Cell {
                 }
             };
             self.log_output(rest, &r);
+            self.count_out(&r);
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => rest = &rest[n.min(rest.len())..],
@@ -304,10 +324,14 @@ impl Cell {
                     // The 1 s bound only re-checks the backend in case it was swapped or
                     // disconnected under us; the wake-up itself comes from the kernel.
                     Some(fd) => {
-                        crate::fd::wait_writable(
+                        let waited = Instant::now();
+                        let r = crate::fd::wait_writable(
                             std::os::fd::AsFd::as_fd(&fd),
                             Some(Duration::from_secs(1)),
-                        )?;
+                        );
+                        let ns = u64::try_from(waited.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        CoreCounters::add(&self.counters.blocked_ns, ns);
+                        r?;
                     }
                     None => return Err(e),
                 },

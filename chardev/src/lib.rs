@@ -42,6 +42,7 @@ pub mod backend; // the backend trait, its view of the loop, the Splice capabili
 pub mod backends; // null, file, pipe, ringbuf, stdio
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
+pub mod counters; // bytes in/out, drops, waits, connections, fds: per chardev
 pub mod error; // the one error type
 pub mod event_loop; // mio loop: readiness, flow control, timers, typed requests; AsFd to nest it
 pub mod fanout; // recent output kept once, a cursor per viewer: history and viewer queues as one
@@ -59,6 +60,7 @@ pub mod term; // raw terminal mode, restored on drop, exit, panic and fatal sign
 mod token; // what a mio token of the loop means: chardev and source
 
 pub use crate::backend::{Chardev, Input, Io, Splice, Waker};
+pub use crate::counters::Counters;
 pub use crate::error::{Error, Result};
 pub use crate::event_loop::{EventLoop, LoopHandle, LoopThread};
 pub use crate::frontend::{Event, Frontend, FrontendHandle};

@@ -603,6 +603,11 @@ impl Registry {
         self.with_sessions(id, NO_SESSIONS, |s| s.make_writer(session))
     }
 
+    /// The counters of chardev `id` (see [`Counters`](crate::Counters)).
+    pub fn counters(&self, id: &str) -> Result<crate::Counters> {
+        Ok(self.record(id)?.cell.counters())
+    }
+
     /// The last `max` bytes of chardev `id`'s history (all of it for `None`), without
     /// draining it: unlike `ringbuf-read`, the next reader gets them too. `Unsupported` for a
     /// chardev that keeps no history (see `history=`).

@@ -475,7 +475,25 @@ impl Hmp {
                 .registry
                 .query()
                 .iter()
-                .map(|c| format!("{}: filename={}\r\n", c.label, c.filename))
+                .map(|c| {
+                    // QEMU's line, then the counters on one of their own.
+                    let counters = self.services.registry.counters(&c.label).unwrap_or_default();
+                    format!(
+                        "{}: filename={}\r\n  in {} out {} dropped overflow {} viewers {} \
+                         backlog {} blocked {} ms connections {} fds {} ({} closed)\r\n",
+                        c.label,
+                        c.filename,
+                        counters.bytes_in,
+                        counters.bytes_out,
+                        counters.dropped_overflow,
+                        counters.dropped_viewers,
+                        counters.dropped_backlog,
+                        counters.blocked_ns / 1_000_000,
+                        counters.connections,
+                        counters.fds_received,
+                        counters.fds_closed
+                    )
+                })
                 .collect(),
             Some("version") => format!("{} ({PROGRAM})\r\n", env!("CARGO_PKG_VERSION")),
             Some("name") => m.name.as_ref().map(|n| format!("{n}\r\n")).unwrap_or_default(),

@@ -293,6 +293,8 @@ pub struct Socket {
     /// `clients=` above 1 or `history=`: the server serves many connections at once, and
     /// `state` stays `Idle`.
     viewers: Option<Box<Viewers>>,
+    /// Connections accepted or made (counters).
+    connections: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -338,6 +340,7 @@ pub fn build_with_web_assets(
         disconnected: String::new(),
         socket_file: None,
         viewers: None,
+        connections: std::cell::Cell::new(0),
     };
     s.check_viewers()?;
     match &s.addr {
@@ -667,6 +670,10 @@ impl Socket {
             }
         }
         conn.name = conn.stream.filename(self.protocol(), self.server());
+        // A server's connections count when accepted; a client's when they open.
+        if self.server() {
+            self.connections.set(self.connections.get() + 1);
+        }
         conn
     }
 
@@ -707,6 +714,9 @@ impl Socket {
     /// The connection is open for the frontend: `Opened`, and read what came with it.
     fn announce(&mut self, io: &mut Io<'_>, conn: Conn) {
         log::info!("chardev '{}': connected: {}", self.label, conn.name);
+        if !self.server() {
+            self.connections.set(self.connections.get() + 1);
+        }
         io.event(Event::Opened);
         io.input_ready();
         self.state = State::Open(conn);
@@ -1124,6 +1134,13 @@ impl Chardev for Socket {
 
     fn history(&self, max: Option<usize>) -> Option<Vec<u8>> {
         self.viewers_history(max)
+    }
+
+    fn counters(&self, counters: &mut chardev::Counters) {
+        counters.connections += self.connections.get();
+        if let Some(v) = &self.viewers {
+            counters.dropped_viewers += v.dropped();
+        }
     }
 
     fn kind(&self) -> &'static str {

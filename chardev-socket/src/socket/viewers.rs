@@ -91,6 +91,8 @@ pub(super) struct Viewers {
     events: SessionEvents,
     /// A web console (`websocket=on`): connections start with an HTTP request head.
     pub(super) web: Option<Web>,
+    /// Output bytes lost by sessions that have closed since (counters).
+    dropped_closed: u64,
     /// Makes the loop read the writer chosen from another thread.
     waker: Option<Waker>,
 }
@@ -146,7 +148,13 @@ impl Viewers {
             events,
             waker: None,
             web: None,
+            dropped_closed: 0,
         }
+    }
+
+    /// Output bytes every session ever lost by falling behind.
+    pub(super) fn dropped(&self) -> u64 {
+        self.dropped_closed + self.slots.iter().flatten().map(|s| s.reader.dropped()).sum::<u64>()
     }
 
     fn slot_of(&self, label: &str, id: u64) -> Result<usize> {
@@ -519,6 +527,7 @@ impl Socket {
             v.tell(&label, slot, session, SessionChange::Closed { reason });
         }
         let Some(mut session) = v.slots[slot].take() else { return };
+        v.dropped_closed += session.reader.dropped();
         let _ = io.registry().deregister(session.conn.stream.source());
         session.conn.stream.shutdown();
         log::info!(

@@ -5,6 +5,7 @@
 //! `chardev-testkit` crate, the socket set-up from `support`.
 
 mod abstract_sockets; // abstract=on, tight=on|off, against a Python peer and std sockets
+mod counters; // bytes, connections, fds, viewers dropped, writers blocked
 mod examples; // the examples run as a newcomer runs them, driven by real peers
 mod fd_passing; // fds from Python's socket.send_fds; the seed (passed fds arrive blocking)
 mod more_sockets; // to= port ranges, an inherited fd=N, stale and live server paths

@@ -106,6 +106,8 @@ struct Shared {
     waker: Option<Waker>,
     /// A member was told there is no room: they get `accept_input` once there is.
     starved: bool,
+    /// Output bytes the members lost in all by falling behind (counters).
+    dropped: u64,
 }
 
 /// One member chardev as the hub holds it.
@@ -165,6 +167,7 @@ impl Hub {
             events: VecDeque::new(),
             waker: None,
             starved: false,
+            dropped: 0,
         }));
         let handles: Vec<FrontendHandle> =
             lock(&shared).members.iter().filter_map(|m| m.handle.clone()).collect();
@@ -211,7 +214,7 @@ impl Shared {
         for index in 0..self.members.len() {
             match &mut self.members[index].state {
                 MemberState::Joining(reader) => {
-                    reader.enforce(&self.ring, self.queue);
+                    self.dropped += reader.enforce(&self.ring, self.queue);
                 }
                 MemberState::Open(_) => self.flush(index),
                 // Unlike QEMU's hub, a closed member is offered the output too, once and
@@ -230,13 +233,13 @@ impl Shared {
     /// asks to be told when it can take more if some is left, and drops what it is behind
     /// beyond `queue`.
     fn flush(&mut self, index: usize) {
-        let Shared { ring, members, queue, label, .. } = self;
+        let Shared { ring, members, queue, label, dropped, .. } = self;
         let member = &mut members[index];
         let MemberState::Open(reader) = &mut member.state else { return };
         // What the ring no longer keeps is lost whatever the member does.
-        reader.enforce(ring, u64::MAX);
+        *dropped += reader.enforce(ring, u64::MAX);
         if member.waiting {
-            reader.enforce(ring, *queue);
+            *dropped += reader.enforce(ring, *queue);
             return;
         }
         let Some(handle) = &member.handle else { return };
@@ -280,7 +283,7 @@ impl Shared {
             }
         }
         // Short: the rest waits in the ring, bounded by `queue`.
-        reader.enforce(ring, *queue);
+        *dropped += reader.enforce(ring, *queue);
         member.waiting = true;
         handle.notify_writable();
     }
@@ -413,6 +416,10 @@ impl Chardev for Hub {
         lock(&self.shared).output(buf);
         // Never WouldBlock: a member that cannot take it now has it queued (or loses it).
         Ok(buf.len())
+    }
+
+    fn counters(&self, counters: &mut crate::Counters) {
+        counters.dropped_viewers += lock(&self.shared).dropped;
     }
 
     fn kind(&self) -> &'static str {

@@ -16,6 +16,7 @@ use super::entry::Entry;
 use super::request::ExitHandler;
 use crate::backend::{Input, Io, RaisedEvent};
 use crate::cell::Cell;
+use crate::counters::CoreCounters;
 
 /// Reads one chardev may do per loop iteration before others get their turn.
 const READS_PER_TURN: usize = 64;
@@ -123,7 +124,8 @@ impl Core {
             if writable && entry.want_writable != 0 {
                 Self::tell_writable(entry);
             }
-            let fds = passed_fds(&entry.cell.label, std::mem::take(&mut self.fds));
+            let fds = passed_fds(&entry.cell, std::mem::take(&mut self.fds));
+            CoreCounters::add(&entry.cell.counters.bytes_in, n as u64);
             Self::dispatch(entry, &self.buf[..n], fds, &mut self.raised, &mut self.exit);
             if !matches!(input, Input::Data(_)) {
                 return entry.input_ready;
@@ -157,6 +159,7 @@ impl Core {
             Ok(0) => return None,
             Ok(n) => {
                 fe.spliced(n);
+                CoreCounters::add(&cell.counters.bytes_in, n as u64);
                 Some(true)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(true),
@@ -207,6 +210,7 @@ impl Core {
                     entry.cell.label,
                     fds.len()
                 );
+                CoreCounters::add(&entry.cell.counters.fds_closed, fds.len() as u64);
             }
         }
     }
@@ -238,7 +242,10 @@ impl Core {
 /// blocking and close-on-exec before any frontend sees them, whatever the backend. An fd
 /// whose flags cannot be set is logged and closed, never handed on in the wrong mode; the
 /// bytes are delivered all the same.
-fn passed_fds(label: &str, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+fn passed_fds(cell: &Cell, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    let label = &cell.label;
+    let received = fds.len();
+    CoreCounters::add(&cell.counters.fds_received, received as u64);
     fds.retain(|fd| match crate::fd::make_passed_fd_blocking(std::os::fd::AsFd::as_fd(fd)) {
         Ok(()) => true,
         Err(e) => {
@@ -246,5 +253,6 @@ fn passed_fds(label: &str, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
             false
         }
     });
+    CoreCounters::add(&cell.counters.fds_closed, (received - fds.len()) as u64);
     fds
 }

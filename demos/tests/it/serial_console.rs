@@ -347,6 +347,15 @@ fn hmp_manages_chardevs_and_ringbufs_and_survives_bad_commands() {
     assert_eq!(run("ringbuf_write rb0 abcdefghij"), "");
     assert_eq!(run("ringbuf_read rb0 100"), "cdefghij\r\n");
     assert!(run("info chardev").contains("rb0: filename=ringbuf\r\n"));
+    // The counters, on a line of their own under QEMU's (ringbuf_write is no frontend
+    // output: not counted as bytes out).
+    let info = run("info chardev");
+    assert!(
+        info.contains(
+            "rb0: filename=ringbuf\r\n  in 0 out 0 dropped overflow 0 viewers 0 backlog 0"
+        ),
+        "{info}"
+    );
     assert_eq!(run("chardev-change rb0 null"), "");
     assert!(run("info chardev").contains("rb0: filename=null\r\n"));
     assert_eq!(run("chardev-remove rb0"), "");

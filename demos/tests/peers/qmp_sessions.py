@@ -96,6 +96,22 @@ async def main(qmp_path, serial_path):
         raise AssertionError("a null chardev has no sessions")
     except ExecuteError as e:
         assert e.error.error.desc.startswith("chardev 'n0' cannot show or steer sessions"), e.error.error.desc
+    # query-chardev carries the counters as a downstream member. qemu.qmp takes the reply
+    # as it is; a strict QAPI-shaped reading (ChardevInfo's members, their types, and only
+    # downstream-prefixed members besides, which QMP clients must ignore) accepts it too.
+    infos = await qmp.execute("query-chardev")
+    for info in infos:
+        assert isinstance(info["label"], str) and isinstance(info["filename"], str), info
+        assert isinstance(info["frontend-open"], bool), info
+        extra = set(info) - {"label", "filename", "frontend-open"}
+        assert all(k.startswith("__") for k in extra), extra
+    serial = next(i for i in infos if i["label"] == "serial0")
+    counters = serial[P + "counters"]
+    for key in ("bytes-in", "bytes-out", "dropped-overflow", "dropped-viewers", "dropped-backlog",
+                "blocked-ns", "connections", "fds-received", "fds-closed"):
+        assert isinstance(counters[key], int), (key, counters)
+    assert counters["connections"] == 2 and counters["bytes-out"] > 0, counters
+    assert counters["bytes-in"] >= len(b"echo heard-from-two\r"), counters
     await qmp.disconnect()
     print("ok")
 

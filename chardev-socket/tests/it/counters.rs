@@ -1,0 +1,81 @@
+//! Counters (issue 18, point 2): what a socket chardev moved, lost and accepted, through
+//! `Registry::counters`, against real unix clients.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+
+use crate::support::*;
+use chardev::Event;
+use chardev_testkit::*;
+
+#[test]
+fn bytes_connections_and_fds_are_counted() {
+    let (lp, reg, dir) = setup();
+    let path = dir.path().join("c.sock");
+    reg.add_str(&format!("socket,id=c,path={},server=on,wait=off", path.display())).unwrap();
+    let h = reg.connect("c").unwrap();
+    let rec = record(&h, 4096);
+    assert_eq!(reg.counters("c").unwrap(), chardev::Counters::default());
+    let mut peer = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    peer.write_all(b"12345").unwrap();
+    assert_eq!(rec.data(5), b"12345");
+    // Two fds with one byte.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    chardev::fd::send_with_fds(peer.as_fd(), b"x", &[r.as_fd(), w.as_fd()]).unwrap();
+    match rec.next() {
+        Seen::Data(d, fds) => assert_eq!((d.len(), fds.len()), (1, 2)),
+        other => panic!("{other:?}"),
+    }
+    h.write_all(b"answer").unwrap();
+    let mut buf = [0u8; 6];
+    peer.read_exact(&mut buf).unwrap();
+    settle(lp.handle());
+    let c = reg.counters("c").unwrap();
+    assert_eq!((c.bytes_in, c.bytes_out, c.connections), (6, 6, 1));
+    assert_eq!((c.fds_received, c.fds_closed), (2, 0));
+    drop(peer);
+    rec.expect_event(Event::Closed);
+    let _again = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    assert_eq!(reg.counters("c").unwrap().connections, 2);
+    assert!(reg.counters("nope").is_err());
+}
+
+#[test]
+fn viewers_that_fall_behind_are_counted_as_dropped_and_a_waiting_writer_as_blocked() {
+    let (lp, reg, dir) = setup();
+    let path = dir.path().join("v.sock");
+    reg.add_str(&format!(
+        "socket,id=v,path={},server=on,wait=off,clients=2,queue=64k",
+        path.display()
+    ))
+    .unwrap();
+    let h = reg.connect("v").unwrap();
+    let _rec = record(&h, 4096);
+    let _stalled = connect_unix(&path);
+    wait_until("the viewer to be a session", || reg.sessions("v").unwrap().len() == 1);
+    h.write_all(&vec![b'x'; 4 << 20]).unwrap();
+    settle(lp.handle());
+    let dropped = reg.counters("v").unwrap().dropped_viewers;
+    let listed = reg.sessions("v").unwrap()[0].dropped;
+    assert!(dropped > 0 && dropped == listed, "counted {dropped}, the session says {listed}");
+
+    // A writer that waits for a full plain server is counted as blocked.
+    let path = dir.path().join("b.sock");
+    reg.add_str(&format!("socket,id=b,path={},server=on,wait=off", path.display())).unwrap();
+    let hb = reg.connect("b").unwrap();
+    let recb = record(&hb, 4096);
+    let mut slow = connect_unix(&path);
+    recb.expect_event(Event::Opened);
+    let writer = std::thread::spawn(move || hb.write_all(&vec![b'y'; 4 << 20]));
+    std::thread::sleep(QUIET);
+    let mut sink = vec![0u8; 1 << 20];
+    let mut got = 0;
+    while got < 4 << 20 {
+        got += slow.read(&mut sink).unwrap();
+    }
+    writer.join().unwrap().unwrap();
+    let blocked = reg.counters("b").unwrap().blocked_ns;
+    assert!(blocked >= QUIET.as_nanos() as u64 / 2, "blocked {blocked} ns");
+}
