@@ -34,6 +34,16 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
     let log_append = d.opt_bool("logappend")?.unwrap_or(false);
     let log = log.map(|l| LogSpec { append: log_append, ..l });
     d.opt_bool("logtimestamp")?;
+    // An extension, as on the command line (`overflow=drop`).
+    let overflow = match d.opt_str("overflow")?.as_deref() {
+        None | Some("block") => chardev::options::Overflow::Block,
+        Some("drop") => chardev::options::Overflow::Drop,
+        Some(other) => {
+            return Err(format!(
+                "Parameter 'backend.data.overflow' does not accept value '{other}'"
+            ))
+        }
+    };
     let backend = match kind {
         "null" => BackendSpec::Null,
         "file" => BackendSpec::File {
@@ -72,7 +82,7 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
         other => return Err(format!("Parameter 'type' does not accept value '{other}'")),
     };
     d.done()?;
-    let spec = ChardevSpec { id: id.to_string(), backend, mux: false, log };
+    let spec = ChardevSpec { id: id.to_string(), backend, mux: false, log, overflow };
     // The same checks as the command line (`-chardev`) makes.
     spec.check().map_err(|e| e.to_string())?;
     Ok(spec)

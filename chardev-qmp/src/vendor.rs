@@ -13,7 +13,7 @@
 //! | `__com.example_chardev-history-read` | `id`, `size`?, `format`? (`utf8`, `base64`) | the bytes, as `ringbuf-read` returns them, not drained |
 //!
 //! `query-chardev` gains one member per chardev, `__com.example_counters`: `bytes-in`,
-//! `bytes-out`, `dropped-overflow`, `dropped-viewers`, `dropped-backlog`, `blocked-ns`,
+//! `bytes-out`, `dropped-overflow`, `queued-overflow`, `dropped-viewers`, `dropped-backlog`, `blocked-ns`,
 //! `connections`, `fds-received`, `fds-closed` (see `chardev::Counters`);
 //! and the events `__COM.EXAMPLE_CHARDEV_SESSION_OPENED` `{id, session, peer, role}` and
 //! `__COM.EXAMPLE_CHARDEV_SESSION_CLOSED` `{id, session, peer, role, reason}` (QAPI's event
@@ -59,6 +59,7 @@ pub fn counters_json(c: &chardev::Counters) -> Value {
         "bytes-in": c.bytes_in,
         "bytes-out": c.bytes_out,
         "dropped-overflow": c.dropped_overflow,
+        "queued-overflow": c.queued_overflow,
         "dropped-viewers": c.dropped_viewers,
         "dropped-backlog": c.dropped_backlog,
         "blocked-ns": c.blocked_ns,

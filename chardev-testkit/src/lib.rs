@@ -882,3 +882,25 @@ impl Frontend for Acking {
         }
     }
 }
+
+/// Checks that `got` is the start of `pattern`, exactly one gap marker
+/// (`chardev::fanout::gap_marker`), then the end of `pattern`, and that the marker's count,
+/// which it returns, is exactly what is missing between them.
+pub fn one_gap(got: &[u8], pattern: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(got);
+    assert_eq!(text.matches("[chardev: ").count(), 1, "exactly one gap marker");
+    let at = got.windows(12).position(|w| w == b"\r\n[chardev: ").expect("the marker");
+    let rest = &got[at + 2..];
+    let end = rest.windows(2).position(|w| w == b"\r\n").expect("its end");
+    let marker = std::str::from_utf8(&rest[..end]).unwrap();
+    let lost: usize = marker
+        .strip_prefix("[chardev: ")
+        .and_then(|m| m.strip_suffix(" bytes of output dropped: this viewer fell behind]"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("marker {marker:?}"));
+    let (before, after) = (&got[..at], &rest[end + 2..]);
+    assert_eq!(before, &pattern[..before.len()], "what came before the gap");
+    assert_eq!(after, &pattern[pattern.len() - after.len()..], "what came after it");
+    assert_eq!(before.len() + lost + after.len(), pattern.len(), "the count is what is missing");
+    lost as u64
+}

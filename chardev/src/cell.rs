@@ -18,6 +18,7 @@ use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::callbacks::Frontend;
 use crate::mux::{Timestamps, MAX_MUX};
+use crate::overflow::{Flushed, OverflowQueue};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
 use crate::sync::lock;
 
@@ -30,7 +31,14 @@ pub(crate) const NO_KEY: usize = usize::MAX;
 pub(crate) struct Opened {
     pub(crate) log: Option<File>,
     pub(crate) leases: Vec<FdSetLease>,
+    /// `overflow=`: how frontend writes meet a full backend.
+    pub(crate) overflow: crate::options::Overflow,
 }
+
+/// The frontend slot number that stands for the cell's own overflow queue in writability
+/// requests (frontends use 0..MAX_MUX): the loop flushes the queue instead of telling a
+/// frontend.
+pub(crate) const OVERFLOW_SLOT: usize = 7;
 
 pub(crate) struct Cell {
     pub(crate) label: String,
@@ -64,6 +72,8 @@ pub(crate) struct Cell {
     short_write: AtomicU64,
     /// What the core counts (see [`crate::counters`]).
     pub(crate) counters: CoreCounters,
+    /// `overflow=drop`: output the backend has not taken yet; `None` for `block`.
+    overflow: Mutex<Option<OverflowQueue>>,
 }
 
 impl Cell {
@@ -89,6 +99,7 @@ impl Cell {
             accept_queued: AtomicBool::new(false),
             short_write: AtomicU64::new(0),
             counters: CoreCounters::default(),
+            overflow: Mutex::new(Self::overflow_queue(opened.overflow)),
             mux: mux.then(|| Mutex::new(Timestamps::default())),
         }
     }
@@ -225,16 +236,119 @@ impl Cell {
         self.backend().can_pass_fds()
     }
 
+    fn overflow_queue(policy: crate::options::Overflow) -> Option<OverflowQueue> {
+        (policy == crate::options::Overflow::Drop).then(OverflowQueue::default)
+    }
+
     /// One non-blocking write of frontend output, logged.
-    pub(crate) fn write(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    pub(crate) fn write(self: &Arc<Self>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         if self.stamping() {
             return self.write_stamped(buf, fds);
         }
+        let mut overflow = lock(&self.overflow);
+        if let Some(queue) = overflow.as_mut() {
+            return self.write_dropping(queue, buf, fds);
+        }
+        drop(overflow);
         let r = self.backend().write(buf, fds);
         self.log_output(buf, &r);
         self.note_short(buf.len(), &r);
         self.count_out(&r);
         r
+    }
+
+    /// `overflow=drop`: the write is taken whole at once; what the backend does not take now
+    /// waits in the queue (the oldest dropped beyond its bound), and the loop sends it when
+    /// the backend is writable. Errors other than a full backend (no peer) pass through as
+    /// with `block`, while nothing is queued.
+    fn write_dropping(
+        self: &Arc<Self>,
+        queue: &mut OverflowQueue,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if queue.is_empty() {
+            let r = self.backend().write(buf, fds);
+            match &r {
+                Ok(n) if *n >= buf.len() => {
+                    self.log_output(buf, &r);
+                    self.count_out(&r);
+                    return r;
+                }
+                Ok(n) => {
+                    let n = *n;
+                    self.count_out(&r);
+                    self.log_output(buf, &Ok(buf.len()));
+                    self.queue_rest(queue, &buf[n..]);
+                    return Ok(buf.len());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = e;
+                    if !fds.is_empty() {
+                        // Fds cannot wait in a queue of bytes.
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    self.log_output(buf, &Ok(buf.len()));
+                    self.queue_rest(queue, buf);
+                    return Ok(buf.len());
+                }
+                Err(_) => {
+                    self.log_output(buf, &r);
+                    return r;
+                }
+            }
+        }
+        if !fds.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // Behind already: queue after what waits, so that order holds.
+        self.log_output(buf, &Ok(buf.len()));
+        self.queue_rest(queue, buf);
+        if !queue.waiting {
+            self.flush_queue(queue);
+        }
+        Ok(buf.len())
+    }
+
+    /// Queues `rest`, counts what that drops, and asks the loop to flush when the backend
+    /// can take more.
+    fn queue_rest(self: &Arc<Self>, queue: &mut OverflowQueue, rest: &[u8]) {
+        let dropped = queue.push(rest);
+        CoreCounters::add(&self.counters.dropped_overflow, dropped);
+        if !queue.waiting {
+            queue.waiting = true;
+            self.notify_writable(OVERFLOW_SLOT);
+        }
+    }
+
+    /// Sends what the overflow queue holds as far as the backend takes it.
+    fn flush_queue(self: &Arc<Self>, queue: &mut OverflowQueue) {
+        let mut out = 0u64;
+        let flushed = {
+            let mut backend = self.backend();
+            queue.flush(|piece| backend.write(piece, &[]), |piece| out += piece.len() as u64)
+        };
+        CoreCounters::add(&self.counters.bytes_out, out);
+        match flushed {
+            Flushed::Empty => queue.waiting = false,
+            Flushed::Full => {
+                queue.waiting = true;
+                self.notify_writable(OVERFLOW_SLOT);
+            }
+            Flushed::Failed(lost) => {
+                queue.waiting = false;
+                CoreCounters::add(&self.counters.dropped_overflow, lost);
+            }
+        }
+    }
+
+    /// The loop saw the backend writable while the overflow queue waited for it.
+    pub(crate) fn flush_overflow(self: &Arc<Self>) {
+        let mut overflow = lock(&self.overflow);
+        if let Some(queue) = overflow.as_mut() {
+            queue.waiting = false;
+            self.flush_queue(queue);
+        }
     }
 
     fn count_out(&self, r: &io::Result<usize>) {
@@ -246,6 +360,7 @@ impl Cell {
     /// Every counter: the core's and the backend's.
     pub(crate) fn counters(&self) -> crate::Counters {
         let mut counters = self.counters.snapshot();
+        counters.queued_overflow = lock(&self.overflow).as_ref().map_or(0, OverflowQueue::queued);
         self.backend().counters(&mut counters);
         counters
     }
@@ -272,8 +387,8 @@ impl Cell {
     /// Splices output out of `pipe`; refused where every byte must pass through here (a
     /// logfile, mux timestamps), so that nothing goes out unlogged.
     pub(crate) fn write_from_pipe(&self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-        if self.stamping() || lock(&self.log).is_some() {
-            let what = format!("{} (with a logfile or timestamps)", self.label);
+        if self.stamping() || lock(&self.log).is_some() || lock(&self.overflow).is_some() {
+            let what = format!("{} (with a logfile, timestamps or overflow=drop)", self.label);
             return Err(Error::Unsupported { what, operation: "write from a pipe" }.into());
         }
         let r = {
@@ -293,9 +408,13 @@ impl Cell {
     }
 
     /// Writes all of `buf`, waiting on the backend's fd (poll(2)) while it is full.
-    pub(crate) fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(self: &Arc<Self>, buf: &[u8]) -> io::Result<()> {
         if self.stamping() {
             return self.write_stamped(buf, &[]).map(drop);
+        }
+        // overflow=drop: never waits; the queue takes what the backend does not.
+        if lock(&self.overflow).is_some() {
+            return self.write(buf, &[]).map(drop);
         }
         self.write_all_raw(buf)
     }
@@ -385,6 +504,7 @@ impl Cell {
     pub(crate) fn set_opened(&self, opened: Opened) {
         let old_log = std::mem::replace(&mut *lock(&self.log), opened.log);
         let old_leases = std::mem::replace(&mut *lock(&self.leases), opened.leases);
+        *lock(&self.overflow) = Self::overflow_queue(opened.overflow);
         drop(old_log);
         drop(old_leases);
     }

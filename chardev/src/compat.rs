@@ -44,7 +44,16 @@ pub fn parse_compat(s: &str, id: &str) -> Result<(Compat, bool)> {
         return Ok((Compat::New(spec), true));
     }
     let simple = |backend| {
-        Ok((Compat::New(ChardevSpec { id: id.into(), backend, mux: false, log: None }), false))
+        Ok((
+            Compat::New(ChardevSpec {
+                id: id.into(),
+                backend,
+                mux: false,
+                log: None,
+                overflow: Default::default(),
+            }),
+            false,
+        ))
     };
     match s {
         "none" => return Ok((Compat::None, false)),

@@ -22,6 +22,9 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Output bytes dropped by `overflow=drop` (the backend could not take them in time).
     pub dropped_overflow: u64,
+    /// Output bytes waiting now in the `overflow=drop` queue for the backend (a level, not a
+    /// count: output written = `bytes_out` + `dropped_overflow` + this).
+    pub queued_overflow: u64,
     /// Output bytes viewers lost by falling behind (`clients=`, the hub's members).
     pub dropped_viewers: u64,
     /// Output bytes a backlog lost to its bound while nobody was connected (`backlog=`).

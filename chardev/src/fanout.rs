@@ -22,6 +22,10 @@ pub const CLIENTS_MAX: u32 = 64;
 /// (`queue=`), when there is more than one.
 pub const QUEUE_DEFAULT: u64 = 1024 * 1024;
 
+/// The queue of a chardev with `overflow=drop`: how much output may wait for a backend
+/// that cannot take it before the oldest is dropped.
+pub const OVERFLOW_QUEUE: usize = 1024 * 1024;
+
 /// The recent output of one chardev: stream bytes `[total - len, total)`, at most `cap`.
 ///
 /// Positions are counted in bytes from the first output byte ever, as `u64`, so that a

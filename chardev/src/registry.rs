@@ -399,7 +399,7 @@ impl Registry {
         };
         let backend = constructor(spec, &cx)?;
         let leases = cx.leases.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Ok((backend, Opened { log, leases }))
+        Ok((backend, Opened { log, leases, overflow: spec.overflow }))
     }
 
     fn record(&self, id: &str) -> Result<Record> {

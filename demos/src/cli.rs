@@ -365,6 +365,7 @@ fn stdio(id: &str) -> ChardevSpec {
         backend: BackendSpec::Stdio { signal: true },
         mux: false,
         log: None,
+        overflow: Default::default(),
     }
 }
 

@@ -79,3 +79,44 @@ fn viewers_that_fall_behind_are_counted_as_dropped_and_a_waiting_writer_as_block
     let blocked = reg.counters("b").unwrap().blocked_ns;
     assert!(blocked >= QUIET.as_nanos() as u64 / 2, "blocked {blocked} ns");
 }
+
+#[test]
+fn with_overflow_drop_a_writer_never_waits_for_a_peer_that_does_not_read() {
+    let (lp, reg, dir) = setup();
+    let path = dir.path().join("d.sock");
+    reg.add_str(&format!("socket,id=d,path={},server=on,wait=off,overflow=drop", path.display()))
+        .unwrap();
+    let h = reg.connect("d").unwrap();
+    let rec = record(&h, 4096);
+    let mut peer = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    // 16 MiB through write_all while the peer reads nothing: it returns, it does not wait.
+    let pattern: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
+    for chunk in pattern.chunks(65536) {
+        h.write_all(chunk).unwrap();
+    }
+    let c = reg.counters("d").unwrap();
+    assert!(c.dropped_overflow > 0, "{c:?}");
+    assert_eq!(c.blocked_ns, 0, "the writer never waited");
+    // The peer reads now: its stream, one marker, the count equal to the counter.
+    let mut got = Vec::new();
+    peer.set_read_timeout(Some(QUIET)).unwrap();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if got.ends_with(&pattern[pattern.len() - 16..]) {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let lost = one_gap(&got, &pattern);
+    settle(lp.handle());
+    let c = reg.counters("d").unwrap();
+    assert_eq!(c.dropped_overflow, lost, "the counter is what was written minus what arrived");
+    assert_eq!(c.bytes_out + c.dropped_overflow, pattern.len() as u64);
+}

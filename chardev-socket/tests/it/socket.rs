@@ -479,6 +479,7 @@ fn a_host_with_one_bracket_and_a_path_with_a_nul_are_refused_for_what_they_are()
         }),
         mux: false,
         log: None,
+        overflow: Default::default(),
     };
     let err = reg.add(&spec).unwrap_err();
     assert!(err.to_string().contains("contains a NUL byte"), "{err}");

@@ -147,7 +147,7 @@ impl Entry {
 
 /// A mux's view of its chardev's frontends, and the loop's side of its commands.
 pub(super) struct Port<'a> {
-    cell: &'a Cell,
+    cell: &'a Arc<Cell>,
     slots: &'a mut Slots,
     exit: Option<&'a mut ExitHandler>,
     quiet: bool,

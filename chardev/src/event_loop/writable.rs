@@ -111,6 +111,10 @@ impl Core {
         while waiting != 0 {
             let slot = waiting.trailing_zeros() as usize;
             waiting &= waiting - 1;
+            if slot == crate::cell::OVERFLOW_SLOT {
+                entry.cell.flush_overflow();
+                continue;
+            }
             if let Some(fe) = entry.frontend(slot) {
                 fe.writable();
             }

@@ -60,7 +60,8 @@ const MAX_ID_LEN: usize = 127;
 const ONE_SOCKET_ADDRESS: &str = "None or one of 'path', 'fd' or 'host' option required.";
 
 /// Keys every backend accepts.
-const COMMON_KEYS: &[&str] = &["id", "backend", "mux", "logfile", "logappend", "logtimestamp"];
+const COMMON_KEYS: &[&str] =
+    &["id", "backend", "mux", "logfile", "logappend", "logtimestamp", "overflow"];
 
 /// Keys of the `socket` backend.
 const SOCKET_KEYS: &[&str] = &[
@@ -157,6 +158,24 @@ pub struct ChardevSpec {
     pub mux: bool,
     /// `logfile=`: a copy of everything the frontend writes goes to this file.
     pub log: Option<LogSpec>,
+    /// `overflow=`: what a frontend's write does when the backend cannot take it now.
+    pub overflow: Overflow,
+}
+
+/// What a frontend's output does when the backend cannot take it now (`overflow=`, an
+/// extension: QEMU always does [`Overflow::Block`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// QEMU's flow control: the write is short (or `WouldBlock`), `write_all` waits, and a
+    /// backend that cannot take more slows the frontend (and the guest behind it).
+    #[default]
+    Block,
+    /// Writes never wait: what the backend cannot take goes into a queue of
+    /// [`OVERFLOW_QUEUE`](crate::fanout::OVERFLOW_QUEUE) bytes, sent as the backend takes it;
+    /// beyond that the oldest is dropped, counted (`Counters::dropped_overflow`) and marked
+    /// in the stream with a gap marker when output flows again. For consoles whose guest must
+    /// never stall on a peer that does not read.
+    Drop,
 }
 
 /// Where a chardev logs its output (`logfile=`, `logappend=`).

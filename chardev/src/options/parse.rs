@@ -130,8 +130,13 @@ pub(super) fn parse_spec(s: &str, default_id: Option<&str>) -> Result<ChardevSpe
     check_id(&id)?;
     let mux = opts.bool_or("mux", false)?;
     let log = log_spec(&opts)?;
+    let overflow = match opts.get("overflow") {
+        None | Some("block") => Overflow::Block,
+        Some("drop") => Overflow::Drop,
+        Some(other) => return Err(Error::option("overflow", other, "expects 'block' or 'drop'")),
+    };
     let backend = backend_spec(ty.kind, &opts)?;
-    let spec = ChardevSpec { id, backend, mux, log };
+    let spec = ChardevSpec { id, backend, mux, log, overflow };
     // The checks QMP's specs get too (one place for rules that span options).
     spec.check()?;
     Ok(spec)

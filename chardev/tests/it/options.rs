@@ -109,6 +109,7 @@ fn file_with_append() {
             backend: BackendSpec::File { out: "/tmp/x".into(), input: None, append: true },
             mux: false,
             log: None,
+            overflow: Default::default(),
         }
     );
     assert_eq!(spec.backend.kind(), "file");
@@ -386,6 +387,7 @@ fn stdio_with_mux_and_log() {
             backend: BackendSpec::Stdio { signal: false },
             mux: true,
             log: Some(LogSpec { path: "/tmp/l".into(), append: true }),
+            overflow: Default::default(),
         }
     );
 }
@@ -823,7 +825,13 @@ fn socket_mode_of_a_built_spec_is_checked_too() {
         s.mode = Some(mode);
         s.server = server;
         s.addr = SocketAddrSpec::Unix { path: "/x".into(), abstract_, tight: true };
-        ChardevSpec { id: "s".into(), backend: BackendSpec::Socket(s), mux: false, log: None }
+        ChardevSpec {
+            id: "s".into(),
+            backend: BackendSpec::Socket(s),
+            mux: false,
+            log: None,
+            overflow: Default::default(),
+        }
     };
     server(0o600, true, false).check().unwrap();
     assert_eq!(
@@ -959,6 +967,15 @@ fn many_viewers_keys_are_checked_and_named() {
         "1k",
         "only for a server (server=on)",
     );
+}
+
+#[test]
+fn overflow_policy_is_block_by_default_drop_on_request_and_nothing_else() {
+    use chardev::options::Overflow;
+    assert_eq!(parse("null,id=n").overflow, Overflow::Block);
+    assert_eq!(parse("null,id=n,overflow=block").overflow, Overflow::Block);
+    assert_eq!(parse("socket,id=s,path=/tmp/s,overflow=drop").overflow, Overflow::Drop);
+    assert_option_error("null,id=n,overflow=wait", "overflow", "wait", "expects 'block' or 'drop'");
 }
 
 #[test]

@@ -197,7 +197,7 @@ proptest! {
             s.push_str(&format!(",logfile={},logappend={}", self::text(&path), append));
             LogSpec { path, append }
         });
-        let want = ChardevSpec { id, backend, mux, log };
+        let want = ChardevSpec { id, backend, mux, log, overflow: Default::default() };
         prop_assert_eq!(ChardevSpec::parse(&s).unwrap(), want, "{}", s);
     }
 

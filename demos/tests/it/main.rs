@@ -7,6 +7,7 @@ mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
 mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
 mod many_viewers; // a hub over unix, telnet, pty and websocket viewers, all real, one stopped
 mod migration; // migrate fd:NAME end to end, a slow reader, getfd/closefd cycles
+mod overflow; // overflow=drop: a stopped socat never stalls the guest, drops add up
 mod qmp; // QMP against the qemu.qmp library and raw sockets, against QEMU 7.2 too
 mod real_guest; // chardev-relay serving a real Linux guest's console under QEMU (TCG)
 mod relay; // chardev-relay between socat peers, stalled readers, ptys, signals
