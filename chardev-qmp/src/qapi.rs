@@ -152,6 +152,7 @@ fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
         clients: d.opt_u64("clients")?.map(|c| u32::try_from(c).unwrap_or(u32::MAX)).unwrap_or(1),
         history: d.opt_u64("history")?.unwrap_or(0),
         queue: d.opt_u64("queue")?,
+        backlog: d.opt_u64("backlog")?,
     };
     if spec.reconnect_ms > 0 && server {
         return Err("'reconnect' option is incompatible with socket in server listen mode".into());

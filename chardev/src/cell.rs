@@ -18,7 +18,7 @@ use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::callbacks::Frontend;
 use crate::mux::{Timestamps, MAX_MUX};
-use crate::overflow::{Flushed, OverflowQueue};
+use crate::backlog::{Backlog as OverflowQueue, Flushed};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
 use crate::sync::lock;
 
@@ -237,7 +237,8 @@ impl Cell {
     }
 
     fn overflow_queue(policy: crate::options::Overflow) -> Option<OverflowQueue> {
-        (policy == crate::options::Overflow::Drop).then(OverflowQueue::default)
+        (policy == crate::options::Overflow::Drop)
+            .then(|| OverflowQueue::new(crate::fanout::OVERFLOW_QUEUE))
     }
 
     /// One non-blocking write of frontend output, logged.

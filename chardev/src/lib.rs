@@ -52,7 +52,7 @@ pub mod frontend; // the device side: callbacks and the handle
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends, as a pure filter
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
-mod overflow; // overflow=drop: a bounded queue in front of any backend, writers never wait
+pub mod backlog; // a bounded queue of output with gap markers: overflow=drop, backlog=
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
 pub mod sessions; // many connections on one chardev: listing, steering, events

@@ -338,6 +338,7 @@ impl Guest {
                  uptime            seconds since power-on\r\n\
                  cat               echo input until Ctrl-D\r\n\
                  flood N           write N bytes of a checkable pattern\r\n\
+                 lines N MS        print N numbered lines, one every MS milliseconds\r\n\
                  sum ADDR LEN      FNV-1a of guest RAM\r\n\
                  peek ADDR [LEN]   show guest RAM\r\n\
                  poke ADDR BYTE    change guest RAM\r\n",
@@ -351,6 +352,12 @@ impl Guest {
                 Some(n) => self.flood(n),
                 None => self.print("flood: N must be a number\r\n"),
             },
+            ("lines", [n, ms]) => {
+                match (crate::cli::parse_number(n), crate::cli::parse_number(ms)) {
+                    (Some(n), Some(ms)) => self.lines(n, ms),
+                    _ => self.print("lines: N and MS must be numbers\r\n"),
+                }
+            }
             ("sum", [addr, len]) => {
                 self.with_ram(addr, len, |ram| format!("{:016x}\r\n", fnv1a(ram)))
             }
@@ -388,6 +395,18 @@ impl Guest {
             }
         }
         self.print("\r\n");
+    }
+
+    /// `lines N MS`: `line 000001` to `line N`, one every MS milliseconds (a guest that
+    /// logs steadily, for the tests of consoles that go away and come back).
+    fn lines(&mut self, n: u64, ms: u64) {
+        for i in 1..=n {
+            self.print(&format!("line {i:06}\r\n"));
+            if !self.machine.wait_running() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 
     fn with_ram(&self, addr: &str, len: &str, show: impl FnOnce(&[u8]) -> String) {

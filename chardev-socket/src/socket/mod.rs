@@ -295,6 +295,10 @@ pub struct Socket {
     viewers: Option<Box<Viewers>>,
     /// Connections accepted or made (counters).
     connections: std::cell::Cell<u64>,
+    /// `backlog=`: output kept while no peer is connected, for the next one.
+    backlog: Option<chardev::backlog::Backlog>,
+    /// Output bytes the backlog dropped to its bound (counters).
+    backlog_dropped: u64,
 }
 
 impl std::fmt::Debug for Socket {
@@ -341,6 +345,10 @@ pub fn build_with_web_assets(
         socket_file: None,
         viewers: None,
         connections: std::cell::Cell::new(0),
+        backlog: s
+            .backlog
+            .map(|b| chardev::backlog::Backlog::new(usize::try_from(b).unwrap_or(usize::MAX))),
+        backlog_dropped: 0,
     };
     s.check_viewers()?;
     match &s.addr {
@@ -720,6 +728,14 @@ impl Socket {
         io.event(Event::Opened);
         io.input_ready();
         self.state = State::Open(conn);
+        // What was kept while nobody was connected goes first; the rest on writability.
+        if !self.flush_backlog() {
+            if let State::Open(conn) = &mut self.state {
+                if let Err(e) = conn.watch(io, true) {
+                    log::debug!("chardev '{}': cannot watch output: {e}", self.label);
+                }
+            }
+        }
     }
 
     /// Drops the connection: `Closed` for the frontend, then the server takes the next
@@ -872,6 +888,80 @@ impl Socket {
         }
     }
 
+    /// One write to the connection, through its telnet or websocket layer.
+    fn write_conn(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        let Some(conn) = self.state.usable_mut() else {
+            return Err(Error::NotConnected(self.label.clone()).into());
+        };
+        if let Some(ws) = &mut conn.ws {
+            chardev::backend::refuse_fds("websocket", fds)?;
+            return ws.write(buf);
+        }
+        if conn.telnet.is_some() {
+            // Escaped output may go out in pieces; fds have no byte to ride on reliably.
+            chardev::backend::refuse_fds("telnet", fds)?;
+        }
+        conn.flush()?;
+        if conn.telnet.is_some() {
+            let take = buf.len().min(TELNET_CHUNK);
+            telnet::escape_into(&buf[..take], &mut conn.pending);
+            match conn.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(take);
+        }
+        fd::send_with_fds(conn.stream.fd(), buf, fds)
+    }
+
+    /// `backlog=`: with no connection the output is kept (the oldest dropped beyond the
+    /// bound, counted); with one, what was kept goes first, and a write waits
+    /// (`WouldBlock`, QEMU's flow control) until it has.
+    fn write_with_backlog(&mut self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        if !self.state.is_usable() {
+            if !fds.is_empty() {
+                return Err(Error::NotConnected(self.label.clone()).into());
+            }
+            if let Some(backlog) = &mut self.backlog {
+                self.backlog_dropped += backlog.push(buf);
+            }
+            return Ok(buf.len());
+        }
+        if !self.flush_backlog() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.write_conn(buf, fds) {
+            // The peer has just gone (the loop has not seen the hang-up yet): kept for the
+            // next connection, like anything written while nobody is connected.
+            Err(e) if fds.is_empty() && is_gone(&e) => {
+                if let Some(backlog) = &mut self.backlog {
+                    self.backlog_dropped += backlog.push(buf);
+                }
+                Ok(buf.len())
+            }
+            r => r,
+        }
+    }
+
+    /// Sends what the backlog holds (a gap marker first if it overflowed) as far as the
+    /// connection takes it; whether it is empty now. A connection that fails keeps the rest
+    /// for the next one (the loop sees the hang-up and closes it).
+    fn flush_backlog(&mut self) -> bool {
+        let Some(mut backlog) = self.backlog.take() else { return true };
+        let flushed = backlog.flush(
+            |piece| match self.write_conn(piece, &[]) {
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                r => r,
+            },
+            |_| {},
+        );
+        self.backlog = Some(backlog);
+        flushed == chardev::backlog::Flushed::Empty
+    }
+
     fn recv(
         conn: &mut Conn,
         buf: &mut [u8],
@@ -960,8 +1050,11 @@ impl Chardev for Socket {
                         }
                     }
                 }
+                // A backlog still going out keeps the writability watch.
+                let backlog_left = event.is_writable() && !self.flush_backlog();
+                let State::Open(conn) = &mut self.state else { return };
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    if conn.plain() {
+                    if conn.plain() && !backlog_left {
                         if let Err(e) = conn.watch(io, false) {
                             log::debug!(
                                 "chardev '{}': cannot stop watching output: {e}",
@@ -1039,29 +1132,10 @@ impl Chardev for Socket {
         if self.viewers.is_some() {
             return self.viewers_write(buf, fds);
         }
-        let Some(conn) = self.state.usable_mut() else {
-            return Err(Error::NotConnected(self.label.clone()).into());
-        };
-        if let Some(ws) = &mut conn.ws {
-            chardev::backend::refuse_fds("websocket", fds)?;
-            return ws.write(buf);
+        if self.backlog.is_some() {
+            return self.write_with_backlog(buf, fds);
         }
-        if conn.telnet.is_some() {
-            // Escaped output may go out in pieces; fds have no byte to ride on reliably.
-            chardev::backend::refuse_fds("telnet", fds)?;
-        }
-        conn.flush()?;
-        if conn.telnet.is_some() {
-            let take = buf.len().min(TELNET_CHUNK);
-            telnet::escape_into(&buf[..take], &mut conn.pending);
-            match conn.flush() {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            return Ok(take);
-        }
-        fd::send_with_fds(conn.stream.fd(), buf, fds)
+        self.write_conn(buf, fds)
     }
 
     fn write_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -1069,12 +1143,14 @@ impl Chardev for Socket {
     }
 
     fn splice(&mut self) -> Option<&mut dyn Splice> {
-        // Output to many connections is not one pipe's worth.
-        if self.viewers.is_some() {
+        // Output to many connections is not one pipe's worth; a backlog must go first.
+        if self.viewers.is_some() || self.backlog.is_some() {
             return None;
         }
         Some(self)
     }
+
+
 
     fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
         let Some(conn) = self.state.conn_mut() else { return false };
@@ -1138,6 +1214,7 @@ impl Chardev for Socket {
 
     fn counters(&self, counters: &mut chardev::Counters) {
         counters.connections += self.connections.get();
+        counters.dropped_backlog += self.backlog_dropped;
         if let Some(v) = &self.viewers {
             counters.dropped_viewers += v.dropped();
         }
@@ -1242,4 +1319,15 @@ fn abstract_flags(abstract_: bool, tight: bool) -> String {
     } else {
         String::new()
     }
+}
+
+/// A write error that means the peer is gone (its connection will be closed by the loop).
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
 }

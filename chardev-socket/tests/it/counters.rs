@@ -8,6 +8,7 @@ use crate::support::*;
 use chardev::Event;
 use chardev_testkit::*;
 
+
 #[test]
 fn bytes_connections_and_fds_are_counted() {
     let (lp, reg, dir) = setup();
@@ -119,4 +120,67 @@ fn with_overflow_drop_a_writer_never_waits_for_a_peer_that_does_not_read() {
     let c = reg.counters("d").unwrap();
     assert_eq!(c.dropped_overflow, lost, "the counter is what was written minus what arrived");
     assert_eq!(c.bytes_out + c.dropped_overflow, pattern.len() as u64);
+}
+
+#[test]
+fn a_server_keeps_its_backlog_for_the_next_client_and_says_what_it_dropped() {
+    let (_lp, reg, dir) = setup();
+    let path = dir.path().join("b.sock");
+    reg.add_str(&format!("socket,id=b,path={},server=on,wait=off,backlog=4k", path.display()))
+        .unwrap();
+    let h = reg.connect("b").unwrap();
+    let rec = record(&h, 4096);
+    // Nobody is connected: kept, not refused.
+    h.write_all(b"while nobody was there\n").unwrap();
+    let mut first = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    let mut buf = [0u8; 23];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"while nobody was there\n");
+    drop(first);
+    rec.expect_event(Event::Closed);
+    // More than the backlog while away: the oldest is dropped, the next client is told.
+    let pattern: Vec<u8> = (0..10_000usize).map(|i| (i % 251) as u8).collect();
+    h.write_all(&pattern).unwrap();
+    let mut second = connect_unix(&path);
+    rec.expect_event(Event::Opened);
+    let mut got = vec![0u8; 4096 + chardev::fanout::gap_marker(10_000 - 4096).len()];
+    second.read_exact(&mut got).unwrap();
+    let lost = one_gap(&got, &pattern);
+    assert_eq!(lost, 10_000 - 4096);
+    assert_eq!(reg.counters("b").unwrap().dropped_backlog, lost);
+    // Live output after it, in order.
+    h.write_all(b"live").unwrap();
+    let mut live = [0u8; 4];
+    second.read_exact(&mut live).unwrap();
+    assert_eq!(&live, b"live");
+}
+
+#[test]
+fn a_client_keeps_its_backlog_between_reconnects() {
+    let (_lp, reg, dir) = setup();
+    let path = dir.path().join("server.sock");
+    let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    reg.add_str(&format!("socket,id=c,path={},reconnect-ms=50,backlog=64k", path.display()))
+        .unwrap();
+    let h = reg.connect("c").unwrap();
+    let rec = record(&h, 4096);
+    let (mut peer, _) = server.accept().unwrap();
+    rec.expect_event(Event::Opened);
+    h.write_all(b"one\n").unwrap();
+    let mut buf = [0u8; 4];
+    peer.read_exact(&mut buf).unwrap();
+    // The server goes; what is written meanwhile waits for the next connection.
+    drop(peer);
+    drop(server);
+    std::fs::remove_file(&path).unwrap();
+    rec.expect_event(Event::Closed);
+    h.write_all(b"two\nthree\n").unwrap();
+    let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (mut peer, _) = server.accept().unwrap();
+    rec.expect_event(Event::Opened);
+    let mut got = [0u8; 10];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"two\nthree\n");
+    assert_eq!(reg.counters("c").unwrap().dropped_backlog, 0);
 }

@@ -91,6 +91,8 @@ const SOCKET_KEYS: &[&str] = &[
     "clients",
     "history",
     "queue",
+    // Not QEMU's: output kept while nobody is connected (see `SocketSpec::backlog`).
+    "backlog",
 ];
 
 /// Keys of the `hub` backend: QEMU's `chardevs.N` (a key that ends in `.*` stands for that
@@ -321,6 +323,13 @@ pub struct SocketSpec {
     /// default, [`QUEUE_DEFAULT`](crate::fanout::QUEUE_DEFAULT). With one client QEMU's
     /// flow control holds instead: a slow peer slows the frontend.
     pub queue: Option<u64>,
+    /// `backlog=SIZE`: output written while no peer is connected (a server with no client,
+    /// a client between reconnects) is kept, at most SIZE bytes (the oldest dropped first,
+    /// counted), and delivered on the next connection, after a gap marker if some was
+    /// dropped (**an extension**; QEMU drops it). For one client (`clients=1` without
+    /// `history=`, which keep output for viewers their own way). At most
+    /// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
+    pub backlog: Option<u64>,
 }
 
 /// The address of a `socket` backend: exactly one of `path=`, `host=`+`port=` or `fd=`.
@@ -431,6 +440,24 @@ impl SocketSpec {
                     "queue",
                     &q.to_string(),
                     "only with clients above 1 (one client has QEMU's flow control)",
+                ))
+            }
+            _ => {}
+        }
+        match self.backlog {
+            Some(0) => return Err(Error::option("backlog", "0", "must be at least 1 byte")),
+            Some(b) if b > HISTORY_MAX => {
+                return Err(Error::option(
+                    "backlog",
+                    &b.to_string(),
+                    "is larger than the maximum backlog, 64M",
+                ))
+            }
+            Some(b) if self.clients > 1 || self.history > 0 => {
+                return Err(Error::option(
+                    "backlog",
+                    &b.to_string(),
+                    "not with clients= or history=, which keep output for viewers already",
                 ))
             }
             _ => {}

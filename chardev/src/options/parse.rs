@@ -349,6 +349,7 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
         history: socket_size(opts, "history", "is larger than the maximum history, 64M")?
             .unwrap_or(0),
         queue: socket_size(opts, "queue", "is larger than the maximum queue, 64M")?,
+        backlog: socket_size(opts, "backlog", "is larger than the maximum backlog, 64M")?,
     };
     spec.check_viewers()?;
     Ok(spec)
@@ -361,7 +362,7 @@ fn socket_size(opts: &Opts, key: &str, over: &str) -> Result<Option<u64>> {
     if size > crate::fanout::HISTORY_MAX {
         return Err(Error::option(key, value, over));
     }
-    if size == 0 && key == "queue" {
+    if size == 0 && (key == "queue" || key == "backlog") {
         return Err(Error::option(key, value, "must be at least 1 byte"));
     }
     Ok(Some(size))

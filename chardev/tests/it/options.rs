@@ -149,6 +149,7 @@ fn unix_server_without_wait() {
             clients: 1,
             history: 0,
             queue: None,
+            backlog: None,
         }
     );
 }

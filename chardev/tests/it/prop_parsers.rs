@@ -146,6 +146,7 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
                     clients: 1,
                     history: 0,
                     queue: None,
+                    backlog: None,
                 };
                 (BackendSpec::Socket(spec), s)
             }),

@@ -1,30 +1,29 @@
-//! `overflow=drop`: a frontend's writes never wait. What the backend cannot take now waits in
-//! a bounded queue (a [`Ring`] and one [`Reader`]) and goes out as the backend takes it, from
-//! the loop when the backend becomes writable; beyond the bound the oldest is dropped,
-//! counted, and a [`gap_marker`] goes out before the next data, so that whoever reads the
-//! console sees that and how much was lost.
-//!
-//! The queue belongs to the chardev's cell, outside the backend: any backend gets it. Lock
-//! order: the queue, then the backend (a writer holds the queue while it writes through).
+//! A bounded queue of output for one reader, with gap markers: what `overflow=drop` keeps in
+//! front of any backend (in the chardev's cell), and what a socket keeps while nobody is
+//! connected (`backlog=`). Output waits in a [`Ring`] read by one [`Reader`] and goes out as
+//! the backend takes it; beyond the bound the oldest is dropped, counted, and a
+//! [`gap_marker`] goes out before the next data, so that whoever reads sees that and how
+//! much was lost.
 
 use std::io;
 
-use crate::fanout::{gap_marker, Reader, Ring, OVERFLOW_QUEUE};
+use crate::fanout::{gap_marker, Reader, Ring};
 
-/// The output of an `overflow=drop` chardev that its backend has not taken yet.
+/// Output that a backend has not taken yet, at most a fixed number of bytes.
 #[derive(Debug)]
-pub(crate) struct OverflowQueue {
+pub struct Backlog {
     ring: Ring,
     reader: Reader,
     /// The rest of a gap marker the backend took only part of.
     marker: Vec<u8>,
-    /// A writability watch is asked for: writers only queue until it fires.
-    pub(crate) waiting: bool,
+    /// A writability watch is asked for: writers only queue until it fires (for the
+    /// owner's use).
+    pub waiting: bool,
 }
 
-/// What [`OverflowQueue::flush`] came to.
+/// What [`Backlog::flush`] came to.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Flushed {
+pub enum Flushed {
     /// Everything queued went out.
     Empty,
     /// The backend is full: ask to be told when it is writable.
@@ -33,35 +32,34 @@ pub(crate) enum Flushed {
     Failed(u64),
 }
 
-impl Default for OverflowQueue {
-    fn default() -> OverflowQueue {
-        let ring = Ring::new(OVERFLOW_QUEUE);
+impl Backlog {
+    /// A backlog of at most `capacity` bytes (allocated at the first byte queued).
+    pub fn new(capacity: usize) -> Backlog {
+        let ring = Ring::new(capacity);
         let reader = Reader::new(&ring, 0);
-        OverflowQueue { ring, reader, marker: Vec::new(), waiting: false }
+        Backlog { ring, reader, marker: Vec::new(), waiting: false }
     }
-}
 
-impl OverflowQueue {
     /// Nothing waits: a write may go straight to the backend.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.marker.is_empty() && self.reader.behind(&self.ring) == 0 && self.reader.gap() == 0
     }
 
     /// Output bytes waiting for the backend.
-    pub(crate) fn queued(&self) -> u64 {
+    pub fn queued(&self) -> u64 {
         self.reader.behind(&self.ring)
     }
 
     /// Queues output the backend did not take; returns the bytes dropped to make room.
-    pub(crate) fn push(&mut self, data: &[u8]) -> u64 {
+    pub fn push(&mut self, data: &[u8]) -> u64 {
         self.ring.append(data);
-        self.reader.enforce(&self.ring, OVERFLOW_QUEUE as u64)
+        self.reader.enforce(&self.ring, self.ring.capacity() as u64)
     }
 
     /// Writes what is queued through `write` (the backend's non-blocking write), the gap
     /// marker first where output was lost. `sent` is told each piece of output that went
     /// out (not the markers).
-    pub(crate) fn flush(
+    pub fn flush(
         &mut self,
         mut write: impl FnMut(&[u8]) -> io::Result<usize>,
         mut sent: impl FnMut(&[u8]),
@@ -120,10 +118,11 @@ impl OverflowQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::OVERFLOW_QUEUE;
 
     #[test]
     fn queued_output_goes_out_in_order_with_one_marker_for_what_was_lost() {
-        let mut q = OverflowQueue::default();
+        let mut q = Backlog::new(OVERFLOW_QUEUE);
         assert!(q.is_empty());
         let mut out = Vec::new();
         let mut wire = Vec::new();
