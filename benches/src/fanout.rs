@@ -417,6 +417,9 @@ pub struct FloodRun {
     /// serial-console's CPU time (user and system) from the command to the last running
     /// viewer's last byte.
     pub cpu: Duration,
+    /// This process's CPU time over the same span: the viewers' reads and checks (the main
+    /// thread only waits).
+    pub viewers_cpu: Duration,
     /// serial-console's resident memory before the command, and its peak until the last
     /// running viewer's last byte (`VmRSS`, `VmHWM` after resetting it).
     pub rss: (u64, u64),
@@ -493,6 +496,7 @@ fn run_flood(mut process: Process, path: &Path, f: Flood) -> Result<FloodRun> {
     let before = status_bytes(pid, "VmRSS")?;
     reset_peak(pid)?;
     let cpu = process_cpu(pid)?;
+    let viewers_cpu = cpu_time(Who::Process)?;
     let start = Instant::now();
     writer.write_all(format!("flood {}\r", f.bytes).as_bytes()).context("type the command")?;
     let stopped = if f.stop_one { viewers.pop() } else { None };
@@ -501,6 +505,7 @@ fn run_flood(mut process: Process, path: &Path, f: Flood) -> Result<FloodRun> {
         seen.push(join(v)?);
     }
     let cpu = process_cpu(pid)? - cpu;
+    let viewers_cpu = cpu_time(Who::Process)? - viewers_cpu;
     let peak = status_bytes(pid, "VmHWM")?;
     if let Some(v) = stopped {
         if let Some(resume) = &v.resume {
@@ -512,7 +517,7 @@ fn run_flood(mut process: Process, path: &Path, f: Flood) -> Result<FloodRun> {
         return Err(format!("serial-console ended: {status}"));
     }
     drop(process);
-    Ok(FloodRun { seen, start, cpu, rss: (before, peak) })
+    Ok(FloodRun { seen, start, cpu, viewers_cpu, rss: (before, peak) })
 }
 
 /// What the unpaced fan-out measured.

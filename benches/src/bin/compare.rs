@@ -700,6 +700,13 @@ fn p10(c: &Config, report: &mut Report) -> Result<()> {
                 ours: many.cpu.as_secs_f64() / bytes,
                 base: one.cpu.as_secs_f64() / bytes,
             },
+            Sample {
+                name: "  CPU of the viewers",
+                unit: Unit::CpuPerByte,
+                goal: None,
+                ours: many.viewers_cpu.as_secs_f64() / bytes,
+                base: one.viewers_cpu.as_secs_f64() / bytes,
+            },
         ]);
         let (many, one) = pair(
             round,
