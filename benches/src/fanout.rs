@@ -11,9 +11,10 @@
 //!   to a new viewer (`SessionInfo::writes`).
 //! - P13 reads serial-console's resident memory during a flood to 8 viewers, one stopped.
 //!
-//! Every viewer checks what it receives against the stream's pattern and understands
-//! [`gap_marker`]s: where one appears, the stream must go on at the position it says, so a
-//! wrong count is caught like a wrong byte.
+//! Every viewer checks every byte it receives against the stream's pattern (even in full
+//! runs: a gap marker can only be found so) and understands [`gap_marker`]s: where one
+//! appears, the stream must go on at the position it says, so a wrong count is caught like a
+//! wrong byte.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use chardev::fanout::gap_marker;
 
 use crate::fixture::Chardevs;
-use crate::pattern::{Pattern, Verify, CHUNK};
+use crate::pattern::{Pattern, CHUNK, PERIOD};
 use crate::peer::{self, Process, STARTUP};
 use crate::proc_status::{cpu_time, process_cpu, reset_peak, status_bytes, Who};
 use crate::{transfer_deadline, Context, Result};
@@ -59,17 +60,54 @@ pub enum Stream {
     Pattern,
 }
 
+/// `i % 251` for `i` in `0..CHUNK + 251`: any piece of up to [`CHUNK`] bytes of either stream
+/// is a slice of it, XORed with one byte.
+fn period_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..CHUNK + PERIOD).map(|i| (i % PERIOD) as u8).collect())
+}
+
 impl Stream {
     fn byte(self, i: u64) -> u8 {
         match self {
             Stream::Flood => flood_byte(i),
-            Stream::Pattern => (i % crate::pattern::PERIOD as u64) as u8,
+            Stream::Pattern => (i % PERIOD as u64) as u8,
         }
+    }
+
+    /// Whether `data` is the stream from position `at` on. Branch-free over each piece (an
+    /// OR of XORs that the compiler vectorises), so that checking every byte costs the
+    /// viewers little beside their reads: every byte must be checked to find gap markers.
+    fn matches(self, at: u64, data: &[u8]) -> bool {
+        let table = period_table();
+        let mut pos = at;
+        let mut rest = data;
+        while !rest.is_empty() {
+            // The flood XORs in `i >> 16`, constant within an aligned 64 KiB block.
+            let block_end = (pos | 0xffff) + 1;
+            let n = rest.len().min((block_end - pos) as usize).min(CHUNK);
+            let xor = match self {
+                Stream::Flood => (pos >> 16) as u8,
+                Stream::Pattern => 0,
+            };
+            let start = (pos % PERIOD as u64) as usize;
+            let expect = &table[start..start + n];
+            let diff = rest[..n].iter().zip(expect).fold(0u8, |acc, (&a, &b)| acc | (a ^ b ^ xor));
+            if diff != 0 {
+                return false;
+            }
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        true
     }
 
     /// The offset in `data` (stream bytes from `at` on) of the first byte that is not the
     /// stream's.
     fn mismatch(self, at: u64, data: &[u8]) -> Option<usize> {
+        if self.matches(at, data) {
+            return None;
+        }
         data.iter().enumerate().find(|&(j, &b)| b != self.byte(at + j as u64)).map(|(j, _)| j)
     }
 }
@@ -126,26 +164,31 @@ fn parse_marker(buf: &[u8]) -> Marker {
 #[derive(Debug, Clone)]
 pub struct StreamCheck {
     stream: Stream,
-    verify: Verify,
     end: u64,
     at: u64,
     delivered: u64,
     gaps: Vec<u64>,
+    /// The last stream bytes taken (at most [`RECENT`]): a marker's first bytes may have
+    /// matched the stream by chance (its `\r` where the stream had a `\r`).
+    recent: Vec<u8>,
     /// The start of a gap marker split between two reads.
     carry: Vec<u8>,
     error: Option<String>,
 }
 
+/// How far back a marker may have started, within bytes that matched the stream.
+const RECENT: usize = 16;
+
 impl StreamCheck {
     /// A check of stream bytes `from..from + len`.
-    pub fn new(stream: Stream, verify: Verify, from: u64, len: u64) -> StreamCheck {
+    pub fn new(stream: Stream, from: u64, len: u64) -> StreamCheck {
         StreamCheck {
             stream,
-            verify,
             end: from + len,
             at: from,
             delivered: 0,
             gaps: Vec::new(),
+            recent: Vec::with_capacity(2 * RECENT),
             carry: Vec::new(),
             error: None,
         }
@@ -183,8 +226,19 @@ impl StreamCheck {
         let carried = self.carry.len();
         let mut buf = std::mem::take(&mut self.carry);
         buf.extend_from_slice(data);
-        // What was carried was taken already: count only the new bytes used.
+        // What was carried was counted already: count only the new bytes used.
         self.take(&buf).saturating_sub(carried)
+    }
+
+    fn remember(&mut self, taken: &[u8]) {
+        if taken.len() >= RECENT {
+            self.recent.clear();
+            self.recent.extend_from_slice(&taken[taken.len() - RECENT..]);
+        } else {
+            self.recent.extend_from_slice(taken);
+            let over = self.recent.len().saturating_sub(RECENT);
+            self.recent.drain(..over);
+        }
     }
 
     fn take(&mut self, buf: &[u8]) -> usize {
@@ -192,27 +246,39 @@ impl StreamCheck {
         while i < buf.len() && self.at < self.end {
             let rest = &buf[i..];
             let piece = &rest[..rest.len().min((self.end - self.at) as usize)];
-            let bad = match self.verify {
-                Verify::All => self.stream.mismatch(self.at, piece),
-                Verify::Edges => {
-                    let last = piece.len() - 1;
-                    let edges_ok = piece[0] == self.stream.byte(self.at)
-                        && piece[last] == self.stream.byte(self.at + last as u64);
-                    if edges_ok {
-                        None
-                    } else {
-                        self.stream.mismatch(self.at, piece)
-                    }
-                }
-            };
+            let bad = self.stream.mismatch(self.at, piece);
             let good = bad.unwrap_or(piece.len());
+            self.remember(&piece[..good]);
             self.at += good as u64;
             self.delivered += good as u64;
             i += good;
             if bad.is_none() {
                 continue;
             }
-            match parse_marker(&buf[i..]) {
+            // A marker here, or up to RECENT bytes back where it matched the stream.
+            let ahead = &buf[i..buf.len().min(i + 256)];
+            let found = (0..=self.recent.len()).find_map(|back| {
+                let mut candidate = self.recent[self.recent.len() - back..].to_vec();
+                candidate.extend_from_slice(ahead);
+                match parse_marker(&candidate) {
+                    Marker::No => None,
+                    m => Some((back, m)),
+                }
+            });
+            let Some((back, marker)) = found else {
+                self.error = Some(format!(
+                    "stream byte {} is {:#04x}, expected {:#04x}",
+                    self.at,
+                    buf[i],
+                    self.stream.byte(self.at)
+                ));
+                return buf.len();
+            };
+            let kept = self.recent.len() - back;
+            let replayed = self.recent.split_off(kept);
+            self.at -= back as u64;
+            self.delivered -= back as u64;
+            match marker {
                 Marker::Whole { dropped, len } => {
                     if dropped == 0 || self.at + dropped >= self.end {
                         self.error = Some(format!(
@@ -225,19 +291,12 @@ impl StreamCheck {
                     }
                     self.gaps.push(dropped);
                     self.at += dropped;
-                    i += len;
+                    self.recent.clear();
+                    i += len - back;
                 }
-                Marker::Partial => {
-                    self.carry = buf[i..].to_vec();
-                    return buf.len();
-                }
-                Marker::No => {
-                    self.error = Some(format!(
-                        "stream byte {} is {:#04x}, expected {:#04x}",
-                        self.at,
-                        buf[i],
-                        self.stream.byte(self.at)
-                    ));
+                Marker::Partial | Marker::No => {
+                    self.carry = replayed;
+                    self.carry.extend_from_slice(&buf[i..]);
                     return buf.len();
                 }
             }
@@ -260,7 +319,6 @@ pub struct Seen {
 /// What a viewer thread does, beyond reading and checking.
 struct Plan {
     stream: Stream,
-    verify: Verify,
     /// Stream bytes to check (from position 0).
     len: u64,
     /// Read up to and including this, then report ready (serial-console's prompt).
@@ -326,7 +384,7 @@ fn spawn_viewer(
             let text = String::from_utf8_lossy(header).escape_debug().to_string();
             early = read_past(&mut s, early, header, deadline, &format!("'{text}'"))?;
         }
-        let mut check = StreamCheck::new(plan.stream, plan.verify, 0, plan.len);
+        let mut check = StreamCheck::new(plan.stream, 0, plan.len);
         let mut after = Vec::new();
         let mut used = check.consume(&early);
         after.extend_from_slice(&early[used..]);
@@ -403,8 +461,6 @@ pub struct Flood {
     pub stop_one: bool,
     /// Also `queue=1M` on the server (P13; the default queue is 1 MiB too).
     pub queue: bool,
-    /// How much of the stream the viewers compare.
-    pub verify: Verify,
 }
 
 /// What a flood measured.
@@ -469,7 +525,6 @@ fn run_flood(mut process: Process, path: &Path, f: Flood) -> Result<FloodRun> {
     let deadline = transfer_deadline(f.bytes * f.viewers as u64);
     let plan = || Plan {
         stream: Stream::Flood,
-        verify: f.verify,
         len: f.bytes,
         ready_after: Some(PROMPT),
         header: Some(header.clone()),
@@ -549,7 +604,7 @@ fn wait_sessions(chardevs: &Chardevs, id: &str, n: usize) -> Result<()> {
 /// of the pattern as fast as it can (a write never waits for viewers) while `viewers`
 /// threads read: what the fan-out costs without a guest to pace it. Viewers that fall more
 /// than the ring behind lose the oldest bytes; their gap markers are checked and counted.
-pub fn unpaced(dir: &Path, viewers: usize, bytes: u64, verify: Verify) -> Result<Unpaced> {
+pub fn unpaced(dir: &Path, viewers: usize, bytes: u64) -> Result<Unpaced> {
     let chardevs = Chardevs::new()?;
     let path = dir.join("p10-unpaced.sock");
     let handle =
@@ -560,7 +615,6 @@ pub fn unpaced(dir: &Path, viewers: usize, bytes: u64, verify: Verify) -> Result
         let s = peer::connect(&path)?;
         let plan = Plan {
             stream: Stream::Pattern,
-            verify,
             len: bytes,
             ready_after: None,
             header: None,
@@ -604,7 +658,7 @@ pub struct Replay {
 /// Fills a `clients=8,history=1M` unix server in this process with twice its history of
 /// pattern output (so the ring has wrapped), connects one viewer, checks that it gets exactly
 /// the last 1 MiB, and reads how many send calls it took from the registry.
-pub fn replay(dir: &Path, verify: Verify) -> Result<Replay> {
+pub fn replay(dir: &Path) -> Result<Replay> {
     let chardevs = Chardevs::new()?;
     let path = dir.join("p12.sock");
     let handle =
@@ -622,7 +676,7 @@ pub fn replay(dir: &Path, verify: Verify) -> Result<Replay> {
     }
     let mut s = peer::connect(&path)?;
     let deadline = Instant::now() + transfer_deadline(HISTORY);
-    let mut check = StreamCheck::new(Stream::Pattern, verify, total - HISTORY, HISTORY);
+    let mut check = StreamCheck::new(Stream::Pattern, total - HISTORY, HISTORY);
     let mut buf = vec![0u8; CHUNK];
     while !check.complete() {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
@@ -668,14 +722,18 @@ mod tests {
     #[test]
     fn a_stream_in_any_split_checks_clean() {
         let data = flood_bytes(0, 300_000);
-        for verify in [Verify::All, Verify::Edges] {
-            let mut c = StreamCheck::new(Stream::Flood, verify, 0, 300_000);
-            for piece in data.chunks(4093) {
+        for split in [1, 4093, 65536, 300_000] {
+            let mut c = StreamCheck::new(Stream::Flood, 0, 300_000);
+            for piece in data.chunks(split) {
                 assert_eq!(c.consume(piece), piece.len());
             }
             assert!(c.complete() && c.error().is_none(), "{:?}", c.error());
             assert_eq!((c.delivered(), c.gaps()), (300_000, &[][..]));
         }
+        let pattern: Vec<u8> = (70_000..200_000u64).map(|i| (i % 251) as u8).collect();
+        let mut c = StreamCheck::new(Stream::Pattern, 70_000, 130_000);
+        assert_eq!(c.consume(&pattern), pattern.len());
+        assert!(c.complete() && c.error().is_none(), "{:?}", c.error());
     }
 
     #[test]
@@ -684,17 +742,33 @@ mod tests {
         data.extend_from_slice(gap_marker(50_000).as_bytes());
         data.extend(flood_bytes(150_000, 50_000));
         data.extend_from_slice(b"\r\nguest$ ");
-        for verify in [Verify::All, Verify::Edges] {
-            for split in [7, 1000, 100_003, 65536] {
-                let mut c = StreamCheck::new(Stream::Flood, verify, 0, 200_000);
-                let mut used = 0;
-                for piece in data.chunks(split) {
-                    used += c.consume(piece);
-                }
-                assert!(c.complete() && c.error().is_none(), "{split}: {:?}", c.error());
-                assert_eq!((c.delivered(), c.gaps()), (150_000, &[50_000][..]), "{split}");
-                assert_eq!(&data[used..], b"\r\nguest$ ", "{split}");
+        for split in [7, 1000, 100_003, 65536] {
+            let mut c = StreamCheck::new(Stream::Flood, 0, 200_000);
+            let mut used = 0;
+            for piece in data.chunks(split) {
+                used += c.consume(piece);
             }
+            assert!(c.complete() && c.error().is_none(), "{split}: {:?}", c.error());
+            assert_eq!((c.delivered(), c.gaps()), (150_000, &[50_000][..]), "{split}");
+            assert_eq!(&data[used..], b"\r\nguest$ ", "{split}");
+        }
+    }
+
+    /// A marker comes where the stream's next bytes happen to be its first ones (`\r`, even
+    /// `\r\n`): they matched, and must be given back.
+    #[test]
+    fn a_marker_whose_first_bytes_match_the_stream_is_found() {
+        let cr = (0..1_000_000u64).find(|&i| flood_byte(i) == b'\r').unwrap();
+        let mut data = flood_bytes(0, cr);
+        data.extend_from_slice(gap_marker(2_000).as_bytes());
+        data.extend(flood_bytes(cr + 2_000, 10_000));
+        for split in [1, 3, cr as usize, cr as usize + 1, 4096] {
+            let mut c = StreamCheck::new(Stream::Flood, 0, cr + 12_000);
+            for piece in data.chunks(split) {
+                c.consume(piece);
+            }
+            assert!(c.complete() && c.error().is_none(), "{split}: {:?}", c.error());
+            assert_eq!((c.delivered(), c.gaps()), (cr + 10_000, &[2_000][..]), "{split}");
         }
     }
 
@@ -703,13 +777,13 @@ mod tests {
         let mut data = flood_bytes(0, 100_000);
         data.extend_from_slice(gap_marker(49_999).as_bytes());
         data.extend(flood_bytes(150_000, 50_000));
-        let mut c = StreamCheck::new(Stream::Flood, Verify::Edges, 0, 200_000);
+        let mut c = StreamCheck::new(Stream::Flood, 0, 200_000);
         c.consume(&data);
         assert!(c.error().is_some_and(|e| e.contains("expected")), "{:?}", c.error());
 
         let mut data = flood_bytes(0, 10_000);
         data[5000] ^= 1;
-        let mut c = StreamCheck::new(Stream::Flood, Verify::All, 0, 10_000);
+        let mut c = StreamCheck::new(Stream::Flood, 0, 10_000);
         c.consume(&data);
         assert!(c.error().is_some_and(|e| e.contains("stream byte 5000")), "{:?}", c.error());
     }

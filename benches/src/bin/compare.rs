@@ -665,7 +665,7 @@ fn lost(seen: &[fanout::Seen]) -> (usize, u64) {
 }
 
 fn flood_of(c: &Config, viewers: usize) -> Flood {
-    Flood { viewers, bytes: c.flood, stop_one: false, queue: false, verify: c.verify }
+    Flood { viewers, bytes: c.flood, stop_one: false, queue: false }
 }
 
 /// P10: the guest's flood to 8 viewers / to 1, the slowest of the 8 against the one; and
@@ -710,8 +710,8 @@ fn p10(c: &Config, report: &mut Report) -> Result<()> {
         ]);
         let (many, one) = pair(
             round,
-            || fanout::unpaced(dir.path(), VIEWERS, c.flood, c.verify),
-            || fanout::unpaced(dir.path(), 1, c.flood, c.verify),
+            || fanout::unpaced(dir.path(), VIEWERS, c.flood),
+            || fanout::unpaced(dir.path(), 1, c.flood),
         )?;
         for (i, run) in [&many, &one].into_iter().enumerate() {
             let (n, b) = lost(&run.seen);
@@ -752,7 +752,8 @@ fn p10(c: &Config, report: &mut Report) -> Result<()> {
         100.0 - 100.0 * lost as f64 / (c.flood * (c.rounds * viewers) as u64) as f64
     };
     report.notes.push(format!(
-        "flood {} bytes per run; viewers are threads of compare reading 64 KiB at a time; \
+        "flood {} bytes per run; viewers are threads of compare reading 64 KiB at a time and \
+         checking every byte; \
          gap markers seen while reading: {} ({} bytes) in all rounds",
         c.flood, paced_lost.0, paced_lost.1
     ));
@@ -836,7 +837,7 @@ fn p12(c: &Config, report: &mut Report) -> Result<()> {
     let dir = tempdir()?;
     let mut writes = Vec::new();
     for _ in 0..c.rounds {
-        let replay = fanout::replay(dir.path(), c.verify)?;
+        let replay = fanout::replay(dir.path())?;
         writes.push(replay.writes.to_string());
         report.add(vec![Sample {
             name: "writes to replay 1 MiB",
