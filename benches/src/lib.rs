@@ -12,6 +12,10 @@
 //! | P4 | 64-byte echo round trips through a chardev | a blocking echo thread |
 //! | P5 | P4 on one chardev among thousands of idle ones | P4 on a loop of its own |
 //! | P6 | fds received through a unix socket chardev | a blocking `recvmsg` loop |
+//! | P10 | serial-console's flood to 8 viewers of its `clients=8` unix socket | the same flood to 1 viewer |
+//! | P11 | the same, one viewer stopped | none stopped |
+//! | P12 | send calls replaying 1 MiB of history to a new viewer | one per byte |
+//! | P13 | serial-console's memory growth with 8 viewers, one stopped | `queue` + `history` |
 //!
 //! `cargo run --release -p benches --bin compare` runs them all; `--smoke` runs them tiny,
 //! checking only that every transfer was complete and correct. A scenario is one function
@@ -27,6 +31,7 @@
 //! ```
 
 pub mod echo; // P4, P5: echo round trips through a chardev or a plain thread; idle crowds
+pub mod fanout; // P10-P13: one console, many viewers: floods, a stopped viewer, history
 pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop
 pub mod fixture; // a loop, a registry, socket chardevs and the frontends the scenarios use
 pub mod ingest; // P1: a peer's bytes into a frontend, or into a plain read loop

@@ -81,3 +81,29 @@ pub fn process_cpu(pid: u32) -> Result<Duration> {
     let total = ticks(11)? + ticks(12)?;
     Ok(Duration::from_secs(total / hz) + Duration::from_nanos((total % hz) * 1_000_000_000 / hz))
 }
+
+/// A field of `/proc/PID/status` that counts kB (`VmRSS`, `VmHWM`), in bytes, for another
+/// process (P13 measures the process that holds the chardev, not this one).
+pub fn status_bytes(pid: u32, field: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).context(format!("read {path}"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|l| l.strip_prefix(':')))
+        .ok_or(format!("no {field} line in {path}"))?;
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context(format!("read {field} from '{line}'"))?;
+    Ok(kib * 1024)
+}
+
+/// Resets the peak resident size (`VmHWM`) of process `pid` to its resident size now
+/// (`echo 5 > /proc/PID/clear_refs`, Linux 4.0), so that a later `VmHWM` is the peak of
+/// what came after.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").context(format!("write 5 to {path}"))
+}

@@ -1,5 +1,5 @@
-//! compare: every scenario of issue 8 against its baseline, several rounds, and the median
-//! and spread of each ratio.
+//! compare: every scenario of issues 8 and 17 against its baseline, several rounds, and the
+//! median and spread of each ratio.
 //!
 //! `cargo run --release -p benches --bin compare -- [OPTIONS] [P1 P2 ...]`; `--help` lists
 //! the options. `--smoke` runs everything tiny and checks only that each transfer was
@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use benches::echo::{self, Crowd, Latencies};
+use benches::fanout::{self, Flood, HISTORY, VIEWERS};
 use benches::pattern::Verify;
 use benches::relay::{self, Relayer, Route};
 use benches::stats::Spread;
 use benches::{fdpass, ingest, Result, Transfer};
 
-const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9]
+const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9 P10 P11 P12 P13]
 
 Runs each scenario and its baseline side by side, ROUNDS times (alternating which goes
 first), and prints the median and range of each ratio with its goal. Every transfer is
@@ -26,12 +27,13 @@ checked: bytes in order and complete, every fd and echo accounted for.
   --messages N      round trips per P4/P5 run (default 100000)
   --idle N          idle chardevs for P5 (default 10000; fewer if the fd limit says so)
   --fds N           fds per P6 run (default 500000)
+  --flood SIZE      bytes of each P10/P11/P13 flood to the viewers (default 64M)
   --verify-all      compare every byte received (default: the edges of every read)
   --relay PATH      the chardev-relay binary (default: next to this one, or $CHARDEV_RELAY)
   -h, --help        this help
 
-P2 and P3 need chardev-relay built in the same profile, P8 and P9 serial-console (or
-$SERIAL_CONSOLE) and QEMU 7.2 (apt-get install qemu-system-x86):
+P2 and P3 need chardev-relay built in the same profile, P8 to P11 and P13 serial-console
+(or $SERIAL_CONSOLE), P8 and P9 QEMU 7.2 too (apt-get install qemu-system-x86):
   cargo build --release -p demos
 ";
 
@@ -43,6 +45,7 @@ struct Config {
     messages: usize,
     idle: usize,
     fds: u64,
+    flood: u64,
     verify: Verify,
     relay: PathBuf,
     only: Vec<String>,
@@ -57,6 +60,7 @@ impl Config {
             messages: 100_000,
             idle: 10_000,
             fds: 500_000,
+            flood: 64 << 20,
             verify: Verify::Edges,
             relay: default_relay(),
             only: Vec::new(),
@@ -78,6 +82,7 @@ impl Config {
                 "--messages" => c.messages = number("messages", value("--messages")?)? as usize,
                 "--idle" => c.idle = number("idle", value("--idle")?)? as usize,
                 "--fds" => c.fds = number("fds", value("--fds")?)?,
+                "--flood" => c.flood = number("flood", value("--flood")?)?,
                 "--relay" => c.relay = value("--relay")?.into(),
                 "--verify-all" => c.verify = Verify::All,
                 p if p.starts_with('P') || p.starts_with('p') => c.only.push(p.to_uppercase()),
@@ -103,6 +108,10 @@ impl Config {
             }
             if unset("--fds") {
                 c.fds = 2_000;
+            }
+            if unset("--flood") {
+                // Enough for P11's stopped viewer to overflow its 1 MiB queue.
+                c.flood = 4 << 20;
             }
             c.verify = Verify::All;
         }
@@ -138,6 +147,10 @@ enum Unit {
     CpuPerByte,
     /// CPU seconds per fd, shown in microseconds.
     CpuPerFd,
+    /// Bytes of memory, shown in MiB.
+    Memory,
+    /// A count of send calls.
+    Writes,
 }
 
 impl Unit {
@@ -148,6 +161,8 @@ impl Unit {
             Unit::Latency => format!("{:.1} us", v * 1e6),
             Unit::CpuPerByte => format!("{:.3} s/GiB", v * (1u64 << 30) as f64),
             Unit::CpuPerFd => format!("{:.2} us/fd", v * 1e6),
+            Unit::Memory => format!("{:.2} MiB", v / 1048576.0),
+            Unit::Writes => format!("{v:.0} writes"),
         }
     }
 }
@@ -169,9 +184,19 @@ impl Goal {
 
     fn show(self) -> String {
         match self {
-            Goal::AtLeast(g) => format!(">= {g:.2}"),
-            Goal::AtMost(g) => format!("<= {g:.2}"),
+            Goal::AtLeast(g) => format!(">= {}", show_ratio(g)),
+            Goal::AtMost(g) => format!("<= {}", show_ratio(g)),
         }
+    }
+}
+
+/// A ratio with two decimals, or as `1/N` when it is far below 1 (P12: a few writes against
+/// a million).
+fn show_ratio(r: f64) -> String {
+    if r > 0.0 && r < 0.01 {
+        format!("1/{:.0}", 1.0 / r)
+    } else {
+        format!("{r:.2}")
     }
 }
 
@@ -246,13 +271,13 @@ impl Report {
                 (None, false) => "(no goal)".to_string(),
             };
             println!(
-                "   {:<22} {:>14} / {:>14}   ratio {:.2} ({:.2}..{:.2})   {verdict}",
+                "   {:<22} {:>14} / {:>14}   ratio {} ({}..{})   {verdict}",
                 f.name,
                 f.unit.show(ours.median),
                 f.unit.show(base.median),
-                r.median,
-                r.min,
-                r.max,
+                show_ratio(r.median),
+                show_ratio(r.min),
+                show_ratio(r.max),
             );
         }
         for n in &self.notes {
@@ -628,6 +653,237 @@ fn p9(c: &Config, report: &mut Report) -> Result<()> {
     benches::qmp_rtt::run(&serial_console, c.rounds, c.messages / 5, &mut report.notes)
 }
 
+/// The slowest of `viewers` in a flood: stream bytes per second since the command.
+fn slowest(run: &fanout::FloodRun, viewers: usize) -> f64 {
+    run.seen[..viewers].iter().map(|s| run.rate(s)).fold(f64::INFINITY, f64::min)
+}
+
+/// Gap markers seen by viewers that kept reading (none is expected while they keep up with
+/// the guest): how many, and how many bytes they said were lost.
+fn lost(seen: &[fanout::Seen]) -> (usize, u64) {
+    seen.iter().fold((0, 0), |(n, b), s| (n + s.gaps.len(), b + s.gaps.iter().sum::<u64>()))
+}
+
+fn flood_of(c: &Config, viewers: usize) -> Flood {
+    Flood { viewers, bytes: c.flood, stop_one: false, queue: false }
+}
+
+/// P10: the guest's flood to 8 viewers / to 1, the slowest of the 8 against the one; and
+/// the same fan-out unpaced in this process, for information.
+fn p10(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let program = fanout::serial_console();
+    let (mut paced_lost, mut unpaced_lost) = ((0, 0), [(0, 0), (0, 0)]);
+    for round in 0..c.rounds {
+        let (many, one) = pair(
+            round,
+            || fanout::flood(&program, dir.path(), flood_of(c, VIEWERS)),
+            || fanout::flood(&program, dir.path(), flood_of(c, 1)),
+        )?;
+        for run in [&many, &one] {
+            let (n, b) = lost(&run.seen);
+            paced_lost = (paced_lost.0 + n, paced_lost.1 + b);
+        }
+        let bytes = c.flood as f64;
+        report.add(vec![
+            Sample {
+                name: "slowest of 8 / alone",
+                unit: Unit::Bytes,
+                goal: Some(Goal::AtLeast(0.8)),
+                ours: slowest(&many, VIEWERS),
+                base: one.rate(&one.seen[0]),
+            },
+            Sample {
+                name: "  CPU of serial-console",
+                unit: Unit::CpuPerByte,
+                goal: None,
+                ours: many.cpu.as_secs_f64() / bytes,
+                base: one.cpu.as_secs_f64() / bytes,
+            },
+            Sample {
+                name: "  CPU of the viewers",
+                unit: Unit::CpuPerByte,
+                goal: None,
+                ours: many.viewers_cpu.as_secs_f64() / bytes,
+                base: one.viewers_cpu.as_secs_f64() / bytes,
+            },
+        ]);
+        let (many, one) = pair(
+            round,
+            || fanout::unpaced(dir.path(), VIEWERS, c.flood),
+            || fanout::unpaced(dir.path(), 1, c.flood),
+        )?;
+        for (i, run) in [&many, &one].into_iter().enumerate() {
+            let (n, b) = lost(&run.seen);
+            unpaced_lost[i] = (unpaced_lost[i].0 + n, unpaced_lost[i].1 + b);
+        }
+        let got = |run: &fanout::Unpaced| {
+            run.seen
+                .iter()
+                .map(|s| s.delivered as f64 / (s.done - run.start).as_secs_f64().max(1e-9))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let wrote = |run: &fanout::Unpaced| bytes / run.writing.as_secs_f64().max(1e-9);
+        report.add(vec![
+            Sample {
+                name: "unpaced: the writer",
+                unit: Unit::Bytes,
+                goal: None,
+                ours: wrote(&many),
+                base: wrote(&one),
+            },
+            Sample {
+                name: "  slowest viewer got",
+                unit: Unit::Bytes,
+                goal: None,
+                ours: got(&many),
+                base: got(&one),
+            },
+            Sample {
+                name: "  CPU, whole process",
+                unit: Unit::CpuPerByte,
+                goal: None,
+                ours: many.cpu.as_secs_f64() / bytes,
+                base: one.cpu.as_secs_f64() / bytes,
+            },
+        ]);
+    }
+    let share = |(_, lost): (usize, u64), viewers: usize| {
+        100.0 - 100.0 * lost as f64 / (c.flood * (c.rounds * viewers) as u64) as f64
+    };
+    report.notes.push(format!(
+        "flood {} bytes per run; viewers are threads of compare reading 64 KiB at a time and \
+         checking every byte; \
+         gap markers seen while reading: {} ({} bytes) in all rounds",
+        c.flood, paced_lost.0, paced_lost.1
+    ));
+    report.notes.push(format!(
+        "unpaced: a frontend handle of a server in this process writes 64 KiB pieces as fast \
+         as it can (the writer's rate), viewers get what they can (the bytes they got per \
+         second; the rest is dropped, with gap markers): 8 viewers got {:.1}% of the bytes \
+         ({} gap markers), 1 viewer {:.1}% ({}), in all rounds",
+        share(unpaced_lost[0], VIEWERS),
+        unpaced_lost[0].0,
+        share(unpaced_lost[1], 1),
+        unpaced_lost[1].0
+    ));
+    Ok(())
+}
+
+/// Checks that the stopped viewer (the last) saw exactly one gap marker; returns its count.
+fn one_gap(run: &fanout::FloodRun) -> Result<u64> {
+    let stopped = run.seen.last().ok_or("no viewers")?;
+    match stopped.gaps.as_slice() {
+        [dropped] => Ok(*dropped),
+        gaps => Err(format!(
+            "the stopped viewer saw {} gap markers ({gaps:?}), expected exactly one",
+            gaps.len()
+        )),
+    }
+}
+
+/// P11: 8 viewers, the last stopped during the flood / none stopped: the slowest of the 7
+/// others in each.
+fn p11(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let program = fanout::serial_console();
+    let stopped = Flood { stop_one: true, ..flood_of(c, VIEWERS) };
+    let (mut gaps, mut others_lost) = (Vec::new(), (0, 0));
+    for round in 0..c.rounds {
+        let (one_stopped, none) = pair(
+            round,
+            || fanout::flood(&program, dir.path(), stopped),
+            || fanout::flood(&program, dir.path(), flood_of(c, VIEWERS)),
+        )?;
+        let dropped = one_gap(&one_stopped)?;
+        let got = one_stopped.seen[VIEWERS - 1].delivered;
+        gaps.push(format!("{got} + {dropped}"));
+        for seen in [&one_stopped.seen[..VIEWERS - 1], &none.seen[..]] {
+            let (n, b) = lost(seen);
+            others_lost = (others_lost.0 + n, others_lost.1 + b);
+        }
+        report.add(vec![
+            Sample {
+                name: "slowest of 7, 1 stopped",
+                unit: Unit::Bytes,
+                goal: Some(Goal::AtLeast(0.9)),
+                ours: slowest(&one_stopped, VIEWERS - 1),
+                base: slowest(&none, VIEWERS - 1),
+            },
+            Sample {
+                name: "  CPU of serial-console",
+                unit: Unit::CpuPerByte,
+                goal: None,
+                ours: one_stopped.cpu.as_secs_f64() / c.flood as f64,
+                base: none.cpu.as_secs_f64() / c.flood as f64,
+            },
+        ]);
+    }
+    report.notes.push(format!(
+        "the stopped viewer, bytes received + the one gap marker's count (= the {} flooded), \
+         each round: {}",
+        c.flood,
+        gaps.join(", ")
+    ));
+    report.notes.push(format!(
+        "gap markers seen by the viewers that kept reading: {} ({} bytes) in all rounds",
+        others_lost.0, others_lost.1
+    ));
+    Ok(())
+}
+
+/// P12: the send calls that replay 1 MiB of history to a new viewer / one per byte.
+fn p12(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let mut writes = Vec::new();
+    for _ in 0..c.rounds {
+        let replay = fanout::replay(dir.path())?;
+        writes.push(replay.writes.to_string());
+        report.add(vec![Sample {
+            name: "writes to replay 1 MiB",
+            unit: Unit::Writes,
+            goal: Some(Goal::AtMost(20.0 / HISTORY as f64)),
+            ours: replay.writes as f64,
+            base: HISTORY as f64,
+        }]);
+    }
+    report.notes.push(format!(
+        "the goal is at most 20 writes; the baseline is one write per byte (cloud-hypervisor \
+         hands its backlog over so); writes each round: {}",
+        writes.join(", ")
+    ));
+    Ok(())
+}
+
+/// P13: serial-console's resident memory growth during a flood to 8 viewers, 1 stopped,
+/// at `queue=1M,history=1M` / queue + history.
+fn p13(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let program = fanout::serial_console();
+    let f = Flood { stop_one: true, queue: true, ..flood_of(c, VIEWERS) };
+    let mut seen = Vec::new();
+    for _ in 0..c.rounds {
+        let run = fanout::flood(&program, dir.path(), f)?;
+        one_gap(&run)?;
+        let (before, peak) = run.rss;
+        seen.push(format!("{:.2} -> {:.2}", before as f64 / 1048576.0, peak as f64 / 1048576.0));
+        report.add(vec![Sample {
+            name: "VmRSS growth / q + h",
+            unit: Unit::Memory,
+            goal: Some(Goal::AtMost(1.0)),
+            ours: peak.saturating_sub(before) as f64,
+            base: 2.0 * HISTORY as f64,
+        }]);
+    }
+    report.notes.push(format!(
+        "serial-console's VmRSS before the flood -> its peak (VmHWM) until the 7 running \
+         viewers had all {} bytes, MiB, each round: {}",
+        c.flood,
+        seen.join(", ")
+    ));
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -684,7 +940,7 @@ fn main() -> ExitCode {
     );
 
     let relay_skip = relay_missing(&c);
-    let scenarios: [(&str, &str, Run); 9] = [
+    let scenarios: [(&str, &str, Run); 13] = [
         ("P1", "ingest: unix socket chardev -> frontend / blocking read loop on a socketpair", p1),
         ("P2", "relay unix<->unix: chardev-relay / socat -b 65536", p2),
         ("P3", "relay pty<->unix: chardev-relay / socat -b 65536", p3),
@@ -706,6 +962,26 @@ fn main() -> ExitCode {
             p8,
         ),
         ("P9", "QMP round trips, query-chardev and query-status: serial-console / QEMU 7.2", p9),
+        (
+            "P10",
+            "serial-console's flood to viewers on its unix socket (clients=8,history=1M): slowest of 8 / 1 alone",
+            p10,
+        ),
+        (
+            "P11",
+            "the same flood to 8 viewers, one of them stopped / none stopped: slowest of the 7 others",
+            p11,
+        ),
+        (
+            "P12",
+            "1 MiB of history replayed to a new unix viewer: send calls / one per byte",
+            p12,
+        ),
+        (
+            "P13",
+            "serial-console's VmRSS growth, flood to 8 viewers (1 stopped) at queue=1M,history=1M / queue + history",
+            p13,
+        ),
     ];
     let mut failed = false;
     for (id, title, run) in scenarios {
@@ -716,7 +992,7 @@ fn main() -> ExitCode {
         let skip = match id {
             "P2" => relay_skip.clone(),
             "P3" => relay_skip.clone().or_else(|| pty_probe(&c)),
-            "P8" | "P9" => benches::migrate_qemu::serial_console_missing(),
+            "P8" | "P9" | "P10" | "P11" | "P13" => benches::migrate_qemu::serial_console_missing(),
             _ => None,
         };
         if let Some(why) = skip {
