@@ -331,9 +331,15 @@ impl WsConn {
             Err(e) => return Err(broken(e)),
         }
         let take = buf.len().min(MESSAGE_CHUNK);
-        ws.write(Message::binary(buf[..take].to_vec())).map_err(broken)?;
         // A frame header is at most 14 bytes (10 from a server, which does not mask).
         self.data_unsent = take + 14;
+        match ws.write(Message::binary(buf[..take].to_vec())) {
+            Ok(()) => {}
+            // tungstenite buffered the frame and then found the socket full: the message is
+            // taken (sending it again would duplicate it), the rest goes out on writability.
+            Err(e) if is_would_block(&e) => return Ok(take),
+            Err(e) => return Err(broken(e)),
+        }
         match ws.flush() {
             Ok(()) => {
                 self.data_unsent = 0;

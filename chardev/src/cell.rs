@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::Chardev;
+use crate::backlog::{Backlog as OverflowQueue, Flushed};
 use crate::counters::CoreCounters;
 use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::callbacks::Frontend;
 use crate::mux::{Timestamps, MAX_MUX};
-use crate::backlog::{Backlog as OverflowQueue, Flushed};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
 use crate::sync::lock;
 

@@ -40,6 +40,7 @@
 
 pub mod backend; // the backend trait, its view of the loop, the Splice capability
 pub mod backends; // null, file, pipe, ringbuf, stdio
+pub mod backlog; // a bounded queue of output with gap markers: overflow=drop, backlog=
 mod cell; // one chardev as the loop, the registry and handles share it
 pub mod compat; // legacy -serial/-monitor strings (stdio, tcp:H:P, mon:...) -> ChardevSpec
 pub mod counters; // bytes in/out, drops, waits, connections, fds: per chardev
@@ -52,7 +53,6 @@ pub mod frontend; // the device side: callbacks and the handle
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends, as a pure filter
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
-pub mod backlog; // a bounded queue of output with gap markers: overflow=drop, backlog=
 pub mod registry; // chardevs by id: add, remove, change, query
 pub mod serial; // serial line parameters, and the SerialLine capability of a tty backend
 pub mod sessions; // many connections on one chardev: listing, steering, events

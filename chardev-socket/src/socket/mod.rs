@@ -1150,8 +1150,6 @@ impl Chardev for Socket {
         Some(self)
     }
 
-
-
     fn watch_output(&mut self, io: &mut Io<'_>) -> bool {
         let Some(conn) = self.state.conn_mut() else { return false };
         // Turning the interest on reports writability at once if it came meanwhile.
@@ -1210,6 +1208,14 @@ impl Chardev for Socket {
 
     fn history(&self, max: Option<usize>) -> Option<Vec<u8>> {
         self.viewers_history(max)
+    }
+
+    fn woken(&mut self, io: &mut Io<'_>) {
+        if self.viewers.is_some() {
+            self.viewers_woken(io);
+        } else {
+            io.input_ready();
+        }
     }
 
     fn counters(&self, counters: &mut chardev::Counters) {

@@ -8,7 +8,6 @@ use crate::support::*;
 use chardev::Event;
 use chardev_testkit::*;
 
-
 #[test]
 fn bytes_connections_and_fds_are_counted() {
     let (lp, reg, dir) = setup();

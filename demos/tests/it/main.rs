@@ -3,6 +3,7 @@
 //! measured (RSS, fds) is the demo's, in /proc/PID of the child, never this process's.
 //! Shared helpers come from the `chardev-testkit` crate.
 
+mod collector; // backlog=: a collector away for 3 s loses nothing, no busy loop (strace)
 mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
 mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
 mod many_viewers; // a hub over unix, telnet, pty and websocket viewers, all real, one stopped
