@@ -5,10 +5,14 @@
 //! bytes, not three, and sub-negotiations (`IAC SB ... IAC SE`) are skipped whole, so no
 //! data byte is swallowed and no option payload leaks into the data.
 
-/// `IAC WILL ECHO, IAC WILL SUPPRESS-GO-AHEAD, IAC WILL BINARY, IAC DO BINARY`: the bytes a
-/// telnet server sends a new client, as QEMU does.
-pub const NEGOTIATION: [u8; 12] =
-    [0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03, 0xff, 0xfb, 0x00, 0xff, 0xfd, 0x00];
+/// `IAC WILL ECHO, IAC WILL SUPPRESS-GO-AHEAD, IAC WILL BINARY, IAC DO BINARY` (QEMU's
+/// negotiation, byte for byte), then `IAC DO NAWS` (RFC 1073, an extension): a client that
+/// agrees sends its window size, which becomes `Event::Resize`.
+pub const NEGOTIATION: [u8; 15] =
+    [0xff, 0xfb, 0x01, 0xff, 0xfb, 0x03, 0xff, 0xfb, 0x00, 0xff, 0xfd, 0x00, 0xff, 0xfd, NAWS];
+
+/// RFC 1073's option: Negotiate About Window Size.
+const NAWS: u8 = 31;
 
 const IAC: u8 = 255;
 const SB: u8 = 250;
@@ -16,6 +20,28 @@ const SE: u8 = 240;
 const BREAK: u8 = 243;
 const WILL: u8 = 251;
 const DONT: u8 = 254;
+
+/// What a telnet client said besides data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelnetEvent {
+    /// `IAC BREAK`.
+    Break,
+    /// `IAC SB NAWS cols rows IAC SE`: its window size.
+    Size {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
+}
+
+/// The chardev event a telnet event is.
+pub fn telnet_event(e: TelnetEvent) -> chardev::Event {
+    match e {
+        TelnetEvent::Break => chardev::Event::Break,
+        TelnetEvent::Size { cols, rows } => chardev::Event::Resize { cols, rows },
+    }
+}
 
 /// Where the input filter is within a telnet command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,10 +53,11 @@ pub enum TelnetInput {
     Command,
     /// After `IAC WILL|WONT|DO|DONT`: one option byte follows.
     Option,
-    /// Inside `IAC SB ...`, until `IAC SE`.
-    Sub,
+    /// Inside `IAC SB ...`, until `IAC SE`: the first payload bytes (the option and four
+    /// more, enough for NAWS) and how many came.
+    Sub([u8; 5], u8),
     /// Inside a sub-negotiation, after `IAC`.
-    SubIac,
+    SubIac([u8; 5], u8),
 }
 
 impl TelnetInput {
@@ -38,6 +65,20 @@ impl TelnetInput {
     /// start of `buf`, and calls `on_break(offset)` for each `IAC BREAK` with the number of
     /// data bytes before it.
     pub fn filter(&mut self, buf: &mut [u8], mut on_break: impl FnMut(usize)) -> usize {
+        self.filter_events(buf, |at, event| {
+            if event == TelnetEvent::Break {
+                on_break(at)
+            }
+        })
+    }
+
+    /// As [`TelnetInput::filter`], reporting every [`TelnetEvent`] (breaks and window sizes)
+    /// with the number of data bytes before it.
+    pub fn filter_events(
+        &mut self,
+        buf: &mut [u8],
+        mut on_event: impl FnMut(usize, TelnetEvent),
+    ) -> usize {
         let mut out = 0;
         let mut i = 0;
         while i < buf.len() {
@@ -69,21 +110,40 @@ impl TelnetInput {
                     TelnetInput::Data
                 }
                 (TelnetInput::Command, BREAK) => {
-                    on_break(out);
+                    on_event(out, TelnetEvent::Break);
                     TelnetInput::Data
                 }
                 (TelnetInput::Command, WILL..=DONT) => TelnetInput::Option,
-                (TelnetInput::Command, SB) => TelnetInput::Sub,
+                (TelnetInput::Command, SB) => TelnetInput::Sub([0; 5], 0),
                 (TelnetInput::Command, _) => TelnetInput::Data,
                 (TelnetInput::Option, _) => TelnetInput::Data,
-                (TelnetInput::Sub, IAC) => TelnetInput::SubIac,
-                (TelnetInput::Sub, _) => TelnetInput::Sub,
-                (TelnetInput::SubIac, SE) => TelnetInput::Data,
-                (TelnetInput::SubIac, _) => TelnetInput::Sub,
+                (TelnetInput::Sub(got, n), IAC) => TelnetInput::SubIac(got, n),
+                (TelnetInput::Sub(got, n), b) => keep(got, n, b),
+                (TelnetInput::SubIac(got, n), SE) => {
+                    if n == 5 && got[0] == NAWS {
+                        let cols = u16::from_be_bytes([got[1], got[2]]);
+                        let rows = u16::from_be_bytes([got[3], got[4]]);
+                        if cols > 0 && rows > 0 {
+                            on_event(out, TelnetEvent::Size { cols, rows });
+                        }
+                    }
+                    TelnetInput::Data
+                }
+                // A doubled IAC inside a sub-negotiation is a 255 of its payload.
+                (TelnetInput::SubIac(got, n), IAC) => keep(got, n, IAC),
+                (TelnetInput::SubIac(got, n), _) => TelnetInput::Sub(got, n),
             };
         }
         out
     }
+}
+
+/// A sub-negotiation's payload byte: kept if among the first five.
+fn keep(mut got: [u8; 5], n: u8, b: u8) -> TelnetInput {
+    if let Some(slot) = got.get_mut(usize::from(n)) {
+        *slot = b;
+    }
+    TelnetInput::Sub(got, n.saturating_add(1).min(6))
 }
 
 /// Appends `data` to `out` with every `0xFF` doubled, as telnet requires.
@@ -143,6 +203,32 @@ mod tests {
         let mut b = *b"\xfb\x01y";
         let n = state.filter(&mut b, |_| {});
         assert_eq!(&b[..n], b"y");
+    }
+
+    #[test]
+    fn naws_reports_the_window_size_and_leaks_nothing() {
+        let mut state = TelnetInput::default();
+        let mut events = Vec::new();
+        // 80x24, then 255x300 (a 255 byte doubled in the payload), split across reads.
+        let mut a = *b"ab\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0cd\xff\xfa\x1f\x00\xff";
+        let n = state.filter_events(&mut a, |at, e| events.push((at, e)));
+        assert_eq!(&a[..n], b"abcd");
+        let mut b = *b"\xff\x01\x2c\xff\xf0e";
+        let n = state.filter_events(&mut b, |at, e| events.push((at, e)));
+        assert_eq!(&b[..n], b"e");
+        assert_eq!(
+            events,
+            [
+                (2, TelnetEvent::Size { cols: 80, rows: 24 }),
+                (0, TelnetEvent::Size { cols: 255, rows: 300 })
+            ]
+        );
+        // A NAWS of zeros, or too short, is no size.
+        assert_eq!(filter(b"\xff\xfa\x1f\x00\x00\x00\x00\xff\xf0x").0, b"x");
+        let mut events = Vec::new();
+        let mut c = *b"\xff\xfa\x1f\x00\x50\xff\xf0";
+        TelnetInput::default().filter_events(&mut c, |at, e| events.push((at, e)));
+        assert!(events.is_empty());
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub(crate) struct Cell {
     pub(crate) counters: CoreCounters,
     /// `overflow=drop`: output the backend has not taken yet; `None` for `block`.
     overflow: Mutex<Option<OverflowQueue>>,
+    /// The last terminal size a backend reported (`Event::Resize`): columns << 16 | rows,
+    /// 0 while none was.
+    size: AtomicU32,
 }
 
 impl Cell {
@@ -100,6 +103,7 @@ impl Cell {
             short_write: AtomicU64::new(0),
             counters: CoreCounters::default(),
             overflow: Mutex::new(Self::overflow_queue(opened.overflow)),
+            size: AtomicU32::new(0),
             mux: mux.then(|| Mutex::new(Timestamps::default())),
         }
     }
@@ -234,6 +238,16 @@ impl Cell {
 
     pub(crate) fn can_pass_fds(&self) -> bool {
         self.backend().can_pass_fds()
+    }
+
+    pub(crate) fn set_size(&self, cols: u16, rows: u16) {
+        self.size.store(u32::from(cols) << 16 | u32::from(rows), Ordering::Relaxed);
+    }
+
+    /// The last terminal size reported, if any.
+    pub(crate) fn size(&self) -> Option<(u16, u16)> {
+        let packed = self.size.load(Ordering::Relaxed);
+        (packed != 0).then_some(((packed >> 16) as u16, packed as u16))
     }
 
     fn overflow_queue(policy: crate::options::Overflow) -> Option<OverflowQueue> {

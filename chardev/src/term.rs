@@ -317,7 +317,7 @@ extern "C" fn restore_and_reraise(signal: libc::c_int) {
 
 /// Installs `handler` for `signal` if its disposition is the default: an embedder's own
 /// handler (or SIG_IGN) stays as it is.
-fn install_signal_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+pub(crate) fn install_signal_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) {
     // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct (SIG_DFL, no
     // flags, empty mask).
     let mut current: libc::sigaction = unsafe { std::mem::zeroed() };

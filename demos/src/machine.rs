@@ -339,6 +339,7 @@ impl Guest {
                  cat               echo input until Ctrl-D\r\n\
                  flood N           write N bytes of a checkable pattern\r\n\
                  lines N MS        print N numbered lines, one every MS milliseconds\r\n\
+                 size              the console's terminal size, as its chardev reports it\r\n\
                  sum ADDR LEN      FNV-1a of guest RAM\r\n\
                  peek ADDR [LEN]   show guest RAM\r\n\
                  poke ADDR BYTE    change guest RAM\r\n",
@@ -351,6 +352,10 @@ impl Guest {
             ("flood", [n]) => match crate::cli::parse_number(n) {
                 Some(n) => self.flood(n),
                 None => self.print("flood: N must be a number\r\n"),
+            },
+            ("size", _) => match self.serial.as_ref().and_then(|s| s.size()) {
+                Some((cols, rows)) => self.print(&format!("{cols}x{rows}\r\n")),
+                None => self.print("size unknown\r\n"),
             },
             ("lines", [n, ms]) => {
                 match (crate::cli::parse_number(n), crate::cli::parse_number(ms)) {

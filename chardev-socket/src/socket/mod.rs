@@ -23,7 +23,7 @@ use chardev::{BuildNotice, Chardev, Event, Input, Io, Splice};
 use mio::Interest;
 
 use crate::address::{self, host_port};
-use crate::telnet::{self, TelnetInput};
+use crate::telnet::{self, telnet_event, TelnetInput};
 use crate::websocket::{Step, WsConn};
 
 pub mod viewers;
@@ -1105,9 +1105,8 @@ impl Chardev for Socket {
             Ok(0) => {}
             Ok(n) => {
                 let n = match &mut conn.telnet {
-                    Some(telnet) => {
-                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break))
-                    }
+                    Some(telnet) => telnet
+                        .filter_events(&mut buf[..n], |at, e| io.event_at(at, telnet_event(e))),
                     None => n,
                 };
                 return if drained { Input::Drained(n) } else { Input::Data(n) };

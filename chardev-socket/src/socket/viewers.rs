@@ -31,6 +31,7 @@ use chardev::{fd, Event, Input, Io, SessionInfo, SessionRole, Sessions, Waker};
 use mio::{Interest, Token};
 
 use super::{Conn, Socket, Stream, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER, TELNET_CHUNK};
+use crate::telnet::telnet_event;
 use crate::websocket::Step;
 
 /// Connections that may be in their handshake at once, beside the clients: websocket
@@ -754,19 +755,26 @@ impl Socket {
         let Some(session) = v.slots[slot].as_mut() else { return Input::WouldBlock };
         let conn = &mut session.conn;
         let result = match &mut conn.ws {
-            Some(ws) => match ws.read(buf) {
-                Ok(0) if ws.is_open() => return Input::Data(0),
-                other => other,
-            },
+            Some(ws) => {
+                let before = ws.size();
+                let got = ws.read(buf);
+                // The writer's page told its terminal size: the frontend hears of it.
+                if let Some((cols, rows)) = ws.size().filter(|s| Some(*s) != before) {
+                    io.event(Event::Resize { cols, rows });
+                }
+                match got {
+                    Ok(0) if ws.is_open() => return Input::Data(0),
+                    other => other,
+                }
+            }
             None => Socket::recv(conn, buf, fds, &label),
         };
         match result {
             Ok(0) => {}
             Ok(n) => {
                 let n = match &mut conn.telnet {
-                    Some(telnet) => {
-                        telnet.filter(&mut buf[..n], |at| io.event_at(at, Event::Break))
-                    }
+                    Some(telnet) => telnet
+                        .filter_events(&mut buf[..n], |at, e| io.event_at(at, telnet_event(e))),
                     None => n,
                 };
                 return Input::Data(n);

@@ -62,7 +62,7 @@ fn a_raw_peer_sees_the_negotiation_and_its_breaks_and_escapes_arrive_in_place() 
     let line = || lines.recv_timeout(DEADLINE).expect("the peer said nothing");
 
     rec.expect_event(Event::Opened);
-    assert_eq!(line(), "negotiation=fffb01fffb03fffb00fffd00");
+    assert_eq!(line(), "negotiation=fffb01fffb03fffb00fffd00fffd1f");
 
     // ab IAC BREAK cd IAC IAC e
     assert_eq!(pieces(&rec, 6, 1), [data(b"ab"), Piece::Event(Event::Break), data(b"cd\xffe")]);
@@ -109,4 +109,28 @@ fn fds_on_a_telnet_unix_socket_go_with_their_byte_or_are_refused() {
             assert_eq!(fds.len(), 1, "write_with_fds said Ok, but the fd never left");
         }
     }
+}
+
+#[test]
+fn a_raw_naws_becomes_a_resize_event_and_the_last_size_is_kept() {
+    use std::io::{Read, Write};
+    let (_lp, reg, _dir) = setup();
+    reg.add_str("socket,id=tel,host=127.0.0.1,port=0,server=on,wait=off,telnet=on").unwrap();
+    let filename = reg.query()[0].filename.clone();
+    let port: u16 =
+        filename.trim_end_matches(",server=on").rsplit(':').next().unwrap().parse().unwrap();
+    let h = reg.connect("tel").unwrap();
+    let rec = record(&h, 4096);
+    assert_eq!(h.size(), None);
+    let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut negotiation = [0u8; 15];
+    peer.read_exact(&mut negotiation).unwrap();
+    assert!(negotiation.ends_with(&[0xff, 0xfd, 31]), "IAC DO NAWS: {negotiation:x?}");
+    rec.expect_event(Event::Opened);
+    // IAC WILL NAWS, IAC SB NAWS 0 100 0 40 IAC SE, then data.
+    peer.write_all(b"\xff\xfb\x1f\xff\xfa\x1f\x00\x64\x00\x28\xff\xf0x").unwrap();
+    rec.expect_event(Event::Resize { cols: 100, rows: 40 });
+    assert_eq!(rec.data(1), b"x");
+    assert_eq!(h.size(), Some((100, 40)));
 }

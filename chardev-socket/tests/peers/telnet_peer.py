@@ -1,6 +1,6 @@
 """A raw-socket telnet peer for a `telnet=on` server chardev.
 
-Usage: telnet_peer.py PORT. Reads the server's 12-byte opening negotiation and prints it in
+Usage: telnet_peer.py PORT. Reads the server's 15-byte opening negotiation (QEMU's 12 and IAC DO NAWS) and prints it in
 hex. Then sends, waiting for a "k" from the chardev between steps:
   1. b"ab" IAC BREAK b"cd" IAC IAC b"e"  (a break between data, an escaped 0xFF)
   2. b"x" IAC                            (a command cut in two by the network)
@@ -25,9 +25,9 @@ def read_exactly(n):
     return got
 
 
-negotiation = read_exactly(12)
+negotiation = read_exactly(15)
 print("negotiation=%s" % negotiation.hex(), flush=True)
-assert negotiation == bytes.fromhex("fffb01fffb03fffb00fffd00"), negotiation
+assert negotiation == bytes.fromhex("fffb01fffb03fffb00fffd00fffd1f"), negotiation
 for step in [b"ab" + IAC + BREAK + b"cd" + IAC + IAC + b"e", b"x" + IAC, BREAK + b"y"]:
     chardev.sendall(step)
     assert read_exactly(1) == b"k"

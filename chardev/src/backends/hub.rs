@@ -324,9 +324,9 @@ impl Shared {
                 }
             }
             // QEMU's hub passes every other event on.
-            Event::Break => self.push_event(Event::Break),
+            Event::Break | Event::Resize { .. } => self.push_event(event),
             // Members are never muxes.
-            Event::MuxIn | Event::MuxOut => {}
+            _ => {}
         }
     }
 

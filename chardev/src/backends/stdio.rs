@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
@@ -52,13 +52,87 @@ pub fn build(spec: &ChardevSpec, _cx: &BuildContext<'_>) -> Result<Box<dyn Chard
     } else {
         None
     };
+    // A terminal's size, at start and on every SIGWINCH (an extension: `Event::Resize`).
+    let winch = if terminal.is_some() { Winch::watch() } else { None };
     Ok(Box::new(Stdio {
         stream: FdStream::new("stdio", Some(input.fd), Output::Fd(File::from(output.fd))),
         input_gate,
         output_gate,
+        winch,
         _terminal: terminal,
         _claim: claim,
     }))
+}
+
+/// The loop source of the SIGWINCH pipe (`FdStream` uses the first ones).
+const WINCH: usize = 3;
+
+/// The write end of the SIGWINCH pipe while a `stdio` on a terminal exists, -1 otherwise:
+/// what the signal handler writes a byte to.
+static WINCH_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// A self-pipe that SIGWINCH writes to, so that the loop reads the terminal's new size.
+#[derive(Debug)]
+struct Winch {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl Winch {
+    /// The pipe and the handler (installed once, and only if SIGWINCH has its default
+    /// disposition: an embedder's own handler stays). `None` if the pipe cannot be made.
+    fn watch() -> Option<Winch> {
+        let (read, write) = match nix::unistd::pipe2(
+            nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => {
+                log::warn!("stdio: no terminal size updates: {e}");
+                return None;
+            }
+        };
+        WINCH_FD.store(std::os::fd::AsRawFd::as_raw_fd(&write), Ordering::SeqCst);
+        crate::term::install_signal_handler(libc::SIGWINCH, on_winch);
+        Some(Winch { read, _write: write })
+    }
+}
+
+impl Drop for Winch {
+    fn drop(&mut self) {
+        // Before the pipe closes: the handler must not write to a reused fd number.
+        WINCH_FD.store(-1, Ordering::SeqCst);
+    }
+}
+
+extern "C" fn on_winch(_signal: libc::c_int) {
+    let fd = WINCH_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: __errno_location, write(2) are async-signal-safe; errno is put back.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let _ = libc::write(fd, b"w".as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// The terminal's size (TIOCGWINSZ), if it has one.
+fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: an all-zero winsize is a valid value of this plain C struct.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize through the valid pointer given.
+    let rc =
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
+}
+
+impl Stdio {
+    /// Raises the terminal's size now (at registration, and after each SIGWINCH).
+    fn tell_size(&self, io: &mut Io<'_>) {
+        if let Some((cols, rows)) = terminal_size(io::stdin().as_fd()) {
+            io.event(crate::Event::Resize { cols, rows });
+        }
+    }
 }
 
 /// The `stdio` backend: an [`FdStream`] over private descriptions of stdin and stdout, with
@@ -72,6 +146,8 @@ pub struct Stdio {
     input_gate: Option<OwnedFd>,
     /// Set when the output is a blocking duplicate: write only after POLLOUT.
     output_gate: Option<OwnedFd>,
+    /// On a terminal: the SIGWINCH self-pipe.
+    winch: Option<Winch>,
     /// Held for its drop, which restores the terminal (before the claim goes).
     _terminal: Option<RawTerminal>,
     _claim: Claim,
@@ -79,14 +155,33 @@ pub struct Stdio {
 
 impl Chardev for Stdio {
     fn register(&mut self, io: &mut Io<'_>) -> Result<()> {
-        self.stream.register(io)
+        self.stream.register(io)?;
+        if let Some(winch) = &self.winch {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&winch.read);
+            io.register(&mut mio::unix::SourceFd(&raw), WINCH, mio::Interest::READABLE)
+                .map_err(|e| Error::io("watch for terminal size changes", e))?;
+            self.tell_size(io);
+        }
+        Ok(())
     }
 
     fn deregister(&mut self, registry: &mio::Registry) {
         self.stream.deregister(registry);
+        if let Some(winch) = &self.winch {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&winch.read);
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&raw));
+        }
     }
 
     fn ready(&mut self, io: &mut Io<'_>, source: usize, event: &mio::event::Event) {
+        if source == WINCH {
+            if let Some(winch) = &self.winch {
+                let mut buf = [0u8; 64];
+                while matches!(nix::unistd::read(&winch.read, &mut buf), Ok(n) if n > 0) {}
+            }
+            self.tell_size(io);
+            return;
+        }
         self.stream.ready(io, source, event);
     }
 

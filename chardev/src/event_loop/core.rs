@@ -332,6 +332,12 @@ impl Core {
                     Self::tell_writable(entry);
                 }
             }
+            Event::Resize { cols, rows } => {
+                entry.cell.set_size(cols, rows);
+                if let Some(fe) = entry.focused() {
+                    fe.event(event);
+                }
+            }
             Event::Break | Event::MuxIn | Event::MuxOut => {
                 if let Some(fe) = entry.focused() {
                     fe.event(event);

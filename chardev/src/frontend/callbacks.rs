@@ -6,6 +6,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Something that happened to a chardev, told to its frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Event {
     /// A connection opened (a client connected, a terminal attached, a file opened). Sent
     /// once per connection, and to a frontend that attaches while the chardev is open.
@@ -18,6 +19,16 @@ pub enum Event {
     MuxIn,
     /// This frontend is about to lose the mux's focus.
     MuxOut,
+    /// The terminal at the other end has this size (**an extension**; QEMU has no such
+    /// event): from telnet NAWS, the web console page's resize message, or the terminal of
+    /// `stdio` (at start and on SIGWINCH). The last one is kept: see
+    /// [`FrontendHandle::size`](crate::FrontendHandle::size).
+    Resize {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
 }
 
 /// A device that consumes a chardev's input (QEMU's frontend handlers).

@@ -164,6 +164,12 @@ impl FrontendHandle {
         self.cell().ok_or_else(|| self.detached())?.write(buf, fds)
     }
 
+    /// The terminal size (columns, rows) the other end last reported ([`Event::Resize`]),
+    /// or `None` if it never did (most backends have no terminal to report).
+    pub fn size(&self) -> Option<(u16, u16)> {
+        self.cell().and_then(|cell| cell.size())
+    }
+
     /// Asks for one [`Frontend::writable`] call once the backend can take output again (at
     /// once if it can now): the non-blocking way to wait after a partial write.
     pub fn notify_writable(&self) {

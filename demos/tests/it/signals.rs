@@ -346,3 +346,42 @@ fn sigterm_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
 fn sighup_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
     ended_by_with_stderr_gone(Signal::SIGHUP);
 }
+
+/// Sets the pty's window size from the master side: the kernel sends SIGWINCH to the
+/// demo, the session leader on its slave.
+fn set_window(master: &File, cols: u16, rows: u16) {
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize through the valid pointer given.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_resized_terminal_is_a_resize_event_and_the_guest_sees_its_size() {
+    let mut console = Console::start(&[], &[]);
+    console.expect(PROMPT);
+    // A fresh pty has no size (0x0): the guest says so.
+    console.master.write_all(b"size\r").unwrap();
+    console.expect("size unknown");
+    set_window(&console.master, 132, 43);
+    // SIGWINCH goes through a self-pipe to the loop; ask until the new size is in.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        console.master.write_all(b"size\r").unwrap();
+        console.expect(PROMPT);
+        if console.text().contains("132x43\r") {
+            break;
+        }
+        assert!(Instant::now() < end, "no 132x43; got {:?}", console.text());
+    }
+    set_window(&console.master, 90, 20);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        console.master.write_all(b"size\r").unwrap();
+        console.expect(PROMPT);
+        if console.text().contains("90x20\r") {
+            break;
+        }
+        assert!(Instant::now() < end, "no 90x20; got {:?}", console.text());
+    }
+}

@@ -155,9 +155,30 @@ fn a_browser_shows_the_guest_types_into_it_keeps_history_in_a_second_tab_and_rec
     let word = format!("web-{}", std::process::id() ^ nanos);
     browser.ok(&format!("type echo {word}\\n"));
     browser.ok(&format!("wait_line 10 {word}"));
-    // The page told the server its size (a text frame, see console.js).
+    // The page told the server its size (a text frame, see console.js); the frontend gets
+    // it as Event::Resize, and the guest's `size` prints it. A window resize tells again.
     let sizes = browser.ok("sent_sizes");
     assert!(sizes.contains(r#"\"type\":\"resize\""#), "{sizes}");
+    let last_size = |browser: &mut Browser| -> (u64, u64) {
+        let sent: Vec<String> = serde_json::from_str(&browser.ok("sent_sizes")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(sent.last().unwrap()).unwrap();
+        (last["cols"].as_u64().unwrap(), last["rows"].as_u64().unwrap())
+    };
+    let (cols, rows) = last_size(&mut browser);
+    browser.ok("type size\\n");
+    browser.ok(&format!("wait_line 10 {cols}x{rows}"));
+    browser.ok("resize 700 420");
+    let end = Instant::now() + Duration::from_secs(10);
+    let (cols2, rows2) = loop {
+        let now = last_size(&mut browser);
+        if now != (cols, rows) {
+            break now;
+        }
+        assert!(Instant::now() < end, "the page sent no new size after the window resize");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    browser.ok("type size\\n");
+    browser.ok(&format!("wait_line 10 {cols2}x{rows2}"));
 
     // A second tab is a second viewer: it gets the history, greeting and answer.
     assert_eq!(browser.ok(&format!("new_tab {url}")), "1");
@@ -166,7 +187,10 @@ fn a_browser_shows_the_guest_types_into_it_keeps_history_in_a_second_tab_and_rec
     browser.ok(&format!("wait_line 10 {word}"));
 
     // serial-console goes away and comes back on the same port: the page says so, then
-    // reconnects (within its 5 s backoff) and shows the new boot's greeting.
+    // reconnects (within its 5 s backoff) and shows the new boot's greeting. The second tab
+    // leaves first: input comes from one writer, the first to connect, and after the restart
+    // that must be the tab that types.
+    browser.ok("open about:blank");
     browser.ok("switch 0");
     drop(machine);
     browser.ok("wait_status closed 10");
