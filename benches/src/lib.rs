@@ -37,6 +37,7 @@ pub mod fixture; // a loop, a registry, socket chardevs and the frontends the sc
 pub mod ingest; // P1: a peer's bytes into a frontend, or into a plain read loop
 pub mod migrate; // P7: qevm's migration stream into a socketpair, or plain writes
 pub mod migrate_qemu; // P8: a stopped 1 GiB machine migrated by serial-console or QEMU 7.2
+pub mod overflow; // P15: overflow=drop, the writer's CPU per byte with a stalled peer / a reading one
 pub mod pattern; // the verifiable byte stream every transfer moves
 pub mod peer; // the other end: connecting, deadlines, child processes that die with us
 pub mod proc_status; // VmRSS and the fd limit, from /proc and getrlimit

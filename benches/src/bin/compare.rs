@@ -855,6 +855,41 @@ fn p12(c: &Config, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// P15: `overflow=drop`, the frontend's writer's CPU per byte with a peer that never reads
+/// / with a peer that reads everything.
+fn p15(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let bytes = if c.smoke { 4 << 20 } else { c.bytes.min(256 << 20) };
+    let (mut dropped, mut dropped_reading) = (Vec::new(), Vec::new());
+    for round in 0..c.rounds {
+        let (stalled, reading) = pair(
+            round,
+            || benches::overflow::run(dir.path(), bytes, true),
+            || benches::overflow::run(dir.path(), bytes, false),
+        )?;
+        let pct = |r: &benches::overflow::DropRun| {
+            format!("{:.0}%", 100.0 * r.dropped as f64 / r.bytes as f64)
+        };
+        dropped.push(pct(&stalled));
+        dropped_reading.push(pct(&reading));
+        report.add(vec![Sample {
+            name: "writer CPU, stalled / reading",
+            unit: Unit::CpuPerByte,
+            goal: Some(Goal::AtMost(1.2)),
+            ours: stalled.cpu.as_secs_f64() / stalled.bytes as f64,
+            base: reading.cpu.as_secs_f64() / reading.bytes as f64,
+        }]);
+    }
+    report.notes.push(format!(
+        "{bytes} bytes in 4 KiB write_all calls per run; the writer thread's own CPU \
+         (RUSAGE_THREAD); dropped with the stalled peer, each round: {}; the reading peer \
+         keeps the writer within 512 KiB of it and nothing is dropped ({} each round)",
+        dropped.join(", "),
+        dropped_reading.join(", ")
+    ));
+    Ok(())
+}
+
 /// P13: serial-console's resident memory growth during a flood to 8 viewers, 1 stopped,
 /// at `queue=1M,history=1M` / queue + history.
 fn p13(c: &Config, report: &mut Report) -> Result<()> {
@@ -940,7 +975,7 @@ fn main() -> ExitCode {
     );
 
     let relay_skip = relay_missing(&c);
-    let scenarios: [(&str, &str, Run); 13] = [
+    let scenarios: [(&str, &str, Run); 14] = [
         ("P1", "ingest: unix socket chardev -> frontend / blocking read loop on a socketpair", p1),
         ("P2", "relay unix<->unix: chardev-relay / socat -b 65536", p2),
         ("P3", "relay pty<->unix: chardev-relay / socat -b 65536", p3),
@@ -981,6 +1016,11 @@ fn main() -> ExitCode {
             "P13",
             "serial-console's VmRSS growth, flood to 8 viewers (1 stopped) at queue=1M,history=1M / queue + history",
             p13,
+        ),
+        (
+            "P15",
+            "overflow=drop: the frontend writer's CPU per byte, peer stalled / peer reading",
+            p15,
         ),
     ];
     let mut failed = false;

@@ -365,9 +365,22 @@ fn pty_backlog_is_a_size_64k_by_default_and_may_be_zero() {
     assert_eq!(backlog("pty,id=p,path=/tmp/l,backlog=16k"), 16 << 10);
     assert_option_error("pty,id=p,backlog=lots", "backlog", "lots", "expects a size");
     assert_option_error("pty,id=p,backlog=-1", "backlog", "-1", "expects a size");
-    // Only ptys keep a backlog.
+    // Ptys and (issue 18) sockets keep a backlog; serial lines do not.
     assert_unknown_option("tty,id=t,path=/dev/ttyS0,backlog=1K", "tty", "backlog");
-    assert_unknown_option("socket,id=s,path=/x,backlog=1K", "socket", "backlog");
+    assert_eq!(socket("socket,id=s,path=/x,backlog=1K").backlog, Some(1024));
+    assert_option_error("socket,id=s,path=/x,backlog=0", "backlog", "0", "at least 1 byte");
+    assert_option_error(
+        "socket,id=s,path=/x,backlog=65M",
+        "backlog",
+        "65M",
+        "is larger than the maximum backlog, 64M",
+    );
+    assert_option_error(
+        "socket,id=s,path=/x,server=on,clients=2,backlog=1k",
+        "backlog",
+        "1024",
+        "not with clients= or history=",
+    );
 }
 
 #[test]
