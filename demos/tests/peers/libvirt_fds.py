@@ -173,7 +173,10 @@ made = set()  # chardev ids this script asked for
 
 
 def chardevs():
+    """query-chardev's entries, without downstream extension members ("__RFQDN_..."), which
+    QMP clients ignore and QEMU does not have."""
     r = q.cmd("query-chardev").get("return", [])
+    r = [{k: v for k, v in c.items() if not k.startswith("__")} for c in r]
     return sorted((norm(c) for c in r if c.get("label") in made), key=lambda c: c["label"])
 
 
