@@ -26,7 +26,7 @@ pub struct Server {
 impl Server {
     /// A server with one QMP monitor on `qmp0` (`DIR/qmp0.sock`).
     pub fn start() -> Server {
-        Server::start_with(|registry| Qmp::new(registry))
+        Server::start_with(Qmp::new)
     }
 
     /// A server whose monitors have the downstream commands under `com.example`.
