@@ -5,6 +5,7 @@
 
 mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
 mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
+mod logs; // the console log under the real logrotate, create mode, SIGHUP from postrotate
 mod many_viewers; // a hub over unix, telnet, pty and websocket viewers, all real, one stopped
 mod migration; // migrate fd:NAME end to end, a slow reader, getfd/closefd cycles
 mod qmp; // QMP against the qemu.qmp library and raw sockets, against QEMU 7.2 too
