@@ -12,6 +12,7 @@
 //! | P4 | 64-byte echo round trips through a chardev | a blocking echo thread |
 //! | P5 | P4 on one chardev among thousands of idle ones | P4 on a loop of its own |
 //! | P6 | fds received through a unix socket chardev | a blocking `recvmsg` loop |
+//! | P10 | a device writes through a unix socket chardev with `logfile=` and rotation | the same chardev with no logfile |
 //!
 //! `cargo run --release -p benches --bin compare` runs them all; `--smoke` runs them tiny,
 //! checking only that every transfer was complete and correct. A scenario is one function
@@ -26,6 +27,7 @@
 //! # Ok::<(), String>(())
 //! ```
 
+pub mod console_log; // P10: console output through a chardev with a rotating logfile, or none
 pub mod echo; // P4, P5: echo round trips through a chardev or a plain thread; idle crowds
 pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop
 pub mod fixture; // a loop, a registry, socket chardevs and the frontends the scenarios use

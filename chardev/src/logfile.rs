@@ -21,7 +21,8 @@
 //! - **Its own writer.** The guest does not wait for the disk byte by byte: a write after a
 //!   quiet spell ([`BURST_GAP`]) goes to the file at once (so the log has it when the write
 //!   returns), but writes that follow each other closely are queued and written in large
-//!   batches by one thread shared by every log of the process. A writer waits only while
+//!   batches (what gathers in [`LINGER`], or [`BATCH`] bytes) by one thread shared by every
+//!   log of the process. A writer waits only while
 //!   its log is more than [`QUEUE_MAX`] behind (the disk slower than the guest): nothing is
 //!   dropped, as in QEMU, which writes the log synchronously.
 
@@ -48,6 +49,13 @@ pub(crate) const BURST_GAP: Duration = Duration::from_millis(1);
 
 /// How far a log may fall behind its chardev's writers before they wait for it.
 pub(crate) const QUEUE_MAX: usize = 1 << 20;
+
+/// How long the writer thread lets a burst's output gather before it writes it, so that a
+/// device writing a line at a time costs the log one write(2) per batch, not per line.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// A log with this much queued is written at once, without waiting out [`LINGER`].
+const BATCH: usize = 64 << 10;
 
 /// One chardev's log. Cheap to clone: clones share the file and the queue.
 #[derive(Clone)]
@@ -167,16 +175,20 @@ impl Log {
             self.release();
             return;
         }
+        let before = q.bytes.len();
         if s.timestamps {
             let Queue { bytes, line_start, .. } = &mut *q;
             stamp_lines(buf, line_start, SystemTime::now(), bytes);
         } else {
             q.bytes.extend_from_slice(buf);
         }
-        if !q.queued && !q.owned {
-            q.queued = true;
-            if let Some(w) = writer {
-                w.schedule(Arc::clone(s));
+        let full = before < BATCH && q.bytes.len() >= BATCH;
+        if let Some(w) = writer {
+            if !q.queued && !q.owned {
+                q.queued = true;
+                w.schedule(Arc::clone(s), q.bytes.len() >= BATCH);
+            } else if full && q.queued {
+                w.hurry();
             }
         }
         // The disk is slower than the guest: wait for it rather than drop (QEMU's log is
@@ -195,7 +207,7 @@ impl Log {
         if !q.bytes.is_empty() && !q.queued && !q.closed {
             q.queued = true;
             if let Some(w) = writer() {
-                w.schedule(Arc::clone(s));
+                w.schedule(Arc::clone(s), q.bytes.len() >= BATCH);
             }
         }
     }
@@ -437,31 +449,63 @@ struct WriterList {
     logs: VecDeque<Arc<Shared>>,
     /// The thread waits for work (and must be woken).
     idle: bool,
+    /// The thread lets a burst gather ([`LINGER`]); woken only when a log has a [`BATCH`].
+    lingering: bool,
+    /// A log has a [`BATCH`] queued: write now.
+    urgent: bool,
 }
 
 impl Writer {
-    fn schedule(&self, log: Arc<Shared>) {
+    /// Puts a log with queued output on the list; `urgent` when it has a [`BATCH`] already.
+    fn schedule(&self, log: Arc<Shared>, urgent: bool) {
         let mut list = lock(&self.list);
         list.logs.push_back(log);
-        if list.idle {
+        list.urgent |= urgent;
+        if list.idle || (urgent && list.lingering) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A log on the list has reached a [`BATCH`]: stop lingering.
+    fn hurry(&self) {
+        let mut list = lock(&self.list);
+        list.urgent = true;
+        if list.lingering {
             self.wake.notify_one();
         }
     }
 
     fn run(&self) {
         loop {
-            let shared = {
+            let logs: Vec<Arc<Shared>> = {
                 let mut list = lock(&self.list);
-                loop {
-                    if let Some(shared) = list.logs.pop_front() {
-                        list.idle = false;
-                        break shared;
-                    }
+                while list.logs.is_empty() {
                     list.idle = true;
                     list = self.wake.wait(list).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    list.idle = false;
                 }
+                // A bounded wait for more of the burst, not a synchronisation: whatever
+                // comes meanwhile goes in the same write.
+                let until = Instant::now() + LINGER;
+                while !list.urgent {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    list.lingering = true;
+                    list = self
+                        .wake
+                        .wait_timeout(list, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                    list.lingering = false;
+                }
+                list.urgent = false;
+                list.logs.drain(..).collect()
             };
-            Log { shared }.flush_queued();
+            for shared in logs {
+                Log { shared }.flush_queued();
+            }
         }
     }
 }
@@ -472,7 +516,12 @@ fn writer() -> Option<&'static Writer> {
     static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
     *WRITER.get_or_init(|| {
         let writer: &'static Writer = Box::leak(Box::new(Writer {
-            list: Mutex::new(WriterList { logs: VecDeque::new(), idle: false }),
+            list: Mutex::new(WriterList {
+                logs: VecDeque::new(),
+                idle: false,
+                lingering: false,
+                urgent: false,
+            }),
             wake: Condvar::new(),
         }));
         match std::thread::Builder::new().name("chardev-logs".into()).spawn(|| writer.run()) {
