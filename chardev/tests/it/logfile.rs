@@ -46,6 +46,9 @@ fn files_oldest_first(path: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Debian's logrotate, in /usr/sbin (not on every user's PATH).
+const LOGROTATE: &str = "/usr/sbin/logrotate";
+
 /// One numbered line of the flood: fixed length, so that a byte's line is its offset / 16.
 const LINE: usize = 16;
 fn line(n: u64) -> String {
@@ -296,7 +299,7 @@ fn bad_log_keys_are_refused_naming_the_key_and_nothing_is_made() {
 fn logrotate(dir: &Path, log: &Path, config: &str) {
     let conf = dir.join("logrotate.conf");
     fs::write(&conf, config.replace("{log}", &log.display().to_string())).unwrap();
-    let mut child = Command::new("logrotate")
+    let mut child = Command::new(LOGROTATE)
         .arg("-f")
         .arg("-s")
         .arg(dir.join("logrotate.state"))
@@ -324,7 +327,7 @@ fn offset_in_stream(content: &[u8]) -> usize {
 
 #[test]
 fn logrotate_create_and_reopen_while_flooded_loses_nothing() {
-    require_program("logrotate", "logrotate");
+    require_program(LOGROTATE, "logrotate");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("console.log");
     let (_lp, reg) = spawn_registry();
@@ -365,7 +368,7 @@ fn logrotate_create_and_reopen_while_flooded_loses_nothing() {
 
 #[test]
 fn logrotate_copytruncate_while_flooded_leaves_no_hole_and_loses_only_its_window() {
-    require_program("logrotate", "logrotate");
+    require_program(LOGROTATE, "logrotate");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("console.log");
     let (_lp, reg) = spawn_registry();

@@ -56,9 +56,12 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Debian's logrotate, in /usr/sbin (not on every user's PATH).
+const LOGROTATE: &str = "/usr/sbin/logrotate";
+
 #[test]
 fn logrotate_create_with_sighup_while_the_guest_floods_loses_nothing() {
-    require_program("logrotate", "logrotate");
+    require_program(LOGROTATE, "logrotate");
     let dir = tempfile::tempdir().unwrap();
     let (sock, log) = (dir.path().join("console.sock"), dir.path().join("console.log"));
     let chardev = format!(
@@ -104,7 +107,7 @@ fn logrotate_create_with_sighup_while_the_guest_floods_loses_nothing() {
         wait_for(&format!("round {round}: the log to fill"), FLOOD_WITHIN, || {
             size(&log) > 256 << 10
         });
-        let mut rotate = Command::new("logrotate")
+        let mut rotate = Command::new(LOGROTATE)
             .arg("-f")
             .arg("-s")
             .arg(dir.path().join("logrotate.state"))
