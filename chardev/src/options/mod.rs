@@ -242,7 +242,7 @@ impl LogSpec {
                 &size,
                 format!(
                     "a logfile passed as {} has no name to rotate under; rotate it where it \
-                     was opened, or reopen it (chardev-log-reopen)",
+                     was opened (copytruncate works: the log is written O_APPEND)",
                     self.path.display()
                 ),
             ));
