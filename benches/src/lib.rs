@@ -16,6 +16,8 @@
 //! | P11 | the same, one viewer stopped | none stopped |
 //! | P12 | send calls replaying 1 MiB of history to a new viewer | one per byte |
 //! | P13 | serial-console's memory growth with 8 viewers, one stopped | `queue` + `history` |
+//! | P14 | a device writes through a unix socket chardev with `logfile=` and rotation | the same chardev with no logfile |
+//! | P15 | `overflow=drop`: a frontend's writer's CPU per byte with a peer that never reads | the same with a peer that reads |
 //!
 //! `cargo run --release -p benches --bin compare` runs them all; `--smoke` runs them tiny,
 //! checking only that every transfer was complete and correct. A scenario is one function
@@ -30,6 +32,7 @@
 //! # Ok::<(), String>(())
 //! ```
 
+pub mod console_log; // P14: console output through a chardev with a rotating logfile, or none
 pub mod echo; // P4, P5: echo round trips through a chardev or a plain thread; idle crowds
 pub mod fanout; // P10-P13: one console, many viewers: floods, a stopped viewer, history
 pub mod fdpass; // P6: fds through a chardev or a plain recvmsg loop

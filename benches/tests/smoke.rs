@@ -68,7 +68,7 @@ fn every_scenario_delivers_everything_intact() {
     }
     let (ok, out) = compare(&args);
     assert!(ok, "compare --smoke failed");
-    for id in ["P1", "P4", "P5", "P6", "P7", "P12"] {
+    for id in ["P1", "P4", "P5", "P6", "P7", "P12", "P14", "P15"] {
         assert!(line(&out, &format!("{id} complete:")).is_some(), "{id} did not complete");
     }
     match relay {

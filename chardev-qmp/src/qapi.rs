@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use chardev::options::{
-    BackendSpec, BacklogFull, ChardevSpec, HubSpec, LogSpec, SocketAddrSpec, SocketSpec, UdpSpec,
+    BackendSpec, BacklogFull, ChardevSpec, HubSpec, LogRotation, LogSpec, SocketAddrSpec,
+    SocketSpec, UdpSpec, DEFAULT_LOG_BACKUPS, LOG_BACKUPS_MAX,
 };
 use serde_json::{Map, Value};
 
@@ -29,11 +30,7 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
         None => return Err("Parameter 'backend.data' is missing".into()),
     };
     let mut d = Data { map: data.clone(), prefix: "backend.data".into() };
-    let log =
-        d.opt_str("logfile")?.map(|path| LogSpec { path: PathBuf::from(path), append: false });
-    let log_append = d.opt_bool("logappend")?.unwrap_or(false);
-    let log = log.map(|l| LogSpec { append: log_append, ..l });
-    d.opt_bool("logtimestamp")?;
+    let log = log_spec(&mut d)?;
     // An extension, as on the command line (`overflow=drop`).
     let overflow = match d.opt_str("overflow")?.as_deref() {
         None | Some("block") => chardev::options::Overflow::Block,
@@ -221,6 +218,45 @@ fn hub_spec(d: &mut Data) -> Result<BackendSpec, String> {
 
 /// An optional size member (`history`, `queue`), `default` when absent; the spec's check
 /// refuses one above the cap with the command line's text.
+/// QAPI's `logfile`, `logappend`, `logtimestamp`, and our `logmaxsize` and `logbackups`
+/// (numbers; both need `logfile`, and `logbackups` needs `logmaxsize`). The limits are
+/// checked with the whole spec ([`LogSpec::check`]).
+fn log_spec(d: &mut Data) -> Result<Option<LogSpec>, String> {
+    let path = d.opt_str("logfile")?;
+    let append = d.opt_bool("logappend")?.unwrap_or(false);
+    let timestamp = d.opt_bool("logtimestamp")?.unwrap_or(false);
+    let max_size = d.opt_u64("logmaxsize")?;
+    let backups = d.opt_u64("logbackups")?;
+    let Some(path) = path else {
+        if max_size.is_some() || backups.is_some() {
+            let key = if max_size.is_some() { "logmaxsize" } else { "logbackups" };
+            return Err(format!("chardev option '{key}' rotates the logfile: give 'logfile' too"));
+        }
+        return Ok(None);
+    };
+    let rotation = match (max_size, backups) {
+        (Some(max_size), backups) => Some(LogRotation {
+            max_size,
+            backups: backups.map_or(Ok(DEFAULT_LOG_BACKUPS), |b| {
+                u32::try_from(b).map_err(|_| {
+                    format!("chardev option 'logbackups={b}': must be at most {LOG_BACKUPS_MAX}")
+                })
+            })?,
+        }),
+        (None, Some(_)) => {
+            return Err("chardev option 'logbackups' counts rotated logfiles: give 'logmaxsize' \
+                        too"
+            .into())
+        }
+        (None, None) => None,
+    };
+    let mut log = LogSpec::new(PathBuf::from(path));
+    log.append = append;
+    log.timestamp = timestamp;
+    log.rotation = rotation;
+    Ok(Some(log))
+}
+
 fn opt_size(d: &mut Data, name: &str, default: usize) -> Result<usize, String> {
     d.opt_u64(name)?
         .map_or(Ok(default), |v| usize::try_from(v).map_err(|_| format!("{name} is too large")))

@@ -1,4 +1,4 @@
-//! Session control and history over QMP: commands QEMU does not have, so they carry a
+//! Session control, history and logfile reopening over QMP: commands QEMU does not have, so they carry a
 //! downstream prefix as QAPI reserves it ("Names starting with a downstream prefix of the
 //! form `__RFQDN_` are reserved for the downstream who controls the valid, reverse fully
 //! qualified domain name RFQDN", docs/devel/qapi-code-gen.rst). The embedder chooses its
@@ -11,6 +11,7 @@
 //! | `__com.example_chardev-session-disconnect` | `id`, `session` | `{}` |
 //! | `__com.example_chardev-session-set-writer` | `id`, `session` | `{}` |
 //! | `__com.example_chardev-history-read` | `id`, `size`?, `format`? (`utf8`, `base64`) | the bytes, as `ringbuf-read` returns them, not drained |
+//! | `__com.example_chardev-log-reopen` | `id`? | `{}`: the logfile of chardev `id`, or of every chardev that has one, opened again by its path (logrotate's `create` mode) |
 //!
 //! `query-chardev` gains one member per chardev, `__com.example_counters`: `bytes-in`,
 //! `bytes-out`, `dropped-overflow`, `queued-overflow`, `dropped-viewers`, `dropped-backlog`, `blocked-ns`,
@@ -32,12 +33,13 @@ use crate::error::{QmpError, QmpResult};
 use crate::events::EventBus;
 
 /// The names of the commands under `rfqdn`, in the order of the table above.
-pub fn command_names(rfqdn: &str) -> [String; 4] {
+pub fn command_names(rfqdn: &str) -> [String; 5] {
     [
         "chardev-sessions",
         "chardev-session-disconnect",
         "chardev-session-set-writer",
         "chardev-history-read",
+        "chardev-log-reopen",
     ]
     .map(|c| format!("__{rfqdn}_{c}"))
 }
@@ -97,7 +99,7 @@ pub(crate) fn add_commands(table: &mut CommandTable, rfqdn: &str) {
             ))
         }),
     );
-    let [list, disconnect, writer, history] = command_names(rfqdn);
+    let [list, disconnect, writer, history, log_reopen] = command_names(rfqdn);
     let handler = |f: fn(&mut Call<'_>) -> QmpResult| -> Handler { Arc::new(f) };
     table.add(&list, handler(sessions));
     table.add(
@@ -117,6 +119,16 @@ pub(crate) fn add_commands(table: &mut CommandTable, rfqdn: &str) {
         }),
     );
     table.add(&history, handler(history_read));
+    table.add(
+        &log_reopen,
+        handler(|c| {
+            match c.args.opt_string("id")? {
+                Some(id) => c.registry().reopen_log(&id)?,
+                None => c.registry().reopen_logs()?,
+            }
+            Ok(json!({}))
+        }),
+    );
 }
 
 /// Emits the session events of `registry`'s chardevs on `events`.

@@ -4,8 +4,7 @@
 //! `chr_write_lock`). Neither holds it while a frontend callback runs, so a callback may
 //! write. Hot swap replaces the backend inside the same cell, which is why handles survive it.
 
-use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::FdSetLease;
 use crate::frontend::callbacks::Frontend;
+use crate::logfile::Log;
 use crate::mux::{Timestamps, MAX_MUX};
 use crate::serial::{ModemLines, SerialLine, SerialParams};
 use crate::sync::lock;
@@ -29,7 +29,7 @@ pub(crate) const NO_KEY: usize = usize::MAX;
 /// that it or the backend came from.
 #[derive(Debug, Default)]
 pub(crate) struct Opened {
-    pub(crate) log: Option<File>,
+    pub(crate) log: Option<Log>,
     pub(crate) leases: Vec<FdSetLease>,
     /// `overflow=`: how frontend writes meet a full backend.
     pub(crate) overflow: crate::options::Overflow,
@@ -46,7 +46,7 @@ pub(crate) struct Cell {
     /// Slab key on the loop, [`NO_KEY`] until the loop has placed the cell.
     pub(crate) key: AtomicUsize,
     pub(crate) lp: LoopHandle,
-    log: Mutex<Option<File>>,
+    log: Mutex<Option<Log>>,
     /// What keeps the fd sets alive that the backend or its logfile came from (dropped
     /// with them, on remove and on hot swap).
     leases: Mutex<Vec<FdSetLease>>,
@@ -499,8 +499,8 @@ impl Cell {
     /// Copies frontend output to the logfile: the bytes written, or all of them when the
     /// write failed for good (QEMU: "assume this method won't be invoked again").
     fn log_output(&self, buf: &[u8], result: &io::Result<usize>) {
-        let mut log = lock(&self.log);
-        let Some(file) = log.as_mut() else { return };
+        // A clone, so that the cell's lock is not held while the log writes.
+        let Some(log) = lock(&self.log).clone() else { return };
         let logged = match result {
             Ok(n) => &buf[..(*n).min(buf.len())],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -509,9 +509,14 @@ impl Cell {
             Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
             Err(_) => buf,
         };
-        if let Err(e) = file.write_all(logged) {
-            log::warn!("chardev '{}': cannot write logfile: {e}", self.label);
-        }
+        log.write(logged);
+    }
+
+    /// Opens the logfile's path again (logrotate's `create` mode); `Ok(false)` when the
+    /// chardev has no logfile.
+    pub(crate) fn reopen_log(&self) -> Result<bool> {
+        let Some(log) = lock(&self.log).clone() else { return Ok(false) };
+        log.reopen().map(|()| true)
     }
 
     /// Replaces the logfile and the fd-set leases (hot swap takes the new spec's; removal
@@ -520,7 +525,10 @@ impl Cell {
         let old_log = std::mem::replace(&mut *lock(&self.log), opened.log);
         let old_leases = std::mem::replace(&mut *lock(&self.leases), opened.leases);
         *lock(&self.overflow) = Self::overflow_queue(opened.overflow);
-        drop(old_log);
+        // What the old log still queues is written, and its file closed, before this returns.
+        if let Some(log) = old_log {
+            log.close();
+        }
         drop(old_leases);
     }
 

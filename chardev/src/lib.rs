@@ -50,6 +50,7 @@ pub mod fanout; // recent output kept once, a cursor per viewer: history and vie
 pub mod fd; // the fd contract: blocking/non-blocking, cloexec, ownership
 pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N opens
 pub mod frontend; // the device side: callbacks and the handle
+mod logfile; // logfile=: O_APPEND, rotation by size, reopen, timestamps, its own writer thread
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends, as a pure filter
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block

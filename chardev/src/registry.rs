@@ -7,7 +7,6 @@
 //! `hub`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -19,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};
 use crate::frontend::{Event, FrontendHandle};
+use crate::logfile::Log;
 use crate::options::ChardevSpec;
 use crate::sessions::{SessionEvent, SessionEvents, SessionInfo};
 use crate::sync::lock;
@@ -391,10 +391,7 @@ impl Registry {
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
-            Some(log) => Some(File::from(
-                cx.open(&log.path, &OpenHow::output(log.append))
-                    .map_err(|e| log_error(e, &log.path))?,
-            )),
+            Some(log) => Some(Log::open(log, &cx).map_err(|e| log_error(e, &log.path))?),
             None => None,
         };
         let backend = constructor(spec, &cx)?;
@@ -554,6 +551,49 @@ impl Registry {
         match downcast_mut::<T>(&mut **backend) {
             Some(typed) => Ok(f(typed)),
             None => Err(wrong(kind)),
+        }
+    }
+}
+
+/// Logfiles: reopened on request, for logrotate's `create` mode.
+impl Registry {
+    /// Opens the logfile of every chardev that has one again, by its path (logrotate
+    /// renamed the file and created a new one, or expects us to): output queued or written
+    /// from now on goes to the new file, nothing is lost. A log passed as `/dev/fdset/N` has
+    /// no path and is left as it is. Every log is tried; the first error is returned.
+    pub fn reopen_logs(&self) -> Result<()> {
+        let mut cells: Vec<Arc<Cell>> = Vec::new();
+        for record in self.inner().chardevs.values() {
+            // A mux and its ID-base share one cell, and so one log.
+            if !cells.iter().any(|c| Arc::ptr_eq(c, &record.cell)) {
+                cells.push(Arc::clone(&record.cell));
+            }
+        }
+        let mut first_error = None;
+        for cell in cells {
+            match cell.reopen_log() {
+                Err(Error::Unsupported { .. }) | Ok(_) => {}
+                Err(e) => {
+                    log::warn!("chardev '{}': {e}", cell.label);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Opens the logfile of chardev `id` again (see [`Registry::reopen_logs`]).
+    /// `NotFound` for no such chardev; `Unsupported` when it has no logfile, or one passed
+    /// as `/dev/fdset/N`.
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let record = self.record(id)?;
+        if record.cell.reopen_log()? {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                what: id.to_string(),
+                operation: "reopen its logfile: it has none",
+            })
         }
     }
 }

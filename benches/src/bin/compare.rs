@@ -10,12 +10,12 @@ use std::process::{Command, ExitCode};
 
 use benches::echo::{self, Crowd, Latencies};
 use benches::fanout::{self, Flood, HISTORY, VIEWERS};
-use benches::pattern::Verify;
+use benches::pattern::{Verify, CHUNK};
 use benches::relay::{self, Relayer, Route};
 use benches::stats::Spread;
 use benches::{fdpass, ingest, Result, Transfer};
 
-const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9 P10 P11 P12 P13]
+const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9 P10 P11 P12 P13 P14 P15]
 
 Runs each scenario and its baseline side by side, ROUNDS times (alternating which goes
 first), and prints the median and range of each ratio with its goal. Every transfer is
@@ -23,7 +23,8 @@ checked: bytes in order and complete, every fd and echo accounted for.
 
   --smoke           tiny sizes, two rounds: completeness and correctness only
   --rounds N        rounds per scenario (default 5)
-  --bytes SIZE      bytes per P1-P3 transfer (default 1G; k/M/G suffixes)
+  --bytes SIZE      bytes per P1-P3 and P14 bulk transfer (default 1G; k/M/G suffixes;
+                    P14's 100-byte writes move a sixteenth of it)
   --messages N      round trips per P4/P5 run (default 100000)
   --idle N          idle chardevs for P5 (default 10000; fewer if the fd limit says so)
   --fds N           fds per P6 run (default 500000)
@@ -919,6 +920,45 @@ fn p13(c: &Config, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// P14: a device writing through a chardev with a rotating logfile, against the same chardev
+/// with none; console lines (100-byte writes, a sixteenth of `--bytes`) and bulk 64 KiB writes.
+fn p14(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    for round in 0..c.rounds {
+        let lines = (c.bytes / 16).max(1 << 20);
+        let (ours, base) = pair(
+            round,
+            || benches::console_log::run(dir.path(), lines, 100, true, c.verify),
+            || benches::console_log::run(dir.path(), lines, 100, false, c.verify),
+        )?;
+        report.add(transfer_samples(
+            ("100-byte writes", "  CPU, whole process, 100 B"),
+            Unit::Bytes,
+            Some(Goal::AtLeast(0.9)),
+            ours,
+            base,
+        ));
+        let (ours, base) = pair(
+            round,
+            || benches::console_log::run(dir.path(), c.bytes, CHUNK, true, c.verify),
+            || benches::console_log::run(dir.path(), c.bytes, CHUNK, false, c.verify),
+        )?;
+        report.add(transfer_samples(
+            ("64 KiB writes", "  CPU, whole process, 64 KiB"),
+            Unit::Bytes,
+            None,
+            ours,
+            base,
+        ));
+    }
+    report.notes.push(format!(
+        "logfile=DIR/p14.log,logmaxsize=16M,logbackups=2 against no logfile; both a unix socket \
+         server read by a checking peer{}",
+        if c.verify == Verify::All { "; the log files checked too" } else { "" }
+    ));
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -975,7 +1015,7 @@ fn main() -> ExitCode {
     );
 
     let relay_skip = relay_missing(&c);
-    let scenarios: [(&str, &str, Run); 14] = [
+    let scenarios: [(&str, &str, Run); 15] = [
         ("P1", "ingest: unix socket chardev -> frontend / blocking read loop on a socketpair", p1),
         ("P2", "relay unix<->unix: chardev-relay / socat -b 65536", p2),
         ("P3", "relay pty<->unix: chardev-relay / socat -b 65536", p3),
@@ -1016,6 +1056,11 @@ fn main() -> ExitCode {
             "P13",
             "serial-console's VmRSS growth, flood to 8 viewers (1 stopped) at queue=1M,history=1M / queue + history",
             p13,
+        ),
+        (
+            "P14",
+            "console output through a unix socket chardev: with a rotating logfile / without",
+            p14,
         ),
         (
             "P15",

@@ -26,10 +26,19 @@ pub struct Server {
 impl Server {
     /// A server with one QMP monitor on `qmp0` (`DIR/qmp0.sock`).
     pub fn start() -> Server {
+        Server::start_with(Qmp::new)
+    }
+
+    /// A server whose monitors have the downstream commands under `com.example`.
+    pub fn with_vendor_commands() -> Server {
+        Server::start_with(|registry| Qmp::builder(registry).vendor("com.example").build())
+    }
+
+    fn start_with(make: impl FnOnce(&Registry) -> Qmp) -> Server {
         let lp = EventLoop::spawn().unwrap();
         let registry = Registry::new(lp.handle());
         chardev_socket::register(&registry);
-        let qmp = Qmp::new(&registry);
+        let qmp = make(&registry);
         let server = Server { registry, qmp, dir: tempfile::tempdir().unwrap(), _lp: lp };
         server.monitor("qmp0");
         server

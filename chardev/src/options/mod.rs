@@ -60,8 +60,19 @@ const MAX_ID_LEN: usize = 127;
 const ONE_SOCKET_ADDRESS: &str = "None or one of 'path', 'fd' or 'host' option required.";
 
 /// Keys every backend accepts.
-const COMMON_KEYS: &[&str] =
-    &["id", "backend", "mux", "logfile", "logappend", "logtimestamp", "overflow"];
+const COMMON_KEYS: &[&str] = &[
+    "id",
+    "backend",
+    "mux",
+    "logfile",
+    "logappend",
+    "logtimestamp",
+    // Not QEMU's: size-based rotation of the logfile (see `LogSpec::rotation`).
+    "logmaxsize",
+    "logbackups",
+    // Not QEMU's: what a full backend does to the frontend's writes (see `Overflow`).
+    "overflow",
+];
 
 /// Keys of the `socket` backend.
 const SOCKET_KEYS: &[&str] = &[
@@ -180,13 +191,86 @@ pub enum Overflow {
     Drop,
 }
 
-/// Where a chardev logs its output (`logfile=`, `logappend=`).
+/// Where a chardev logs its output (`logfile=`, `logappend=`, `logtimestamp=`, and our
+/// `logmaxsize=`, `logbackups=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSpec {
-    /// The log file; created if missing.
+    /// The log file; created if missing. `/dev/fdset/N` takes a member of an fd set.
     pub path: PathBuf,
     /// Append to the file (`logappend=on`) rather than truncate it (QEMU's default).
     pub append: bool,
+    /// `logtimestamp=on`: each line in the log starts with the UTC time its first byte was
+    /// written, `2026-12-03T10:11:12.345Z ` (ISO 8601, milliseconds).
+    pub timestamp: bool,
+    /// `logmaxsize=` (and `logbackups=`): rotate the file by size; `None` lets it grow.
+    pub rotation: Option<LogRotation>,
+}
+
+/// Size-based rotation of a logfile: no file ever grows past `max_size`; when the next byte
+/// would, the file is renamed `PATH.1` (older ones move up to `PATH.2` ... `PATH.N`, the
+/// oldest dropped) and a new `PATH` is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// `logmaxsize=SIZE` (k/M/G suffixes): the most bytes one file holds, from
+    /// [`LOG_MAX_SIZE_MIN`] to [`LOG_MAX_SIZE_MAX`].
+    pub max_size: u64,
+    /// `logbackups=N`: how many rotated files are kept, at most [`LOG_BACKUPS_MAX`];
+    /// [`DEFAULT_LOG_BACKUPS`] when not given. 0 keeps none: a full log starts over empty.
+    pub backups: u32,
+}
+
+/// The smallest `logmaxsize=`: 4 KiB (a file must hold a long line and its timestamp).
+pub const LOG_MAX_SIZE_MIN: u64 = 4 << 10;
+
+/// The largest `logmaxsize=`: 1 TiB (beyond that, rotation by size is not what protects the
+/// disk).
+pub const LOG_MAX_SIZE_MAX: u64 = 1 << 40;
+
+/// The most rotated files `logbackups=` may keep.
+pub const LOG_BACKUPS_MAX: u32 = 99;
+
+/// How many rotated files are kept when `logmaxsize=` comes without `logbackups=`: 5, so
+/// that the log takes at most six times `logmaxsize` on disk.
+pub const DEFAULT_LOG_BACKUPS: u32 = 5;
+
+impl LogSpec {
+    /// A log at `path`, truncated at open, no timestamps, no rotation (QEMU's defaults).
+    pub fn new(path: impl Into<PathBuf>) -> LogSpec {
+        LogSpec { path: path.into(), append: false, timestamp: false, rotation: None }
+    }
+
+    /// Checks the rotation keys: sizes and counts within their limits, and no rotation of
+    /// an fd set (`/dev/fdset/N` has no name to rotate under).
+    pub fn check(&self) -> Result<()> {
+        let Some(rotation) = &self.rotation else { return Ok(()) };
+        let size = rotation.max_size.to_string();
+        if rotation.max_size < LOG_MAX_SIZE_MIN {
+            return Err(Error::option("logmaxsize", &size, "must be at least 4K"));
+        }
+        if rotation.max_size > LOG_MAX_SIZE_MAX {
+            return Err(Error::option("logmaxsize", &size, "is larger than the maximum, 1T"));
+        }
+        if rotation.backups > LOG_BACKUPS_MAX {
+            let backups = rotation.backups.to_string();
+            return Err(Error::option(
+                "logbackups",
+                &backups,
+                format!("must be at most {LOG_BACKUPS_MAX}"),
+            ));
+        }
+        if crate::fdset::fdset_id(&self.path).is_some() {
+            return Err(Error::option(
+                "logmaxsize",
+                &size,
+                format!(
+                    "a logfile passed as {} has no name to rotate under; rotate it where it \
+                     was opened (copytruncate works: the log is written O_APPEND)",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A backend and its own options, one variant per backend kind.
@@ -502,9 +586,12 @@ impl ChardevSpec {
 
     /// Checks a spec built some other way (QMP's JSON) against the rules the parser applies
     /// to command-line strings: a well-formed id, a power-of-two ringbuf, socket options that
-    /// go together.
+    /// go together, log rotation within its limits.
     pub fn check(&self) -> Result<()> {
         check_id(&self.id)?;
+        if let Some(log) = &self.log {
+            log.check()?;
+        }
         match &self.backend {
             BackendSpec::Ringbuf { size } if !size.is_power_of_two() => {
                 Err(Error::option("size", &size.to_string(), "must be a power of two"))

@@ -154,13 +154,35 @@ fn backend_type(name: &str) -> Result<&'static BackendType> {
     Ok(ty)
 }
 
-/// The common `logfile=`, `logappend=`, `logtimestamp=` options.
+/// The common `logfile=`, `logappend=`, `logtimestamp=` options, and our `logmaxsize=` and
+/// `logbackups=` (which need a `logfile=`, and `logbackups` a `logmaxsize`).
 fn log_spec(opts: &Opts) -> Result<Option<LogSpec>> {
     let append = opts.bool_or("logappend", false)?;
-    if opts.bool_or("logtimestamp", false)? {
-        log::warn!("chardev option 'logtimestamp' is not supported; log lines get no timestamps");
-    }
-    Ok(opts.path_opt("logfile")?.map(|path| LogSpec { path, append }))
+    let timestamp = opts.bool_or("logtimestamp", false)?;
+    let max_size = opts.get("logmaxsize").map(|v| parse_size("logmaxsize", v)).transpose()?;
+    let backups = match opts.get("logbackups") {
+        None => None,
+        Some(value) => Some(u32::try_from(parse_number("logbackups", value)?).map_err(|_| {
+            Error::option("logbackups", value, format!("must be at most {LOG_BACKUPS_MAX}"))
+        })?),
+    };
+    let Some(path) = opts.path_opt("logfile")? else {
+        for key in ["logmaxsize", "logbackups"] {
+            opts.forbid(key, "rotates the logfile: give 'logfile' too")?;
+        }
+        return Ok(None);
+    };
+    let rotation = match (max_size, backups) {
+        (Some(max_size), backups) => {
+            Some(LogRotation { max_size, backups: backups.unwrap_or(DEFAULT_LOG_BACKUPS) })
+        }
+        (None, Some(_)) => {
+            opts.forbid("logbackups", "counts rotated logfiles: give 'logmaxsize' too")?;
+            None
+        }
+        (None, None) => None,
+    };
+    Ok(Some(LogSpec { path, append, timestamp, rotation }))
 }
 
 /// Builds the backend of canonical `kind` from its options.

@@ -11,6 +11,7 @@ mod examples; // chardev/examples/, each run to its checkable end
 mod fd; // the fd contract helpers on every fd kind, with their error paths
 mod flow_control; // 64 MiB to a frontend that takes a byte at a time; no spinning meanwhile
 mod hub; // hub: output to every member through its own queue, input from any, QEMU's errors
+mod logfile; // O_APPEND, rotation by size, reopen, timestamps; the real logrotate, both modes
 mod mux; // mux=on driven with Ctrl-A keys through real fifos
 mod options; // -chardev option strings and what they parse into
 mod prop_parsers; // property tests: the option parsers never panic and round-trip

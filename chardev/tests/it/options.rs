@@ -400,7 +400,12 @@ fn stdio_with_mux_and_log() {
             id: "s".into(),
             backend: BackendSpec::Stdio { signal: false },
             mux: true,
-            log: Some(LogSpec { path: "/tmp/l".into(), append: true }),
+            log: Some(LogSpec {
+                path: "/tmp/l".into(),
+                append: true,
+                timestamp: false,
+                rotation: None
+            }),
             overflow: Default::default(),
         }
     );
@@ -411,7 +416,10 @@ fn stdio_defaults_to_signals_and_logs_truncate() {
     let spec = parse("stdio,id=s,logfile=/tmp/l");
     assert_eq!(spec.backend, BackendSpec::Stdio { signal: true });
     assert!(!spec.mux);
-    assert_eq!(spec.log, Some(LogSpec { path: "/tmp/l".into(), append: false }));
+    assert_eq!(
+        spec.log,
+        Some(LogSpec { path: "/tmp/l".into(), append: false, timestamp: false, rotation: None })
+    );
 }
 
 #[test]

@@ -196,7 +196,7 @@ proptest! {
         let mut s = format!("{text},id={id},mux={}", if mux { "on" } else { "off" });
         let log = log.map(|(path, append)| {
             s.push_str(&format!(",logfile={},logappend={}", self::text(&path), append));
-            LogSpec { path, append }
+            LogSpec { path, append, timestamp: false, rotation: None }
         });
         let want = ChardevSpec { id, backend, mux, log, overflow: Default::default() };
         prop_assert_eq!(ChardevSpec::parse(&s).unwrap(), want, "{}", s);

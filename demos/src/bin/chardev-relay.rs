@@ -21,6 +21,7 @@ use chardev::sync::lock;
 use chardev::{BackendSpec, ChardevSpec, EventLoop, Registry};
 use demos::relay::{self, RelayEvent};
 use demos::say;
+use demos::signals::Taken;
 use nix::sys::signal::{SigSet, Signal};
 
 const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] [--chardev SPEC]... SPEC SPEC
@@ -106,8 +107,11 @@ fn print_out(text: &str) -> ExitCode {
 enum Wake {
     /// News from the relay.
     Relay(RelayEvent),
-    /// SIGTERM, SIGINT or SIGHUP: shut down (the signal thread has said so on stderr).
+    /// SIGTERM, SIGINT or a terminal's hang-up: shut down (the signal thread has said so on
+    /// stderr).
     Signal,
+    /// SIGHUP from a process (logrotate's `postrotate`): reopen the logfiles.
+    ReopenLogs,
 }
 
 impl From<RelayEvent> for Wake {
@@ -201,6 +205,11 @@ fn run(
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Wake::Signal) => break,
+            Ok(Wake::ReopenLogs) => {
+                if let Err(e) = registry.reopen_logs() {
+                    say!("chardev-relay: SIGHUP: cannot reopen a logfile: {e}");
+                }
+            }
             Ok(Wake::Relay(RelayEvent::Closed(side))) if !keep_open => {
                 log::info!("side {side} closed");
                 if relay.pending(side) == 0 {
@@ -246,7 +255,8 @@ fn run(
 
 /// QEMU's handling of SIGTERM, SIGINT and SIGHUP, as serial-console has it: the signals are
 /// blocked in every thread and taken by one thread with sigwaitinfo(2), which reports the
-/// sender and wakes the main thread (see the module docs).
+/// sender and wakes the main thread (see the module docs); a SIGHUP that a process sends
+/// reopens the logfiles instead.
 struct Shutdown {
     /// Where a signal goes, once the relay runs.
     main: Arc<Mutex<Option<Sender<Wake>>>>,
@@ -286,8 +296,16 @@ impl Shutdown {
 fn take_signals(set: &SigSet, target: &Mutex<Option<Sender<Wake>>>) {
     let mut stopping = false;
     loop {
-        if demos::signals::next_termination(set, "chardev-relay").is_none() {
-            return;
+        match demos::signals::next_signal(set, "chardev-relay") {
+            None => return,
+            Some(Taken::ReopenLogs) => {
+                // Before the relay runs there is nothing to reopen yet.
+                if let Some(main) = lock(target).clone() {
+                    let _ = main.send(Wake::ReopenLogs);
+                }
+                continue;
+            }
+            Some(Taken::Terminate(_)) => {}
         }
         let main = lock(target).clone();
         match main {

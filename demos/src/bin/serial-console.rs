@@ -32,6 +32,7 @@ use demos::cli::{self, AddFd, Command, Config, MonitorMode};
 use demos::hmp::Hmp;
 use demos::machine::{self, Guest, Machine, RunState};
 use demos::services::{MigrationEndpoint, Services};
+use demos::signals::Taken;
 use demos::{say, PROGRAM};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -253,7 +254,8 @@ fn test_panic_hook(event_loop: &LoopHandle) -> Result<(), String> {
 
 /// QEMU's handling of SIGTERM, SIGINT and SIGHUP (`termsig_handler`, `qemu_kill_report`):
 /// the signals are blocked in every thread and taken by one thread with sigwaitinfo(2), which
-/// reports the sender and stops the machine (see the module docs).
+/// reports the sender and stops the machine (see the module docs); but a SIGHUP that a
+/// process sends (logrotate's `postrotate`) reopens the logfiles instead.
 struct Shutdown {
     /// What stops the machine, once it runs.
     services: Arc<Mutex<Option<Services>>>,
@@ -294,8 +296,18 @@ impl Shutdown {
 fn take_signals(set: &SigSet, target: &Mutex<Option<Services>>) {
     let mut stopping = false;
     loop {
-        if demos::signals::next_termination(set, PROGRAM).is_none() {
-            return;
+        match demos::signals::next_signal(set, PROGRAM) {
+            None => return,
+            Some(Taken::ReopenLogs) => {
+                // Before the machine runs there is nothing to reopen yet.
+                if let Some(services) = lock(target).clone() {
+                    if let Err(e) = services.registry.reopen_logs() {
+                        say!("{PROGRAM}: SIGHUP: cannot reopen a logfile: {e}");
+                    }
+                }
+                continue;
+            }
+            Some(Taken::Terminate(_)) => {}
         }
         let services = lock(target).clone();
         match services {

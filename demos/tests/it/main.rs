@@ -6,6 +6,7 @@
 mod collector; // backlog=: a collector away for 3 s loses nothing, no busy loop (strace)
 mod hmp_bounds; // the human monitor's line editor is bounded as QEMU's readline
 mod libvirt_fds; // fd sets and getfd as libvirt uses them, against QEMU 7.2 too
+mod logs; // the console log under the real logrotate, create mode, SIGHUP from postrotate
 mod many_viewers; // a hub over unix, telnet, pty and websocket viewers, all real, one stopped
 mod migration; // migrate fd:NAME end to end, a slow reader, getfd/closefd cycles
 mod overflow; // overflow=drop: a stopped socat never stalls the guest, drops add up

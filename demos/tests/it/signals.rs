@@ -1,6 +1,7 @@
 //! serial-console on a real terminal, as a user runs it with no options (`-nographic`: the
 //! guest and the monitor on a mux on stdio, the terminal raw), ended from outside by SIGTERM,
-//! SIGINT or SIGHUP, or by a panic: the terminal's attributes come back exactly as they were
+//! SIGINT or the terminal's hang-up (a SIGHUP from the kernel), or by a panic (a SIGHUP from
+//! a process reopens the logfiles instead, and the demo goes on): the terminal's attributes come back exactly as they were
 //! (every field `stty -g` shows), O_NONBLOCK never shows on the terminal's open file
 //! description, and the exit status is QEMU's for a signal (0, after "terminating on signal
 //! N from pid P (CMD)") or Rust's for a panic (101, with the message).
@@ -233,9 +234,43 @@ fn sigint_from_outside_restores_the_terminal_and_exits_as_qemu_does() {
     ended_by(Signal::SIGINT);
 }
 
+/// A SIGHUP from the kernel (the terminal hung up: its master side closed) still ends the
+/// demo as QEMU does; nothing of the terminal is left to restore.
 #[test]
-fn sighup_restores_the_terminal_and_exits_as_qemu_does() {
-    ended_by(Signal::SIGHUP);
+fn a_terminal_hang_up_still_ends_it_as_qemu_does() {
+    let mut console = Console::start(&[], &[]);
+    console.expect(PROMPT);
+    console.assert_raw();
+    let Console { master, mut child, .. } = console;
+    drop(master);
+    let status = chardev_testkit::wait_exit(&mut child.0, "serial-console");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A SIGHUP that a process sends (`kill -HUP`, logrotate's `postrotate`) reopens the
+/// logfiles, as daemons do, and the demo goes on: the guest still answers on the raw
+/// terminal. SIGTERM then ends it as before.
+#[test]
+fn sighup_from_a_process_reopens_the_logs_and_the_demo_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
+    let chardev = format!("null,id=logged,logfile={}", log.display());
+    let mut console = Console::start(&["-chardev", &chardev], &[]);
+    console.expect(PROMPT);
+    console.assert_raw();
+    std::fs::rename(&log, dir.path().join("console.log.1")).unwrap();
+    kill(console.pid(), Signal::SIGHUP).expect("kill");
+    // Reopening opens the path again, which creates the file.
+    chardev_testkit::wait_until("the logfile reopened", || log.exists());
+    console.master.write_all(b"echo still-here\r").unwrap();
+    console.expect("echo still-here");
+    console.expect("still-here");
+    console.assert_raw();
+    assert!(!console.text().contains("terminating"), "{:?}", console.text());
+    kill(console.pid(), Signal::SIGTERM).expect("kill");
+    let status = console.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}; output {:?}", console.text());
+    console.assert_restored();
 }
 
 /// `CHARDEV_DEMO_PANIC_AFTER_MS` with `thread` (`loop` or `worker`): the demo panics a
@@ -343,8 +378,10 @@ fn sigterm_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
 }
 
 #[test]
-fn sighup_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
-    ended_by_with_stderr_gone(Signal::SIGHUP);
+fn sigint_with_stderr_gone_still_exits_0_and_removes_the_socket_file() {
+    // SIGHUP from a process no longer ends the demo (it reopens the logs); SIGINT is the
+    // other ending signal a process sends.
+    ended_by_with_stderr_gone(Signal::SIGINT);
 }
 
 /// Sets the pty's window size from the master side: the kernel sends SIGWINCH to the

@@ -1,0 +1,563 @@
+//! A chardev's `logfile=`: a copy of everything its frontend writes, kept the way an operator
+//! expects of a console log.
+//!
+//! - **`O_APPEND`, always.** Every write lands at the file's current end, so an external
+//!   `logrotate copytruncate` (copy the file, then truncate it to 0) never leaves a hole of
+//!   NUL bytes in front of the next write, as a log written at a remembered offset does.
+//!   QEMU's truncation at open (unless `logappend=on`) is kept: it is an `ftruncate` after an
+//!   `O_APPEND` open. A `/dev/fdset/N` log gets `O_APPEND` set on its description with
+//!   `fcntl` (the sender shares that description and sees the flag); if a regular file still
+//!   lacks it afterwards, the chardev is not created.
+//! - **Rotation by size** (`logmaxsize=`, `logbackups=`): no file ever holds more than
+//!   `logmaxsize` bytes. A write that would cross the limit is split: what fits goes to the
+//!   file, the file becomes `PATH.1` (`PATH.1` becomes `PATH.2` and so on, the oldest beyond
+//!   `logbackups` is dropped), and the rest goes to a new `PATH`.
+//! - **Reopen on request** (`Registry::reopen_logs`, QMP, SIGHUP in the demos): for
+//!   logrotate's `create` mode, which renames the file and expects the writer to open the
+//!   path again. Nothing queued is lost across the reopen.
+//! - **Timestamps** (`logtimestamp=on`): each line (what ends with `\n`) starts with the UTC
+//!   time of the write that brought its first byte, `2026-12-03T10:11:12.345Z `; a write
+//!   that ends mid-line is continued by the next without a new stamp.
+//! - **Its own writer.** The guest does not wait for the disk byte by byte: a write after a
+//!   quiet spell ([`BURST_GAP`]) goes to the file at once (so the log has it when the write
+//!   returns), but writes that follow each other closely are queued and written in large
+//!   batches (what gathers in [`LINGER`], or [`BATCH`] bytes) by one thread shared by every
+//!   log of the process. A writer waits only while
+//!   its log is more than [`QUEUE_MAX`] behind (the disk slower than the guest): nothing is
+//!   dropped, as in QEMU, which writes the log synchronously.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+use crate::error::{Error, Result};
+use crate::fdset::{self, OpenHow};
+use crate::options::{LogRotation, LogSpec};
+use crate::registry::BuildContext;
+use crate::sync::lock;
+
+/// A write that comes less than this after the previous one is queued for the log's writer
+/// thread; one after a longer pause is written to the file before the write returns.
+pub(crate) const BURST_GAP: Duration = Duration::from_millis(1);
+
+/// How far a log may fall behind its chardev's writers before they wait for it.
+pub(crate) const QUEUE_MAX: usize = 1 << 20;
+
+/// How long the writer thread lets a burst's output gather before it writes it, so that a
+/// device writing a line at a time costs the log one write(2) per batch, not per line.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// A log with this much queued is written at once, without waiting out [`LINGER`].
+const BATCH: usize = 64 << 10;
+
+/// One chardev's log. Cheap to clone: clones share the file and the queue.
+#[derive(Clone)]
+pub(crate) struct Log {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("label", &self.shared.label).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    /// The chardev's id, for warnings.
+    label: String,
+    /// Stamp lines (`logtimestamp=on`).
+    timestamps: bool,
+    queue: Mutex<Queue>,
+    /// Signalled when the queue shrinks or the right to write the file is given back.
+    room: Condvar,
+    /// The file; `None` once the log is closed.
+    sink: Mutex<Option<Sink>>,
+}
+
+/// What waits for the file, and who may write it.
+struct Queue {
+    bytes: Vec<u8>,
+    /// On the writer thread's list.
+    queued: bool,
+    /// Someone (the writer thread with a batch, or a writer writing directly) is writing the
+    /// file: nobody else may, so that the file keeps the order of the writes.
+    owned: bool,
+    /// When the last write came, to tell a burst from a quiet spell.
+    last: Option<Instant>,
+    /// The next byte starts a line (timestamps).
+    line_start: bool,
+    closed: bool,
+}
+
+impl Log {
+    /// Opens the log `spec` names (through `cx`, so `/dev/fdset/N` works): `O_APPEND`,
+    /// truncated unless `logappend=on`.
+    pub(crate) fn open(spec: &LogSpec, cx: &BuildContext<'_>) -> Result<Log> {
+        let how = OpenHow { write: true, create: true, append: true, ..OpenHow::default() };
+        let file = File::from(cx.open(&spec.path, &how)?);
+        ensure_append(&file, &spec.path)?;
+        let regular =
+            file.metadata().map_err(|e| Error::io_path("inspect", &spec.path, e))?.is_file();
+        if !spec.append && regular {
+            // QEMU truncates unless logappend=on; O_APPEND stays for what comes after.
+            file.set_len(0).map_err(|e| Error::io_path("truncate", &spec.path, e))?;
+        }
+        let size = if regular { file.metadata().map_or(0, |m| m.len()) } else { 0 };
+        let reopenable = fdset::fdset_id(&spec.path).is_none();
+        let sink = Sink {
+            file,
+            path: spec.path.clone(),
+            reopenable,
+            rotation: spec.rotation,
+            size,
+            label: cx.id.to_string(),
+            failing: false,
+        };
+        Ok(Log {
+            shared: Arc::new(Shared {
+                label: cx.id.to_string(),
+                timestamps: spec.timestamp,
+                queue: Mutex::new(Queue {
+                    bytes: Vec::new(),
+                    queued: false,
+                    owned: false,
+                    last: None,
+                    line_start: true,
+                    closed: false,
+                }),
+                room: Condvar::new(),
+                sink: Mutex::new(Some(sink)),
+            }),
+        })
+    }
+
+    /// Logs `buf`: at once after a quiet spell, queued during a burst (see the module docs).
+    pub(crate) fn write(&self, buf: &[u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        let s = &self.shared;
+        let now = Instant::now();
+        let writer = writer();
+        let mut q = lock(&s.queue);
+        if q.closed {
+            return;
+        }
+        let burst = q.last.is_some_and(|t| now.saturating_duration_since(t) < BURST_GAP);
+        q.last = Some(now);
+        if writer.is_none() || (!burst && q.bytes.is_empty() && !q.owned) {
+            // Without a writer thread (it could not be started) every write is direct.
+            while q.owned {
+                q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if q.closed {
+                return;
+            }
+            q.owned = true;
+            let out = if s.timestamps {
+                let mut out = Vec::with_capacity(buf.len() + 32);
+                stamp_lines(buf, &mut q.line_start, SystemTime::now(), &mut out);
+                Cow::Owned(out)
+            } else {
+                Cow::Borrowed(buf)
+            };
+            drop(q);
+            if let Some(sink) = lock(&s.sink).as_mut() {
+                sink.write(&out);
+            }
+            self.release();
+            return;
+        }
+        let before = q.bytes.len();
+        if s.timestamps {
+            let Queue { bytes, line_start, .. } = &mut *q;
+            stamp_lines(buf, line_start, SystemTime::now(), bytes);
+        } else {
+            q.bytes.extend_from_slice(buf);
+        }
+        let full = before < BATCH && q.bytes.len() >= BATCH;
+        if let Some(w) = writer {
+            if !q.queued && !q.owned {
+                q.queued = true;
+                w.schedule(Arc::clone(s), q.bytes.len() >= BATCH);
+            } else if full && q.queued {
+                w.hurry();
+            }
+        }
+        // The disk is slower than the guest: wait for it rather than drop (QEMU's log is
+        // written synchronously and loses nothing either).
+        while q.bytes.len() > QUEUE_MAX && !q.closed {
+            q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Gives back the right to write the file, and hands what queued meanwhile to the writer.
+    fn release(&self) {
+        let s = &self.shared;
+        let mut q = lock(&s.queue);
+        q.owned = false;
+        s.room.notify_all();
+        if !q.bytes.is_empty() && !q.queued && !q.closed {
+            q.queued = true;
+            if let Some(w) = writer() {
+                w.schedule(Arc::clone(s), q.bytes.len() >= BATCH);
+            }
+        }
+    }
+
+    /// The writer thread's turn: writes what is queued, in one batch.
+    fn flush_queued(&self) {
+        let s = &self.shared;
+        let batch = {
+            let mut q = lock(&s.queue);
+            q.queued = false;
+            // A writer writing directly hands the queue back when it is done.
+            if q.owned || q.closed || q.bytes.is_empty() {
+                return;
+            }
+            q.owned = true;
+            let batch = std::mem::take(&mut q.bytes);
+            s.room.notify_all();
+            batch
+        };
+        if let Some(sink) = lock(&s.sink).as_mut() {
+            sink.write(&batch);
+        }
+        self.release();
+    }
+
+    /// Opens the log's path again (logrotate's `create` mode renamed the file): what is
+    /// queued and written from now on goes to the new file. `Unsupported` for a log passed
+    /// as `/dev/fdset/N`, which has no path to open again.
+    pub(crate) fn reopen(&self) -> Result<()> {
+        match lock(&self.shared.sink).as_mut() {
+            Some(sink) => sink.reopen(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what is queued and closes the file (the chardev goes, or its log is replaced).
+    /// Later writes are ignored.
+    pub(crate) fn close(&self) {
+        let s = &self.shared;
+        let mut q = lock(&s.queue);
+        while q.owned {
+            q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        q.closed = true;
+        let rest = std::mem::take(&mut q.bytes);
+        s.room.notify_all();
+        // Nobody writes the file from here on (closed): take it without the queue's lock.
+        drop(q);
+        let sink = lock(&s.sink).take();
+        if let Some(mut sink) = sink {
+            sink.write(&rest);
+        }
+    }
+}
+
+/// The file itself, and its rotation.
+struct Sink {
+    file: File,
+    path: PathBuf,
+    /// Not an fd set: the path can be opened again and rotated under.
+    reopenable: bool,
+    rotation: Option<LogRotation>,
+    /// Bytes in the current file, as far as we know (an external truncate is noticed when
+    /// the count reaches the limit: the file's real size is looked up then).
+    size: u64,
+    label: String,
+    /// A warning about failing writes was logged and no write succeeded since.
+    failing: bool,
+}
+
+impl Sink {
+    fn write(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            let n = match self.rotation {
+                None => buf.len(),
+                Some(rotation) => {
+                    if self.size >= rotation.max_size {
+                        // logrotate's copytruncate may have emptied the file under us.
+                        self.size = self.file.metadata().map_or(self.size, |m| m.len());
+                    }
+                    if self.size >= rotation.max_size {
+                        if let Err(e) = self.rotate(rotation) {
+                            // Never past the limit: what does not fit is dropped, and the
+                            // rotation tried again at the next write.
+                            self.failed("rotate", &e, buf.len());
+                            return;
+                        }
+                    }
+                    let room = rotation.max_size.saturating_sub(self.size);
+                    usize::try_from(room).map_or(buf.len(), |room| room.min(buf.len()))
+                }
+            };
+            if let Err(e) = self.file.write_all(&buf[..n]) {
+                self.failed("write", &e, buf.len());
+                return;
+            }
+            self.size += n as u64;
+            self.failing = false;
+            buf = &buf[n..];
+        }
+    }
+
+    /// `PATH` -> `PATH.1` -> ... -> `PATH.N` (the oldest dropped), then a new `PATH`.
+    fn rotate(&mut self, rotation: LogRotation) -> io::Result<()> {
+        let numbered = |i: u32| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{i}"));
+            PathBuf::from(name)
+        };
+        let gone_is_fine = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+        if rotation.backups == 0 {
+            gone_is_fine(std::fs::remove_file(&self.path))?;
+        } else {
+            for i in (1..rotation.backups).rev() {
+                gone_is_fine(std::fs::rename(numbered(i), numbered(i + 1)))?;
+            }
+            gone_is_fine(std::fs::rename(&self.path, numbered(1)))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        log::debug!("chardev '{}': logfile {} rotated", self.label, self.path.display());
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        if !self.reopenable {
+            return Err(Error::Unsupported {
+                what: self.label.clone(),
+                operation: "reopen a logfile passed as /dev/fdset/N: it has no path to open again",
+            });
+        }
+        let file =
+            open_append(&self.path).map_err(|e| Error::io_path("reopen logfile", &self.path, e))?;
+        self.size = file.metadata().map_or(0, |m| m.len());
+        self.file = file;
+        log::info!("chardev '{}': logfile {} reopened", self.label, self.path.display());
+        Ok(())
+    }
+
+    /// Says once (until a write succeeds again) that the log loses output, and how much.
+    fn failed(&mut self, what: &str, e: &io::Error, lost: usize) {
+        if !self.failing {
+            log::warn!(
+                "chardev '{}': cannot {what} logfile {}: {e}; {lost} bytes of log output dropped",
+                self.label,
+                self.path.display()
+            );
+        }
+        self.failing = true;
+    }
+}
+
+/// Opens `path` for appending, created 0666 less the umask as QEMU creates logs.
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+/// Makes sure a log's description has `O_APPEND` (a passed fd may lack it: set it), and
+/// refuses a regular file where it cannot be set: `copytruncate` would leave holes.
+fn ensure_append(file: &File, path: &Path) -> Result<()> {
+    let getfl = || fcntl(file.as_fd(), FcntlArg::F_GETFL).map(OFlag::from_bits_retain);
+    let flags = getfl().map_err(|e| Error::io_path("read the flags of", path, e.into()))?;
+    if flags.contains(OFlag::O_APPEND) {
+        return Ok(());
+    }
+    let set = fcntl(file.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_APPEND));
+    let has = getfl().is_ok_and(|f| f.contains(OFlag::O_APPEND));
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if set.is_ok() && has || !regular {
+        // A pipe or a socket (virtlogd's) has no offset: O_APPEND does not matter there.
+        return Ok(());
+    }
+    Err(Error::io_path(
+        "set O_APPEND on logfile",
+        path,
+        set.err().map_or_else(|| io::Error::other("the flag did not stay set"), io::Error::from),
+    ))
+}
+
+/// Copies `buf` to `out`, with a timestamp before the first byte of each line.
+pub(crate) fn stamp_lines(buf: &[u8], line_start: &mut bool, now: SystemTime, out: &mut Vec<u8>) {
+    let mut stamp = None;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        if *line_start {
+            let text = stamp.get_or_insert_with(|| timestamp(now));
+            out.extend_from_slice(text.as_bytes());
+        }
+        let (line, more) = match rest.iter().position(|&b| b == b'\n') {
+            Some(at) => rest.split_at(at + 1),
+            None => (rest, &[][..]),
+        };
+        out.extend_from_slice(line);
+        *line_start = line.ends_with(b"\n");
+        rest = more;
+    }
+}
+
+/// `2026-12-03T10:11:12.345Z ` (ISO 8601, UTC, milliseconds, and the space before the text).
+pub(crate) fn timestamp(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z ",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The one thread that writes queued log output for every log of the process.
+struct Writer {
+    list: Mutex<WriterList>,
+    wake: Condvar,
+}
+
+struct WriterList {
+    logs: VecDeque<Arc<Shared>>,
+    /// The thread waits for work (and must be woken).
+    idle: bool,
+    /// The thread lets a burst gather ([`LINGER`]); woken only when a log has a [`BATCH`].
+    lingering: bool,
+    /// A log has a [`BATCH`] queued: write now.
+    urgent: bool,
+}
+
+impl Writer {
+    /// Puts a log with queued output on the list; `urgent` when it has a [`BATCH`] already.
+    fn schedule(&self, log: Arc<Shared>, urgent: bool) {
+        let mut list = lock(&self.list);
+        list.logs.push_back(log);
+        list.urgent |= urgent;
+        if list.idle || (urgent && list.lingering) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A log on the list has reached a [`BATCH`]: stop lingering.
+    fn hurry(&self) {
+        let mut list = lock(&self.list);
+        list.urgent = true;
+        if list.lingering {
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let logs: Vec<Arc<Shared>> = {
+                let mut list = lock(&self.list);
+                while list.logs.is_empty() {
+                    list.idle = true;
+                    list = self.wake.wait(list).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    list.idle = false;
+                }
+                // A bounded wait for more of the burst, not a synchronisation: whatever
+                // comes meanwhile goes in the same write.
+                let until = Instant::now() + LINGER;
+                while !list.urgent {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    list.lingering = true;
+                    list = self
+                        .wake
+                        .wait_timeout(list, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                    list.lingering = false;
+                }
+                list.urgent = false;
+                list.logs.drain(..).collect()
+            };
+            for shared in logs {
+                Log { shared }.flush_queued();
+            }
+        }
+    }
+}
+
+/// The writer thread, started at the first queued write; `None` if it cannot be started
+/// (then every write is direct).
+fn writer() -> Option<&'static Writer> {
+    static WRITER: OnceLock<Option<&'static Writer>> = OnceLock::new();
+    *WRITER.get_or_init(|| {
+        let writer: &'static Writer = Box::leak(Box::new(Writer {
+            list: Mutex::new(WriterList {
+                logs: VecDeque::new(),
+                idle: false,
+                lingering: false,
+                urgent: false,
+            }),
+            wake: Condvar::new(),
+        }));
+        match std::thread::Builder::new().name("chardev-logs".into()).spawn(|| writer.run()) {
+            Ok(_) => Some(writer),
+            Err(e) => {
+                log::warn!("cannot start the log writer thread ({e}); logs are written directly");
+                None
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_iso_8601_utc_with_milliseconds() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_292_672_345);
+        assert_eq!(timestamp(t), "2026-12-03T10:11:12.345Z ");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z ");
+        // A leap day.
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z ");
+    }
+
+    #[test]
+    fn each_line_gets_one_stamp_and_a_line_split_across_writes_keeps_it() {
+        let t = UNIX_EPOCH;
+        let s = "1970-01-01T00:00:00.000Z ";
+        let (mut start, mut out) = (true, Vec::new());
+        stamp_lines(b"one\ntw", &mut start, t, &mut out);
+        stamp_lines(b"o\n\nthree", &mut start, t, &mut out);
+        stamp_lines(b"\n", &mut start, t, &mut out);
+        let want = format!("{s}one\n{s}two\n{s}\n{s}three\n");
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert!(start);
+    }
+}
