@@ -674,16 +674,26 @@ impl Lines {
                 Some((b'\n', body)) => (body, true),
                 _ => (piece, false),
             };
-            let before = self.text.len();
-            self.text.extend(body.iter().copied().filter(|&b| b != 0));
-            if self.text.len() > before && self.since.is_none() {
-                self.since = Some(now);
-            }
-            while self.text.len() > MAX_RECORD_TEXT {
-                let cut = split_point(&self.text, MAX_RECORD_TEXT);
-                emit(&self.text[..cut]);
-                self.text.drain(..cut);
-                self.continued = true;
+            // A record's worth at a time (and the 3 bytes that can finish a UTF-8
+            // character at the cut), so that a long write is not moved down once per record.
+            let mut rest = body;
+            while !rest.is_empty() {
+                let room = (MAX_RECORD_TEXT + 4).saturating_sub(self.text.len()).max(1);
+                let (part, later) = rest.split_at(room.min(rest.len()));
+                rest = later;
+                let before = self.text.len();
+                self.text.extend(part.iter().copied().filter(|&b| b != 0));
+                if self.text.len() > before && self.since.is_none() {
+                    self.since = Some(now);
+                }
+                while self.text.len() > MAX_RECORD_TEXT {
+                    let cut = split_point(&self.text, MAX_RECORD_TEXT);
+                    emit(&self.text[..cut]);
+                    self.text.drain(..cut);
+                    self.continued = true;
+                    // What is left is a partial line of its own, as of now.
+                    self.since = (!self.text.is_empty()).then_some(now);
+                }
             }
             if ends {
                 if self.text.last() == Some(&b'\r') {
@@ -777,6 +787,14 @@ mod tests {
         assert_eq!(got, ["z".repeat(MAX_RECORD_TEXT)]);
         // Not UTF-8: cut at the limit.
         assert_eq!(split_point(&[0x80; 2000], 1024), 1024);
+        // A long write in one go, in pieces of every size: whole characters, all the text.
+        let text: String = "aé€😀".repeat(20_000);
+        let got = records(&mut lines, format!("{text}\n").as_bytes());
+        let (last, full) = got.split_last().expect("records");
+        assert!(full.iter().all(|r| r.len() <= MAX_RECORD_TEXT && r.len() > MAX_RECORD_TEXT - 4));
+        assert!(last.len() <= MAX_RECORD_TEXT);
+        assert!(got.iter().all(|r| !r.contains('\u{fffd}')), "a character was cut");
+        assert_eq!(got.concat(), text);
     }
 
     #[test]
