@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use chardev::options::{
     BackendSpec, BacklogFull, ChardevSpec, HubSpec, LogRotation, LogSpec, SocketAddrSpec,
-    SocketSpec, UdpSpec, DEFAULT_LOG_BACKUPS, LOG_BACKUPS_MAX,
+    SocketSpec, SyslogFacility, SyslogFormat, SyslogSpec, UdpSpec, DEFAULT_LOG_BACKUPS,
+    LOG_BACKUPS_MAX,
 };
 use serde_json::{Map, Value};
 
@@ -63,6 +64,7 @@ pub fn backend_spec(id: &str, backend: &Value) -> Result<ChardevSpec, String> {
         "pty" => pty_spec(&mut d)?,
         "socket" => socket_spec(&mut d)?,
         "hub" => hub_spec(&mut d)?,
+        "syslog" => syslog_spec(&mut d)?,
         "udp" => {
             let remote =
                 d.map.remove("remote").ok_or("Parameter 'backend.data.remote' is missing")?;
@@ -216,6 +218,32 @@ fn hub_spec(d: &mut Data) -> Result<BackendSpec, String> {
     }))
 }
 
+/// `syslog` (an extension: QEMU has no such backend, so QAPI has no shape for it): the
+/// command line's keys as members, all optional strings: `path`, `facility`, `format`, `tag`.
+fn syslog_spec(d: &mut Data) -> Result<BackendSpec, String> {
+    let prefix = d.prefix.clone();
+    let not_accepted = |name: &str, value: &str, expected: &str| -> String {
+        format!("Parameter '{prefix}.{name}' does not accept value '{value}' (expected {expected})")
+    };
+    let facility = match d.opt_str("facility")? {
+        None => SyslogFacility::default(),
+        Some(name) => SyslogFacility::from_name(&name).ok_or_else(|| {
+            not_accepted("facility", &name, "a facility of syslog(3): user, daemon, local0, ...")
+        })?,
+    };
+    let format = match d.opt_str("format")?.as_deref() {
+        None | Some("rfc3164") => SyslogFormat::Rfc3164,
+        Some("rfc5424") => SyslogFormat::Rfc5424,
+        Some(other) => return Err(not_accepted("format", other, "'rfc3164' or 'rfc5424'")),
+    };
+    Ok(BackendSpec::Syslog(SyslogSpec {
+        path: d.opt_str("path")?.map(PathBuf::from),
+        facility,
+        format,
+        tag: d.opt_str("tag")?,
+    }))
+}
+
 /// An optional size member (`history`, `queue`), `default` when absent; the spec's check
 /// refuses one above the cap with the command line's text.
 /// QAPI's `logfile`, `logappend`, `logtimestamp`, and our `logmaxsize` and `logbackups`
@@ -357,6 +385,22 @@ mod tests {
             "Parameter 'backend.data.backlog-full' does not accept value 'block' \
              (expected 'drop' or 'wait')"
         );
+    }
+
+    #[test]
+    fn syslog_json_maps_onto_the_command_line_spec() {
+        let data =
+            json!({"path":"/run/log.sock","facility":"local2","format":"rfc5424","tag":"vm"});
+        let spec = backend_spec("s", &json!({"type":"syslog","data":data})).unwrap();
+        let line = "syslog,id=s,path=/run/log.sock,facility=local2,format=rfc5424,tag=vm";
+        assert_eq!(spec, ChardevSpec::parse(line).unwrap());
+        let spec = backend_spec("s", &json!({"type":"syslog","data":{}})).unwrap();
+        assert_eq!(spec, ChardevSpec::parse("syslog,id=s").unwrap());
+        let err =
+            backend_spec("s", &json!({"type":"syslog","data":{"facility":"kern"}})).unwrap_err();
+        assert!(err.starts_with("Parameter 'backend.data.facility' does not accept value 'kern'"));
+        let err = backend_spec("s", &json!({"type":"syslog","data":{"tag":""}})).unwrap_err();
+        assert_eq!(err, "chardev option 'tag': must not be empty");
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub const DEFAULT_HUB_QUEUE: usize = 1 << 20;
 /// QEMU's text for a hub with no members (`chardevs.0` missing, or an empty QMP list).
 pub const HUB_NO_CHARDEVS: &str = "hub: 'chardevs' list is not defined";
 
+/// Keys of the `syslog` backend (an extension: QEMU has no syslog chardev).
+const SYSLOG_KEYS: &[&str] = &["path", "facility", "format", "tag"];
+
 /// Keys of the `udp` backend.
 const UDP_KEYS: &[&str] = &["host", "port", "localaddr", "localport", "ipv4", "ipv6"];
 
@@ -156,6 +159,8 @@ const BACKEND_TYPES: &[BackendType] = &[
     // QEMU 10's hub; `chardevs.*` stands for `chardevs.0`, `chardevs.1`, ...
     BackendType { name: "hub", kind: "hub", keys: HUB_KEYS, deprecated: false },
     BackendType { name: "serial", kind: "serial", keys: &["path"], deprecated: false },
+    // Not QEMU's: each line of output as one syslog record (crosvm's `--serial type=syslog`).
+    BackendType { name: "syslog", kind: "syslog", keys: SYSLOG_KEYS, deprecated: false },
     // QEMU's CLI accepts `tty` for `serial`; it is not deprecated there.
     BackendType { name: "tty", kind: "serial", keys: &["path"], deprecated: false },
 ];
@@ -331,6 +336,190 @@ pub enum BackendSpec {
     /// queue, so a member that stops reading never stalls the writer or the others, and
     /// there is no limit of four members.
     Hub(HubSpec),
+    /// `syslog` (**an extension**, as crosvm's `--serial type=syslog`): each line of output
+    /// becomes one syslog record, sent to the local syslog socket. There is no input.
+    Syslog(SyslogSpec),
+}
+
+/// The options of a `syslog` backend.
+///
+/// `-chardev syslog,id=ID[,path=SOCKET][,facility=NAME][,format=rfc3164|rfc5424][,tag=TAG]`,
+/// or QMP's `{"type": "syslog", "data": {"path": ..., "facility": ..., "format": ...,
+/// "tag": ...}}` (every member optional). What the backend does with lines, flow and
+/// outages is in [`crate::backends::syslog`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyslogSpec {
+    /// The unix datagram socket the records go to (`path=`); `None` for the system's,
+    /// [`SYSLOG_SOCKET`] (where journald and rsyslog listen).
+    pub path: Option<PathBuf>,
+    /// The facility the records carry (`facility=`, syslog(3)'s names; `user` by default).
+    pub facility: SyslogFacility,
+    /// How each record is framed (`format=`; RFC 3164 by default).
+    pub format: SyslogFormat,
+    /// The identifier (RFC 3164's TAG, RFC 5424's APP-NAME) the records carry (`tag=`);
+    /// `None` for the chardev id (its first [`SYSLOG_TAG_MAX`] characters).
+    pub tag: Option<String>,
+}
+
+/// The local syslog socket that a `syslog` chardev without `path=` sends to, as syslog(3)
+/// does.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// The longest `tag=`: RFC 5424's limit on an APP-NAME (48 printable ASCII characters),
+/// kept for RFC 3164 too, so that a tag never depends on the format.
+pub const SYSLOG_TAG_MAX: usize = 48;
+
+/// A syslog facility (`facility=`), with syslog(3)'s names and codes.
+///
+/// `user` is the default: it is what syslog(3) uses when a program names none, and a
+/// guest's console output is a program's output, not the host daemon's own messages
+/// (`daemon`). `kern` is not offered: it is reserved for the kernel (glibc's syslog(3)
+/// turns it into `user`, and collectors trust it as the kernel's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyslogFacility {
+    /// `user` (1): user-level messages; the default.
+    #[default]
+    User,
+    /// `mail` (2): the mail system.
+    Mail,
+    /// `daemon` (3): system daemons.
+    Daemon,
+    /// `auth` (4): security and authorization messages.
+    Auth,
+    /// `syslog` (5): the syslog daemon's own messages.
+    Syslog,
+    /// `lpr` (6): the line printer subsystem.
+    Lpr,
+    /// `news` (7): network news.
+    News,
+    /// `uucp` (8): UUCP.
+    Uucp,
+    /// `cron` (9): the clock daemon.
+    Cron,
+    /// `authpriv` (10): private security and authorization messages.
+    Authpriv,
+    /// `ftp` (11): the FTP daemon.
+    Ftp,
+    /// `local0` .. `local7` (16-23): reserved for local use; the number is 0 to 7.
+    Local(u8),
+}
+
+/// Every facility name `facility=` takes, with its variant (`local0`..`local7` apart).
+const SYSLOG_FACILITIES: &[(&str, SyslogFacility)] = &[
+    ("user", SyslogFacility::User),
+    ("mail", SyslogFacility::Mail),
+    ("daemon", SyslogFacility::Daemon),
+    ("auth", SyslogFacility::Auth),
+    ("syslog", SyslogFacility::Syslog),
+    ("lpr", SyslogFacility::Lpr),
+    ("news", SyslogFacility::News),
+    ("uucp", SyslogFacility::Uucp),
+    ("cron", SyslogFacility::Cron),
+    ("authpriv", SyslogFacility::Authpriv),
+    ("ftp", SyslogFacility::Ftp),
+];
+
+impl SyslogFacility {
+    /// The facility syslog(3) calls `name` (`user`, `daemon`, `local0`, ...); `None` for
+    /// any other name (and for `kern`, see the type's doc).
+    pub fn from_name(name: &str) -> Option<SyslogFacility> {
+        if let Some(n) = name.strip_prefix("local") {
+            return match n.as_bytes() {
+                [d @ b'0'..=b'7'] => Some(SyslogFacility::Local(d - b'0')),
+                _ => None,
+            };
+        }
+        SYSLOG_FACILITIES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// Its name, as `facility=` takes it and rsyslog's `%syslogfacility-text%` shows it.
+    pub fn name(self) -> String {
+        match self {
+            SyslogFacility::Local(n) => format!("local{n}"),
+            other => SYSLOG_FACILITIES
+                .iter()
+                .find(|(_, f)| *f == other)
+                .map_or_else(String::new, |(n, _)| (*n).to_string()),
+        }
+    }
+
+    /// Its code, as the PRI of a record counts it (PRI = code * 8 + severity). A
+    /// `Local` above 7 counts as `local7`.
+    pub fn code(self) -> u8 {
+        match self {
+            SyslogFacility::User => 1,
+            SyslogFacility::Mail => 2,
+            SyslogFacility::Daemon => 3,
+            SyslogFacility::Auth => 4,
+            SyslogFacility::Syslog => 5,
+            SyslogFacility::Lpr => 6,
+            SyslogFacility::News => 7,
+            SyslogFacility::Uucp => 8,
+            SyslogFacility::Cron => 9,
+            SyslogFacility::Authpriv => 10,
+            SyslogFacility::Ftp => 11,
+            SyslogFacility::Local(n) => 16 + n.min(7),
+        }
+    }
+}
+
+/// How a `syslog` chardev frames each record (`format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyslogFormat {
+    /// `rfc3164` (the default): `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, local time, no
+    /// hostname: what glibc's syslog(3) sends to `/dev/log`, and so what every local
+    /// collector parses (journald parses nothing else there; rsyslog's imuxsock by default).
+    #[default]
+    Rfc3164,
+    /// `rfc5424`: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID - - MSG`, the timestamp with
+    /// microseconds and the UTC offset. rsyslog parses it on a socket whose imuxsock input
+    /// has `useSpecialParser="off"`; journald does not (systemd issue #19251).
+    Rfc5424,
+}
+
+impl SyslogFormat {
+    /// Its name as `format=` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyslogFormat::Rfc3164 => "rfc3164",
+            SyslogFormat::Rfc5424 => "rfc5424",
+        }
+    }
+}
+
+impl SyslogSpec {
+    /// Checks what the parser checks, for specs built some other way (QMP's JSON): a tag,
+    /// if given, of 1 to [`SYSLOG_TAG_MAX`] printable ASCII characters other than `[`, `]`
+    /// and `:`, which delimit it in a record; a path, if given, not empty.
+    pub fn check(&self) -> Result<()> {
+        if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(Error::option("path", "", "must not be empty"));
+        }
+        let Some(tag) = &self.tag else { return Ok(()) };
+        if tag.is_empty() {
+            return Err(Error::option("tag", "", "must not be empty"));
+        }
+        if let Some(bad) =
+            tag.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '[' | ']' | ':'))
+        {
+            return Err(Error::option(
+                "tag",
+                tag,
+                format!(
+                    "may not contain {bad:?}: printable ASCII only, without spaces, '[', ']' \
+                     or ':' (which end a tag in a record)"
+                ),
+            ));
+        }
+        if tag.len() > SYSLOG_TAG_MAX {
+            return Err(Error::option(
+                "tag",
+                tag,
+                format!("is longer than {SYSLOG_TAG_MAX} characters (RFC 5424's APP-NAME)"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The options of a `hub` backend.
@@ -476,6 +665,7 @@ impl BackendSpec {
             BackendSpec::Pty { .. } => "pty",
             BackendSpec::Serial { .. } => "serial",
             BackendSpec::Hub(_) => "hub",
+            BackendSpec::Syslog(_) => "syslog",
         }
     }
 }
@@ -635,6 +825,7 @@ impl ChardevSpec {
             }
             BackendSpec::Pty { history, .. } => check_fanout_size("history", *history),
             BackendSpec::Hub(hub) => hub.check(),
+            BackendSpec::Syslog(syslog) => syslog.check(),
             _ => Ok(()),
         }
     }

@@ -198,6 +198,7 @@ fn backend_spec(kind: &str, opts: &Opts) -> Result<BackendSpec> {
         "pty" => pty_spec(opts),
         "serial" => Ok(BackendSpec::Serial { path: opts.required_path("path")? }),
         "hub" => Ok(BackendSpec::Hub(hub_spec(opts)?)),
+        "syslog" => Ok(BackendSpec::Syslog(syslog_spec(opts)?)),
         other => Err(Error::UnknownBackend(other.to_string())),
     }
 }
@@ -551,6 +552,38 @@ fn socket_reconnect_ms(opts: &Opts, server: bool, addr: &SocketAddrSpec) -> Resu
     }
     log::warn!("chardev option 'reconnect' is deprecated, use 'reconnect-ms'");
     number.checked_mul(1000).ok_or_else(|| Error::option(key, value, "is too large"))
+}
+
+/// `syslog`: `path` (the socket), `facility`, `format` and `tag`, each checked here so that
+/// a bad one names its key before anything is opened.
+fn syslog_spec(opts: &Opts) -> Result<SyslogSpec> {
+    let facility = match opts.get("facility") {
+        None => SyslogFacility::default(),
+        Some(name) => SyslogFacility::from_name(name).ok_or_else(|| {
+            Error::option(
+                "facility",
+                name,
+                "must be one of syslog(3)'s facilities: user, mail, daemon, auth, syslog, lpr, \
+                 news, uucp, cron, authpriv, ftp, local0 to local7",
+            )
+        })?,
+    };
+    let format = match opts.get("format") {
+        None => SyslogFormat::default(),
+        Some("rfc3164") => SyslogFormat::Rfc3164,
+        Some("rfc5424") => SyslogFormat::Rfc5424,
+        Some(other) => {
+            return Err(Error::option("format", other, "must be 'rfc3164' or 'rfc5424'"));
+        }
+    };
+    let spec = SyslogSpec {
+        path: opts.path_opt("path")?,
+        facility,
+        format,
+        tag: opts.get("tag").map(str::to_string),
+    };
+    spec.check()?;
+    Ok(spec)
 }
 
 /// `udp`: `host` ("localhost" when absent or empty), `port` (required) and the local side.

@@ -17,3 +17,4 @@ mod options; // -chardev option strings and what they parse into
 mod prop_parsers; // property tests: the option parsers never panic and round-trip
 mod registry; // chardev-add, -remove, -change, query-chardev, send-break, frontends
 mod smoke; // file in, file out
+mod syslog; // syslog: lines as records, a collector that stalls or restarts, a real rsyslogd

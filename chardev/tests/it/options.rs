@@ -1077,3 +1077,39 @@ fn no_input_panics() {
         let _ = parse_size("size", &s);
     }
 }
+
+#[test]
+fn syslog_options_parse_with_their_defaults() {
+    use chardev::options::{SyslogFacility, SyslogFormat, SyslogSpec};
+    let spec: ChardevSpec = "syslog,id=vm0".parse().expect("parse");
+    assert_eq!(spec.backend, BackendSpec::Syslog(SyslogSpec::default()));
+    assert_eq!(
+        SyslogSpec::default(),
+        SyslogSpec {
+            path: None,
+            facility: SyslogFacility::User,
+            format: SyslogFormat::Rfc3164,
+            tag: None
+        }
+    );
+    let spec: ChardevSpec =
+        "syslog,id=vm0,path=/tmp/l.sock,facility=local7,format=rfc5424,tag=web.1"
+            .parse()
+            .expect("parse");
+    assert_eq!(
+        spec.backend,
+        BackendSpec::Syslog(SyslogSpec {
+            path: Some("/tmp/l.sock".into()),
+            facility: SyslogFacility::Local(7),
+            format: SyslogFormat::Rfc5424,
+            tag: Some("web.1".into()),
+        })
+    );
+    for name in ["user", "daemon", "authpriv", "local0", "local7"] {
+        let f = SyslogFacility::from_name(name).expect(name);
+        assert_eq!(f.name(), name);
+    }
+    assert_eq!(SyslogFacility::from_name("local7").map(SyslogFacility::code), Some(23));
+    let e = ChardevSpec::parse("syslog,id=vm0,port=5").expect_err("unknown key").to_string();
+    assert!(e.contains("port"), "{e}");
+}
