@@ -22,6 +22,11 @@ impl Args {
         self.map.remove(name)
     }
 
+    /// Takes every argument left (a command whose arguments are open-ended, `object-add`).
+    pub fn take_all(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.map)
+    }
+
     /// A required argument of any type.
     pub fn value(&mut self, name: &str) -> Result<Value, QmpError> {
         self.take(name).ok_or_else(|| QmpError::generic(format!("Parameter '{name}' is missing")))

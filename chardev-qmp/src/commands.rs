@@ -169,6 +169,17 @@ pub(crate) fn builtins(table: &mut CommandTable) {
         ok()
     });
     add("query-fdsets", query_fdsets);
+    add("object-add", |c| {
+        let args = c.args.take_all();
+        let object = crate::objects::object_from_json(&args).map_err(QmpError::generic)?;
+        c.registry().add_object(object)?;
+        ok()
+    });
+    add("object-del", |c| {
+        let id = c.args.string("id")?;
+        c.registry().remove_object(&id)?;
+        ok()
+    });
 }
 
 fn qmp_capabilities(c: &mut Call<'_>) -> QmpResult {

@@ -50,6 +50,7 @@ pub mod error; // QEMU's error classes
 pub mod events; // events to every negotiated monitor, never blocking
 pub mod json; // the JSON stream in, QEMU's spacing out
 pub mod monitor; // the server and the per-chardev monitor
+pub mod objects; // object-add / object-del: TLS credentials and authz objects
 pub mod qapi; // QAPI's ChardevBackend JSON -> ChardevSpec
 pub mod vendor; // session control and history, under the embedder's __RFQDN_ prefix
 
@@ -58,4 +59,5 @@ pub use crate::commands::{Call, CommandTable, Handler};
 pub use crate::error::{ErrorClass, QmpError, QmpResult};
 pub use crate::events::EventBus;
 pub use crate::monitor::{Monitor, Qmp, QmpBuilder};
+pub use crate::objects::{object_from_json, parse_object_arg};
 pub use crate::qapi::backend_spec;

@@ -152,15 +152,26 @@ fn socket_spec(d: &mut Data) -> Result<BackendSpec, String> {
         history: d.opt_u64("history")?.unwrap_or(0),
         queue: d.opt_u64("queue")?,
         backlog: d.opt_u64("backlog")?,
+        tls: match d.opt_str("tls-creds")? {
+            Some(creds) => Some(chardev::options::TlsSpec {
+                creds,
+                authz: d.opt_str("tls-authz")?,
+                // An extension, as on the command line.
+                hostname: d.opt_str("tls-hostname")?,
+            }),
+            None => None,
+        },
     };
     if spec.reconnect_ms > 0 && server {
         return Err("'reconnect' option is incompatible with socket in server listen mode".into());
     }
-    for unsupported in ["tls-creds", "tls-authz"] {
-        if d.map.remove(unsupported).is_some() {
-            return Err(format!("'{unsupported}': TLS is not supported"));
-        }
+    if spec.tls.is_none() && d.map.contains_key("tls-authz") {
+        return Err("'tls_authz' option requires 'tls_creds' option".into());
     }
+    if spec.tls.is_none() && d.map.contains_key("tls-hostname") {
+        return Err("'tls-hostname' needs 'tls-creds' (TLS credentials)".into());
+    }
+    spec.check_tls().map_err(|e| e.to_string())?;
     Ok(BackendSpec::Socket(spec))
 }
 

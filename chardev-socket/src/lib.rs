@@ -9,6 +9,9 @@
 //! # Ok::<(), chardev::Error>(())
 //! ```
 //!
+//! TLS (`tls-creds=`, `tls-authz=`) comes from `tls-creds-x509` and `authz-*` objects added
+//! to the registry ([`Registry::add_object`]): see [`tls`].
+//!
 //! Fds received on unix sockets reach the frontend blocking and close-on-exec, at most 16
 //! per message (the rest are closed with a warning), with the bytes they came with.
 
@@ -20,6 +23,7 @@
 pub mod address; // unix paths, abstract names, tcp hosts and ports, inherited fds
 pub mod socket; // the `socket` backend
 pub mod telnet; // telnet negotiation and IAC filtering
+pub mod tls; // tls-creds-x509 on rustls: credentials, sessions on the loop, tls-authz names
 pub mod udp; // the `udp` backend
 pub mod web; // the web console's page and HTTP answers, for `websocket=on` servers
 pub mod websocket; // RFC 6455 for `websocket=on` servers, by tungstenite
@@ -43,4 +47,6 @@ pub fn register_with_web_assets(registry: &Registry, assets: Option<std::path::P
         socket::build_with_web_assets(spec, cx, assets.clone())
     });
     registry.register_backend("udp", udp::build);
+    // `-object tls-creds-x509` and `object-add` load the directory, as QEMU's do.
+    registry.register_object_check("tls-creds-x509", tls::check_object);
 }

@@ -27,6 +27,8 @@ pub struct SocketIo {
     /// Bytes the server read from the socket before the handshake began (a web console's
     /// request head, read to tell a page request from an upgrade): read first, then the fd.
     prefix: Vec<u8>,
+    /// `tls-creds=`: the TLS session under the websocket (`wss://`), its handshake done.
+    tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl Read for SocketIo {
@@ -37,6 +39,9 @@ impl Read for SocketIo {
             self.prefix.drain(..n);
             return Ok(n);
         }
+        if let Some(tls) = &mut self.tls {
+            return tls.read(self.fd.as_fd(), buf);
+        }
         let mut none = Vec::new();
         fd::recv_with_fds(self.fd.as_fd(), buf, &mut none).map(|r| r.bytes)
     }
@@ -44,7 +49,11 @@ impl Read for SocketIo {
 
 impl Write for SocketIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match fd::send_with_fds(self.fd.as_fd(), buf, &[]) {
+        let sent = match &mut self.tls {
+            Some(tls) => tls.write(self.fd.as_fd(), buf),
+            None => fd::send_with_fds(self.fd.as_fd(), buf, &[]),
+        };
+        match sent {
             Ok(n) => {
                 self.unsent = buf.len() - n;
                 Ok(n)
@@ -58,8 +67,12 @@ impl Write for SocketIo {
         }
     }
 
+    /// Under TLS, sends the records that wait: `WouldBlock` while some are unsent.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match &mut self.tls {
+            Some(tls) => tls.push(self.fd.as_fd()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -178,7 +191,24 @@ impl WsConn {
         socket: BorrowedFd<'_>,
         prefix: Vec<u8>,
     ) -> io::Result<(WsConn, Step)> {
-        let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0, prefix };
+        WsConn::accept_over(socket, prefix, None)
+    }
+
+    /// Starts the server handshake over a TLS session whose own handshake is done
+    /// (`websocket=on` with `tls-creds=`): the websocket reads and writes through it.
+    pub fn accept_over_tls(
+        socket: BorrowedFd<'_>,
+        tls: Box<crate::tls::TlsSession>,
+    ) -> io::Result<(WsConn, Step)> {
+        WsConn::accept_over(socket, Vec::new(), Some(tls))
+    }
+
+    fn accept_over(
+        socket: BorrowedFd<'_>,
+        prefix: Vec<u8>,
+        tls: Option<Box<crate::tls::TlsSession>>,
+    ) -> io::Result<(WsConn, Step)> {
+        let io = SocketIo { fd: socket.try_clone_to_owned()?, unsent: 0, prefix, tls };
         let mut conn = WsConn {
             state: State::Closed,
             input: Vec::new(),

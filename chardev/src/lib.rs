@@ -52,6 +52,7 @@ pub mod fdset; // fds from management: getfd names, add-fd sets, /dev/fdset/N op
 pub mod frontend; // the device side: callbacks and the handle
 mod logfile; // logfile=: O_APPEND, rotation by size, reopen, timestamps, its own writer thread
 pub mod mux; // Ctrl-A escapes for one backend shared by up to four frontends, as a pure filter
+pub mod objects; // -object / object-add: TLS credentials and authz lists that chardevs name
 pub mod options; // QEMU `-chardev` syntax -> ChardevSpec
 pub mod output; // a frontend's bounded output queue: answers from callbacks never block
 pub mod registry; // chardevs by id: add, remove, change, query

@@ -19,6 +19,7 @@ use crate::event_loop::{LoopHandle, Request};
 use crate::fdset::{self, FdSetLease, FdSets, NamedFds, OpenHow};
 use crate::frontend::{Event, FrontendHandle};
 use crate::logfile::Log;
+use crate::objects::Object;
 use crate::options::ChardevSpec;
 use crate::sessions::{SessionEvent, SessionEvents, SessionInfo};
 use crate::sync::lock;
@@ -95,6 +96,15 @@ impl BuildContext<'_> {
             return Err(Error::InUse(id.to_string()));
         }
         FrontendHandle::claim(record.cell)
+    }
+
+    /// The object `id` names, for option `key` of the chardev being built (`tls-creds`,
+    /// `tls-authz`): an error naming the key and the id when there is none.
+    pub fn object(&self, key: &str, id: &str) -> Result<Arc<Object>> {
+        self.registry.object(id).ok_or_else(|| {
+            let what = if key == "tls-authz" { "authorization object" } else { "TLS credentials" };
+            Error::option(key, id, format!("No {what} with id '{id}'"))
+        })
     }
 
     /// Takes the fd a socket address of type `fd` names. Added from a monitor
@@ -192,9 +202,14 @@ struct Record {
     role: Role,
 }
 
+/// A backend's check of an object kind it uses ([`Registry::register_object_check`]).
+type ObjectCheck = Arc<dyn Fn(&Object) -> Result<()> + Send + Sync>;
+
 struct Inner {
     chardevs: BTreeMap<String, Record>,
     constructors: BTreeMap<String, Constructor>,
+    objects: BTreeMap<String, Arc<Object>>,
+    object_checks: BTreeMap<String, ObjectCheck>,
     notices: NoticeHandler,
     session_events: SessionEvents,
 }
@@ -227,6 +242,8 @@ impl Registry {
             inner: Arc::new(Mutex::new(Inner {
                 chardevs: BTreeMap::new(),
                 constructors: BTreeMap::new(),
+                objects: BTreeMap::new(),
+                object_checks: BTreeMap::new(),
                 notices: NoticeHandler::default(),
                 session_events: SessionEvents::default(),
             })),
@@ -261,6 +278,77 @@ impl Registry {
             + 'static,
     ) {
         self.inner().constructors.insert(kind.to_string(), Arc::new(constructor));
+    }
+
+    /// Makes objects of type `kind` (`tls-creds-x509`) checked by `check` when they are
+    /// added: a backend that uses them loads what they name, so that bad files are an
+    /// error of `-object` / `object-add`, as in QEMU.
+    pub fn register_object_check(
+        &self,
+        kind: &str,
+        check: impl Fn(&Object) -> Result<()> + Send + Sync + 'static,
+    ) {
+        self.inner().object_checks.insert(kind.to_string(), Arc::new(check));
+    }
+
+    /// Adds an object (`-object`, `object-add`), checked first by the check its kind has
+    /// ([`register_object_check`](Self::register_object_check)). Nothing is added on error.
+    pub fn add_object(&self, object: Object) -> Result<()> {
+        let check = {
+            let inner = self.inner();
+            if inner.objects.contains_key(&object.id) {
+                return Err(Error::option(
+                    "id",
+                    &object.id,
+                    format!(
+                        "attempt to add duplicate property '{}' to object (type 'container')",
+                        object.id
+                    ),
+                ));
+            }
+            inner.object_checks.get(object.spec.kind()).cloned()
+        };
+        // Loading files runs without the lock: other calls need not wait for a disk.
+        if let Some(check) = check {
+            check(&object)?;
+        }
+        let mut inner = self.inner();
+        if inner.objects.contains_key(&object.id) {
+            return Err(Error::option(
+                "id",
+                &object.id,
+                format!(
+                    "attempt to add duplicate property '{}' to object (type 'container')",
+                    object.id
+                ),
+            ));
+        }
+        inner.objects.insert(object.id.clone(), Arc::new(object));
+        Ok(())
+    }
+
+    /// Parses QEMU's `-object` syntax and adds the object.
+    pub fn add_object_str(&self, spec: &str) -> Result<()> {
+        self.add_object(spec.parse()?)
+    }
+
+    /// Removes an object (`object-del`). Chardevs made with it keep what they loaded from
+    /// it, as QEMU's keep their reference; new chardevs can no longer name it.
+    pub fn remove_object(&self, id: &str) -> Result<()> {
+        match self.inner().objects.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::option("id", id, format!("object '{id}' not found"))),
+        }
+    }
+
+    /// The object with this id.
+    pub fn object(&self, id: &str) -> Option<Arc<Object>> {
+        self.inner().objects.get(id).cloned()
+    }
+
+    /// Every object, by id.
+    pub fn objects(&self) -> Vec<Arc<Object>> {
+        self.inner().objects.values().cloned().collect()
     }
 
     /// Calls `handler` with what backends report while they are built (a `wait=on` server

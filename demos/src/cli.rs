@@ -71,6 +71,8 @@ pub struct Config {
     pub incoming: Option<String>,
     /// `-add-fd` entries, in order.
     pub add_fds: Vec<AddFd>,
+    /// `-object` entries (TLS credentials, authz lists), in order: added before chardevs.
+    pub objects: Vec<chardev::objects::Object>,
     /// One-line notes and warnings for stderr, about what listens where (see
     /// [`confine_listeners`]); printed before anything opens.
     pub notices: Vec<String>,
@@ -102,6 +104,7 @@ impl std::error::Error for CliError {}
 /// The options that take an argument.
 const WITH_ARGUMENT: &[&str] = &[
     "chardev",
+    "object",
     "serial",
     "mon",
     "qmp",
@@ -133,6 +136,9 @@ pub fn usage(program: &str) -> String {
          With no options it behaves like qemu-system-x86_64 -nographic: the guest console\n\
          and the monitor share the terminal (Ctrl-A c switches, Ctrl-A x quits, Ctrl-A h helps).\n\
          \n\
+         -object TYPE,id=ID[,props]  TLS credentials and authz for chardevs: tls-creds-x509\n\
+         \x20                 (dir=,endpoint=server|client,verify-peer=), authz-simple\n\
+         \x20                 (identity=DN), authz-list (JSON: -object '{{\"qom-type\": ...}}')\n\
          -chardev BACKEND,id=ID[,opts]  a character device (null, file, pipe, ringbuf, stdio,\n\
          \x20                              socket, udp, pty, serial; mux=on, logfile=...)\n\
          -serial DEV       the guest's serial port: stdio, pty, null, none, file:PATH, pipe:PATH,\n\
@@ -220,6 +226,7 @@ impl Raw {
             loaders: Vec::new(),
             incoming: None,
             add_fds: Vec::new(),
+            objects: Vec::new(),
             notices: Vec::new(),
         };
         let mut default_serial = !self.nodefaults;
@@ -322,6 +329,9 @@ impl Raw {
                 }
                 "device" => config.loaders.push(parse_loader(value).map_err(|e| fail(&e))?),
                 "incoming" => config.incoming = Some(value.clone()),
+                "object" => {
+                    config.objects.push(chardev_qmp::parse_object_arg(value).map_err(|e| fail(&e))?)
+                }
                 "add-fd" => config.add_fds.push(parse_add_fd(value).map_err(|e| fail(&e))?),
                 "echr" => {
                     return Err(fail(

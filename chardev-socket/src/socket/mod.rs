@@ -24,6 +24,7 @@ use mio::Interest;
 
 use crate::address::{self, host_port};
 use crate::telnet::{self, telnet_event, TelnetInput};
+use crate::tls::{TlsSession, TlsSetup};
 use crate::websocket::{Step, WsConn};
 
 pub mod viewers;
@@ -31,13 +32,21 @@ use viewers::Viewers;
 
 const LISTENER: usize = 0;
 const CONNECTION: usize = 1;
+/// The loop sources of a server's connections still in their handshake (TLS, websocket):
+/// `PENDING + slot`. (A server with viewers numbers its connections itself.)
+const PENDING: usize = 2;
+
+/// Handshakes a one-client server runs at once: a client that connects and stalls (or a
+/// crowd of them) does not keep the console from the next client, whose handshake runs
+/// beside theirs; the first to finish gets the console.
+const PENDING_MAX: usize = 16;
 
 const RECONNECT_TIMER: u64 = 1;
 const ACCEPT_RETRY_TIMER: u64 = 2;
 const HANDSHAKE_TIMER: u64 = 3;
 
-/// How long a websocket client may take to complete its handshake before it is dropped, so
-/// that a client that connects and says nothing does not keep the console from the next.
+/// How long a client may take to complete its TLS or websocket handshake before it is
+/// dropped, so that a client that connects and says nothing holds nothing for long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much frontend output one telnet write escapes at a time (bounds the pending buffer).
@@ -127,8 +136,13 @@ struct Conn {
     pending: Vec<u8>,
     /// Position of the unsent part of `pending`.
     sent: usize,
-    /// `websocket=on`: the RFC 6455 layer over `stream`.
+    /// `websocket=on`: the RFC 6455 layer over `stream` (over `tls` if there is one).
     ws: Option<WsConn>,
+    /// `tls-creds=`: the TLS layer over `stream`, under telnet. Moved into `ws` once its
+    /// handshake is done when the connection is a websocket too.
+    tls: Option<Box<TlsSession>>,
+    /// `websocket=on` over TLS: the websocket handshake starts when the TLS one is done.
+    ws_after_tls: bool,
     /// The peer's end of the stream (or an error) was reported: read until it shows, since
     /// no further readiness edge will come.
     hung_up: bool,
@@ -146,6 +160,8 @@ impl Conn {
             pending: Vec::new(),
             sent: 0,
             ws: None,
+            tls: None,
+            ws_after_tls: false,
             hung_up: false,
             watching_output: false,
         };
@@ -155,9 +171,10 @@ impl Conn {
         conn
     }
 
-    /// No telnet or websocket layer with output of its own to flush when the socket allows.
+    /// No telnet, websocket or TLS layer with output of its own to flush when the socket
+    /// allows: bytes go to the socket as they are (and may be spliced).
     fn plain(&self) -> bool {
-        self.telnet.is_none() && self.ws.is_none()
+        self.telnet.is_none() && self.ws.is_none() && self.tls.is_none() && !self.ws_after_tls
     }
 
     /// Sets the registration's interest: writability only while something needs it.
@@ -171,21 +188,98 @@ impl Conn {
         Ok(())
     }
 
-    /// A websocket layer whose handshake is not complete: no data may flow yet.
+    /// A TLS or websocket layer whose handshake is not complete: no data may flow yet.
     fn needs_handshake(&self) -> bool {
-        self.ws.as_ref().is_some_and(|ws| !ws.is_open())
+        self.tls.as_ref().is_some_and(|tls| !tls.is_open())
+            || self.ws_after_tls
+            || self.ws.as_ref().is_some_and(|ws| !ws.is_open())
     }
 
-    /// Sends what is pending; `WouldBlock` while some of it is still unsent.
+    /// Moves the handshakes on: TLS first, then the websocket over it.
+    fn advance(&mut self) -> Step {
+        if let Some(tls) = &mut self.tls {
+            if !tls.is_open() {
+                match tls.handshake(self.stream.fd()) {
+                    Step::Open => {}
+                    other => return other,
+                }
+            }
+        }
+        if self.ws_after_tls {
+            self.ws_after_tls = false;
+            let started = match self.tls.take() {
+                Some(tls) => WsConn::accept_over_tls(self.stream.fd(), tls),
+                None => WsConn::accept(self.stream.fd()),
+            };
+            match started {
+                Ok((ws, step)) => {
+                    self.ws = Some(ws);
+                    return step;
+                }
+                Err(e) => return Step::Failed(format!("cannot start the websocket: {e}")),
+            }
+        }
+        match &mut self.ws {
+            Some(ws) if !ws.is_open() => ws.advance(),
+            _ => Step::Open,
+        }
+    }
+
+    /// Who the peer is, for logs: its certificate's name under TLS.
+    fn peer_name(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.peer())
+    }
+
+    /// One send of plain bytes (through TLS if there is a layer).
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(tls) => tls.write(self.stream.fd(), buf),
+            None => fd::send_with_fds(self.stream.fd(), buf, &[]),
+        }
+    }
+
+    /// Sends what is pending (and TLS records); `WouldBlock` while some is still unsent.
     fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.pending.len() {
-            let n = fd::send_with_fds(self.stream.fd(), &self.pending[self.sent..], &[])?;
+            let n = self.send_pending_part()?;
             self.sent += n;
         }
         self.pending.clear();
         self.sent = 0;
-        Ok(())
+        match &mut self.tls {
+            Some(tls) => tls.push(self.stream.fd()),
+            None => Ok(()),
+        }
     }
+
+    fn send_pending_part(&mut self) -> io::Result<usize> {
+        let fd = self.stream.fd();
+        let part = &self.pending[self.sent..];
+        match &mut self.tls {
+            Some(tls) => tls.write(fd, part),
+            None => fd::send_with_fds(fd, part, &[]),
+        }
+    }
+
+    /// Ends the connection: TLS says goodbye first, then shutdown wakes anyone still
+    /// polling a duplicate of this fd (`write_all`).
+    fn end(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            if tls.is_open() {
+                tls.close(self.stream.fd());
+            }
+        }
+        self.stream.shutdown();
+    }
+}
+
+/// A server's connection in its handshake.
+struct Pending {
+    conn: Conn,
+    deadline: Instant,
+    /// The handshake is done, and another client had the console: it waits for its turn
+    /// (as a plain client waits in the listen queue).
+    done: bool,
 }
 
 /// Where a client connects to.
@@ -299,6 +393,10 @@ pub struct Socket {
     backlog: Option<chardev::backlog::Backlog>,
     /// Output bytes the backlog dropped to its bound (counters).
     backlog_dropped: u64,
+    /// `tls-creds=`: what each connection's TLS session is made from.
+    tls: Option<TlsSetup>,
+    /// A server's connections in their handshake, [`PENDING_MAX`] slots.
+    pending: Vec<Option<Pending>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -349,8 +447,11 @@ pub fn build_with_web_assets(
             .backlog
             .map(|b| chardev::backlog::Backlog::new(usize::try_from(b).unwrap_or(usize::MAX))),
         backlog_dropped: 0,
+        tls: None,
+        pending: Vec::new(),
     };
     s.check_viewers()?;
+    s.check_tls()?;
     match &s.addr {
         SocketAddrSpec::Fd(name) => socket.adopt_fd(name, cx.take_fd(name)?, s.server)?,
         _ if s.server => socket.role = Role::Server(socket.listen(s)?),
@@ -360,7 +461,18 @@ pub fn build_with_web_assets(
             socket.role = Role::Client(Client { target, reconnect, error_reported: false });
         }
     }
+    if let Some(tls) = &s.tls {
+        socket.tls = Some(socket.tls_setup(s, tls, cx)?);
+    }
     if s.clients > 1 || s.history > 0 {
+        if let Some(tls) = &s.tls {
+            return Err(Error::option(
+                "tls-creds",
+                &tls.creds,
+                "TLS with clients= or history= is not supported yet: use clients=1 (the \
+                 default), or relay a TLS chardev into a hub",
+            ));
+        }
         if !matches!(socket.role, Role::Server(_)) {
             let (key, value) = if s.clients > 1 {
                 ("clients", s.clients.to_string())
@@ -387,6 +499,39 @@ pub fn build_with_web_assets(
 impl Socket {
     fn server(&self) -> bool {
         matches!(self.role, Role::Server(_))
+    }
+
+    /// Loads the TLS credentials for this socket's role (settled by now).
+    fn tls_setup(
+        &self,
+        s: &SocketSpec,
+        tls: &chardev::options::TlsSpec,
+        cx: &BuildContext<'_>,
+    ) -> Result<TlsSetup> {
+        let endpoint = match self.role {
+            Role::Server(_) => chardev::objects::Endpoint::Server,
+            Role::Client(_) => chardev::objects::Endpoint::Client,
+            Role::Passed => {
+                return Err(Error::option(
+                    "tls-creds",
+                    &tls.creds,
+                    "'tls_creds' option is incompatible with 'fd' address type as client",
+                ))
+            }
+        };
+        let host = match &s.addr {
+            SocketAddrSpec::Inet { host, .. } => Some(host.as_str()),
+            _ => None,
+        };
+        TlsSetup::new(tls, endpoint, host, |key, id| cx.object(key, id))
+    }
+
+    /// Gives a new connection its TLS session, if the socket has TLS.
+    fn with_tls(&self, mut conn: Conn) -> io::Result<Conn> {
+        if let Some(setup) = &self.tls {
+            conn.tls = Some(Box::new(setup.session()?));
+        }
+        Ok(conn)
     }
 
     /// The protocol word of tcp filenames, as QEMU 7.2 shows them.
@@ -647,7 +792,10 @@ impl Socket {
                 Stream::Tcp(mio::net::TcpStream::from_std(s))
             }
         };
-        self.state = State::Made(self.set_up(Conn::new(stream, false)));
+        let conn = self
+            .with_tls(Conn::new(stream, false))
+            .map_err(|e| Error::io("start a TLS session", e))?;
+        self.state = State::Made(self.set_up(conn));
         Ok(())
     }
 
@@ -656,10 +804,14 @@ impl Socket {
         if let Stream::Unix(s) = &stream {
             fd::set_nonblocking(s, true)?;
         }
-        let mut conn = Conn::new(stream, self.telnet);
+        let mut conn = self
+            .with_tls(Conn::new(stream, self.telnet))
+            .map_err(|e| Error::io("start a TLS session", e))?;
         // A web console reads the request head itself first (page or websocket).
         let web = self.viewers.as_ref().is_some_and(|v| v.web.is_some());
-        if self.websocket && !web {
+        if self.websocket && conn.tls.is_some() {
+            conn.ws_after_tls = true;
+        } else if self.websocket && !web {
             let (ws, step) =
                 WsConn::accept(conn.stream.fd()).map_err(|e| Error::io("start a websocket", e))?;
             if let Step::Failed(why) = step {
@@ -700,23 +852,128 @@ impl Socket {
             self.state = State::Idle;
             return;
         }
-        // Opened comes when the connect or the websocket handshake completes.
+        // Opened comes when the connect or the handshakes complete.
         if connecting {
             self.state = State::Connecting(conn);
             return;
         }
         if conn.needs_handshake() {
-            let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-            io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
-            self.state = State::Handshake { conn, deadline };
-            return;
+            return self.start_handshake(io, conn);
         }
+        self.open_now(io, conn);
+    }
+
+    /// A connection ready for data: what it owes the peer goes (telnet's negotiation),
+    /// and the frontend hears `Opened`.
+    fn open_now(&mut self, io: &mut Io<'_>, mut conn: Conn) {
         if let Err(e) = conn.flush() {
             if e.kind() != io::ErrorKind::WouldBlock {
                 log::info!("chardev '{}': connection failed at once: {e}", self.label);
             }
         }
         self.announce(io, conn);
+    }
+
+    /// A connection on the loop (as `CONNECTION`) whose handshake is to run: a server's
+    /// goes to a pending slot beside others, a client's is the state.
+    fn start_handshake(&mut self, io: &mut Io<'_>, conn: Conn) {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        io.add_timer(HANDSHAKE_TIMEOUT, HANDSHAKE_TIMER);
+        if !self.server() {
+            self.state = State::Handshake { conn, deadline };
+            return self.advance_handshake(io);
+        }
+        let mut conn = conn;
+        let Some(slot) = self.free_pending_slot() else {
+            log::warn!("chardev '{}': no room for another handshake: client dropped", self.label);
+            let _ = io.registry().deregister(conn.stream.source());
+            conn.stream.shutdown();
+            return;
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            io.registry().reregister(conn.stream.source(), io.token(PENDING + slot), interest)
+        {
+            log::warn!("chardev '{}': cannot watch the connection: {e}", self.label);
+            let _ = io.registry().deregister(conn.stream.source());
+            return;
+        }
+        conn.watching_output = true;
+        self.pending[slot] = Some(Pending { conn, deadline, done: false });
+        self.advance_pending(io, slot);
+    }
+
+    fn free_pending_slot(&mut self) -> Option<usize> {
+        if self.pending.is_empty() {
+            self.pending = (0..PENDING_MAX).map(|_| None).collect();
+        }
+        self.pending.iter().position(Option::is_none)
+    }
+
+    /// Readiness of a server's connection in its handshake: moves it on; the first to
+    /// finish gets the console, a failed one is dropped (without `Closed`, as QEMU does).
+    fn advance_pending(&mut self, io: &mut Io<'_>, slot: usize) {
+        let Some(Some(p)) = self.pending.get_mut(slot) else { return };
+        if p.done {
+            return; // waits for its turn; its data waits in the socket
+        }
+        match p.conn.advance() {
+            Step::Pending => {}
+            Step::Failed(why) => {
+                log::info!("chardev '{}': client dropped: {why}", self.label);
+                self.drop_pending(io, slot);
+                self.accept_next(io);
+            }
+            Step::Open => {
+                p.done = true;
+                if let Some(dn) = p.conn.peer_name() {
+                    log::info!("chardev '{}': TLS client '{dn}' authenticated", self.label);
+                }
+                if matches!(self.state, State::Idle) {
+                    self.promote(io, slot);
+                }
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, io: &mut Io<'_>, slot: usize) {
+        if let Some(Some(mut p)) = self.pending.get_mut(slot).map(Option::take) {
+            let _ = io.registry().deregister(p.conn.stream.source());
+            p.conn.stream.shutdown();
+        }
+    }
+
+    /// A connection whose handshake is done takes the console.
+    fn promote(&mut self, io: &mut Io<'_>, slot: usize) {
+        let Some(Some(mut p)) = self.pending.get_mut(slot).map(Option::take) else { return };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            io.registry().reregister(p.conn.stream.source(), io.token(CONNECTION), interest)
+        {
+            log::warn!("chardev '{}': cannot watch the connection: {e}", self.label);
+            let _ = io.registry().deregister(p.conn.stream.source());
+            return;
+        }
+        p.conn.watching_output = true;
+        self.open_now(io, p.conn);
+    }
+
+    /// Drops the server's handshakes that ran out of time.
+    fn pending_timeouts(&mut self, io: &mut Io<'_>) {
+        let now = Instant::now();
+        let late: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| self.pending[i].as_ref().is_some_and(|p| !p.done && p.deadline <= now))
+            .collect();
+        for slot in late {
+            log::info!(
+                "chardev '{}': {} handshake not completed within {} s: client dropped",
+                self.label,
+                if self.tls.is_some() { "TLS" } else { "websocket" },
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            self.drop_pending(io, slot);
+        }
+        self.accept_next(io);
     }
 
     /// The connection is open for the frontend: `Opened`, and read what came with it.
@@ -749,8 +1006,7 @@ impl Socket {
             }
         };
         let _ = io.registry().deregister(conn.stream.source());
-        // Shutdown wakes anyone still polling a duplicate of this fd (write_all).
-        conn.stream.shutdown();
+        conn.end();
         if announced {
             log::info!("chardev '{}': disconnected: {}", self.label, conn.name);
             io.event(Event::Closed);
@@ -770,7 +1026,17 @@ impl Socket {
     /// taken: the listener is edge-triggered, so no new readiness would come for clients
     /// already queued behind it.
     fn accept_next(&mut self, io: &mut Io<'_>) {
+        // A client whose handshake finished while another had the console goes first.
+        if matches!(self.state, State::Idle) {
+            let done = self.pending.iter().position(|p| p.as_ref().is_some_and(|p| p.done));
+            if let Some(slot) = done {
+                self.promote(io, slot);
+            }
+        }
         while matches!(self.state, State::Idle) {
+            if !self.pending.is_empty() && self.pending.iter().all(Option::is_some) {
+                return; // full: the next handshake starts when one ends
+            }
             if !self.accept_one(io) {
                 return;
             }
@@ -817,7 +1083,10 @@ impl Socket {
         match attempt {
             Ok(stream) => {
                 let connecting = matches!(stream, Stream::Tcp(_));
-                let conn = self.set_up(Conn::new(stream, false));
+                let conn = match self.with_tls(Conn::new(stream, false)) {
+                    Ok(conn) => self.set_up(conn),
+                    Err(e) => return self.connect_failed(io, &e),
+                };
                 self.open_conn(io, conn, connecting);
             }
             Err(e) => self.connect_failed(io, &e),
@@ -864,25 +1133,28 @@ impl Socket {
         if let Role::Client(client) = &mut self.role {
             client.error_reported = false;
         }
+        if conn.needs_handshake() {
+            return self.start_handshake(io, conn);
+        }
         self.announce(io, conn);
     }
 
-    /// Readiness during a websocket handshake: moves it on, and opens or drops the client.
+    /// Readiness during a client's TLS handshake: moves it on, and opens or drops the
+    /// connection (a client with `reconnect-ms` tries again later).
     fn advance_handshake(&mut self, io: &mut Io<'_>) {
         let State::Handshake { conn, .. } = &mut self.state else { return };
-        let Some(ws) = &mut conn.ws else { return };
-        match ws.advance() {
+        match conn.advance() {
             Step::Pending => {}
             Step::Open => {
                 if let State::Handshake { conn, .. } =
                     std::mem::replace(&mut self.state, State::Idle)
                 {
-                    self.announce(io, conn);
+                    self.open_now(io, conn);
                 }
             }
             Step::Failed(why) => {
                 // QEMU: a failed handshake disconnects without CLOSED.
-                log::info!("chardev '{}': {why}", self.label);
+                log::warn!("chardev '{}': {why}", self.label);
                 self.close_conn(io);
             }
         }
@@ -901,6 +1173,9 @@ impl Socket {
             // Escaped output may go out in pieces; fds have no byte to ride on reliably.
             chardev::backend::refuse_fds("telnet", fds)?;
         }
+        if conn.tls.is_some() {
+            chardev::backend::refuse_fds("TLS", fds)?;
+        }
         conn.flush()?;
         if conn.telnet.is_some() {
             let take = buf.len().min(TELNET_CHUNK);
@@ -911,6 +1186,9 @@ impl Socket {
                 Err(e) => return Err(e),
             }
             return Ok(take);
+        }
+        if conn.tls.is_some() {
+            return conn.send(buf);
         }
         fd::send_with_fds(conn.stream.fd(), buf, fds)
     }
@@ -968,6 +1246,9 @@ impl Socket {
         fds: &mut Vec<OwnedFd>,
         label: &str,
     ) -> io::Result<usize> {
+        if let Some(tls) = &mut conn.tls {
+            return tls.read(conn.stream.fd(), buf);
+        }
         match &mut conn.stream {
             Stream::Unix(s) => {
                 let before = fds.len();
@@ -1016,6 +1297,9 @@ impl Chardev for Socket {
         if let Some(conn) = self.state.conn_mut() {
             let _ = registry.deregister(conn.stream.source());
         }
+        for p in self.pending.iter_mut().flatten() {
+            let _ = registry.deregister(p.conn.stream.source());
+        }
         if self.viewers.is_some() {
             self.viewers_deregister(registry);
         }
@@ -1026,6 +1310,7 @@ impl Chardev for Socket {
             LISTENER if self.viewers.is_some() => self.accept_viewers(io),
             LISTENER => self.accept_next(io),
             _ if self.viewers.is_some() => self.viewer_ready(io, source, event),
+            _ if source >= PENDING => self.advance_pending(io, source - PENDING),
             CONNECTION => {
                 let conn = match &mut self.state {
                     State::Idle | State::Made(_) => return,
@@ -1095,7 +1380,7 @@ impl Chardev for Socket {
                 // A unix stream read stops early only when it is empty or at a message with
                 // fds (no SO_PASSCRED here); tcp also stops at urgent data, so it reads on. A
                 // hang-up reported with the data has no edge of its own left: read it too.
-                if let (Stream::Unix(_), Ok(n)) = (&conn.stream, &result) {
+                if let (Stream::Unix(_), Ok(n), None) = (&conn.stream, &result, &conn.tls) {
                     drained = *n < buf.len() && fds.len() == before && !conn.hung_up;
                 }
                 result
@@ -1143,7 +1428,8 @@ impl Chardev for Socket {
 
     fn splice(&mut self) -> Option<&mut dyn Splice> {
         // Output to many connections is not one pipe's worth; a backlog must go first.
-        if self.viewers.is_some() || self.backlog.is_some() {
+        // TLS records are not the bytes: nothing goes around the session.
+        if self.viewers.is_some() || self.backlog.is_some() || self.tls.is_some() {
             return None;
         }
         Some(self)
@@ -1174,13 +1460,14 @@ impl Chardev for Socket {
                     State::Handshake { deadline, .. } if deadline <= Instant::now()
                 );
                 if late {
-                    log::info!(
-                        "chardev '{}': websocket handshake not completed within {} s: client dropped",
+                    log::warn!(
+                        "chardev '{}': TLS handshake not completed within {} s: connection dropped",
                         self.label,
                         HANDSHAKE_TIMEOUT.as_secs()
                     );
                     self.close_conn(io);
                 }
+                self.pending_timeouts(io);
             }
             _ => {}
         }
@@ -1194,7 +1481,7 @@ impl Chardev for Socket {
     }
 
     fn can_pass_fds(&self) -> bool {
-        self.unix && !self.telnet && !self.websocket && self.viewers.is_none()
+        self.unix && !self.telnet && !self.websocket && self.viewers.is_none() && self.tls.is_none()
     }
 
     fn sessions(&mut self) -> Option<&mut dyn chardev::Sessions> {
@@ -1270,8 +1557,11 @@ impl Splice for Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        if let Some(conn) = self.state.conn() {
-            conn.stream.shutdown();
+        if let Some(conn) = self.state.conn_mut() {
+            conn.end();
+        }
+        for p in self.pending.iter().flatten() {
+            p.conn.stream.shutdown();
         }
         self.viewers_shutdown();
         // Remove the socket file only if it is still the one this server created.

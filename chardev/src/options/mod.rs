@@ -96,6 +96,8 @@ const SOCKET_KEYS: &[&str] = &[
     "reconnect-ms",
     "tls-creds",
     "tls-authz",
+    // Not QEMU's for chardevs (its migration and NBD have it): see `TlsSpec::hostname`.
+    "tls-hostname",
     // Not QEMU's: QEMU 7.2 refuses it ("Invalid parameter 'mode'"); see `SocketSpec::mode`.
     "mode",
     // Not QEMU's: many viewers on one server (see `SocketSpec::clients`).
@@ -603,6 +605,31 @@ pub struct SocketSpec {
     /// `history=`, which keep output for viewers their own way). At most
     /// [`HISTORY_MAX`](crate::fanout::HISTORY_MAX).
     pub backlog: Option<u64>,
+    /// `tls-creds=ID` (and `tls-authz=`, `tls-hostname=`): the connection is TLS, with the
+    /// credentials of a `tls-creds-x509` object (see [`crate::objects`]).
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS on a `socket` chardev.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSpec {
+    /// `tls-creds=ID`: the `tls-creds-x509` object; its `endpoint` must be this chardev's
+    /// role (`server` for `server=on`).
+    pub creds: String,
+    /// `tls-authz=ID`: an `authz-simple` or `authz-list` object that the client
+    /// certificate's distinguished name must pass (servers only).
+    pub authz: Option<String>,
+    /// `tls-hostname=NAME` (**an extension** for chardevs; QEMU has it for migration and
+    /// NBD): the name a client checks the server's certificate against, when it is not the
+    /// `host=` it connects to (a unix socket has none: give it there).
+    pub hostname: Option<String>,
+}
+
+impl TlsSpec {
+    /// TLS with the credentials object `creds`, no authz, the host as the name to check.
+    pub fn new(creds: impl Into<String>) -> TlsSpec {
+        TlsSpec { creds: creds.into(), authz: None, hostname: None }
+    }
 }
 
 /// The address of a `socket` backend: exactly one of `path=`, `host=`+`port=` or `fd=`.
@@ -683,6 +710,46 @@ impl SocketSpec {
 }
 
 impl SocketSpec {
+    /// Checks the TLS keys against the rest, as QEMU does: a client on a passed fd has no
+    /// name to check the server against (`fd=` servers are fine), `tls-authz` decides on
+    /// client certificates (servers only), `tls-hostname` is a client's. Unix sockets take
+    /// TLS too (**an extension**: QEMU refuses them); fds never go over TLS.
+    pub fn check_tls(&self) -> Result<()> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        if tls.creds.is_empty() {
+            return Err(Error::option("tls-creds", "", "must name a tls-creds-x509 object"));
+        }
+        if matches!(self.addr, SocketAddrSpec::Fd(_)) && !self.server {
+            return Err(Error::option(
+                "tls-creds",
+                &tls.creds,
+                "'tls_creds' option is incompatible with 'fd' address type as client",
+            ));
+        }
+        if let Some(authz) = &tls.authz {
+            if !self.server {
+                return Err(Error::option(
+                    "tls-authz",
+                    authz,
+                    "only for a server (it checks client certificates)",
+                ));
+            }
+        }
+        if let Some(name) = &tls.hostname {
+            if self.server {
+                return Err(Error::option(
+                    "tls-hostname",
+                    name,
+                    "only for a client (the name it checks the server's certificate against)",
+                ));
+            }
+            if name.is_empty() {
+                return Err(Error::option("tls-hostname", "", "must be a host name or address"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `clients=`, `history=` and `queue=`: within their limits, and only on a server.
     pub fn check_viewers(&self) -> Result<()> {
         use crate::fanout::{CLIENTS_MAX, HISTORY_MAX};

@@ -330,8 +330,6 @@ fn ringbuf_size(opts: &Opts) -> Result<usize> {
 
 /// `socket`: the address, the mode and the protocol options, with QEMU's cross-checks.
 fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
-    opts.forbid("tls-creds", "TLS is not supported")?;
-    opts.forbid("tls-authz", "TLS is not supported")?;
     let addr = socket_addr(opts)?;
     let server = opts.bool_or("server", false)?;
     if !server {
@@ -373,9 +371,37 @@ fn socket_spec(opts: &Opts) -> Result<SocketSpec> {
             .unwrap_or(0),
         queue: socket_size(opts, "queue", "is larger than the maximum queue, 64M")?,
         backlog: socket_size(opts, "backlog", "is larger than the maximum backlog, 64M")?,
+        tls: socket_tls(opts)?,
     };
     spec.check_viewers()?;
+    spec.check_tls()?;
     Ok(spec)
+}
+
+/// `tls-creds=`, `tls-authz=`, `tls-hostname=`.
+fn socket_tls(opts: &Opts) -> Result<Option<TlsSpec>> {
+    let Some(creds) = opts.get("tls-creds") else {
+        if let Some(value) = opts.get("tls-authz") {
+            return Err(Error::option(
+                "tls-authz",
+                value,
+                "'tls_authz' option requires 'tls_creds' option",
+            ));
+        }
+        if let Some(value) = opts.get("tls-hostname") {
+            return Err(Error::option(
+                "tls-hostname",
+                value,
+                "needs 'tls-creds' (TLS credentials)",
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(TlsSpec {
+        creds: creds.to_string(),
+        authz: opts.get("tls-authz").map(str::to_string),
+        hostname: opts.get("tls-hostname").map(str::to_string),
+    }))
 }
 
 /// A size key of the viewers' options, in its limit (with the value as the user wrote it).

@@ -150,6 +150,7 @@ fn unix_server_without_wait() {
             history: 0,
             queue: None,
             backlog: None,
+            tls: None,
         }
     );
 }
@@ -1001,18 +1002,42 @@ fn overflow_policy_is_block_by_default_drop_on_request_and_nothing_else() {
 }
 
 #[test]
-fn tls_is_refused() {
-    assert_option_error(
-        "socket,id=s,host=h,port=1,tls-creds=tls0",
-        "tls-creds",
-        "tls0",
-        "TLS is not supported",
-    );
+fn tls_keys_parse_and_are_checked_against_the_role_and_the_address() {
+    let s =
+        socket("socket,id=s,host=127.0.0.1,port=1,server=on,wait=off,tls-creds=tls0,tls-authz=az0");
+    let tls = s.tls.expect("tls");
+    assert_eq!((tls.creds.as_str(), tls.authz.as_deref()), ("tls0", Some("az0")));
+    let s = socket("socket,id=s,path=/tmp/x,tls-creds=t,tls-hostname=server.example");
+    assert_eq!(s.tls.and_then(|t| t.hostname).as_deref(), Some("server.example"));
     assert_option_error(
         "socket,id=s,host=h,port=1,tls-authz=az0",
         "tls-authz",
         "az0",
-        "TLS is not supported",
+        "'tls_authz' option requires 'tls_creds' option",
+    );
+    assert_option_error(
+        "socket,id=s,host=h,port=1,tls-hostname=x",
+        "tls-hostname",
+        "x",
+        "needs 'tls-creds'",
+    );
+    assert_option_error(
+        "socket,id=s,host=h,port=1,tls-creds=t,tls-authz=az0",
+        "tls-authz",
+        "az0",
+        "only for a server",
+    );
+    assert_option_error(
+        "socket,id=s,host=h,port=1,server=on,tls-creds=t,tls-hostname=x",
+        "tls-hostname",
+        "x",
+        "only for a client",
+    );
+    assert_option_error(
+        "socket,id=s,fd=3,tls-creds=t",
+        "tls-creds",
+        "t",
+        "incompatible with 'fd' address type as client",
     );
 }
 

@@ -147,6 +147,7 @@ fn backend() -> impl Strategy<Value = (BackendSpec, String)> {
                     history: 0,
                     queue: None,
                     backlog: None,
+                    tls: None,
                 };
                 (BackendSpec::Socket(spec), s)
             }),

@@ -24,7 +24,7 @@ use demos::say;
 use demos::signals::Taken;
 use nix::sys::signal::{SigSet, Signal};
 
-const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] [--chardev SPEC]... SPEC SPEC
+const USAGE: &str = "usage: chardev-relay [--keep-open] [--no-fds] [--copy] [-v] [--object SPEC]... [--chardev SPEC]... SPEC SPEC
 
 Joins two chardevs back to back, each given in QEMU's -chardev syntax (an id is
 optional, a and b by default, and names the side in messages):
@@ -41,6 +41,10 @@ a side that was open closes.
   --chardev SPEC  make this chardev (with its id=) before the two sides, as QEMU's
                 -chardev: for the members of a side that is a hub
                 (--chardev socket,id=u,...  --chardev socket,id=w,... VM hub,chardevs.0=u,chardevs.1=w)
+  --object SPEC  make this object first, as QEMU's -object: TLS credentials for a side
+                with tls-creds=, an authz list for tls-authz=
+                (--object tls-creds-x509,id=tls0,dir=/etc/pki/qemu,endpoint=server
+                 socket,host=127.0.0.1,port=5000,server=on,tls-creds=tls0 pty)
   --keep-open   do not end when a side closes: wait for its next connection
   --no-fds      do not pass fds (close those that arrive, as socat does): splice everywhere
   --copy        never splice: copy every byte through the relay's buffer
@@ -54,14 +58,21 @@ fn main() -> ExitCode {
     let mut verbose = false;
     let mut options = relay::Options::default();
     let mut specs = Vec::new();
-    let mut chardevs = Vec::new();
+    let mut before = Before::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--chardev" => match args.next() {
-                Some(spec) => chardevs.push(spec),
+                Some(spec) => before.chardevs.push(spec),
                 None => {
                     say!("chardev-relay: --chardev needs a SPEC\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--object" => match args.next() {
+                Some(spec) => before.objects.push(spec),
+                None => {
+                    say!("chardev-relay: --object needs a SPEC\n\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -83,7 +94,7 @@ fn main() -> ExitCode {
     }
     // Before any thread starts: they all inherit the blocked mask.
     let shutdown = Shutdown::catch_signals();
-    match run(&chardevs, &specs[0], &specs[1], keep_open, verbose, options, &shutdown) {
+    match run(&before, &specs[0], &specs[1], keep_open, verbose, options, &shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("chardev-relay: {e}");
@@ -144,8 +155,15 @@ fn parse(spec: &str, id: &str) -> Result<ChardevSpec, String> {
     Ok(parsed)
 }
 
+/// What the command line makes before the two sides: `--object`s, then `--chardev`s.
+#[derive(Default)]
+struct Before {
+    objects: Vec<String>,
+    chardevs: Vec<String>,
+}
+
 fn run(
-    chardevs: &[String],
+    before: &Before,
     a: &str,
     b: &str,
     keep_open: bool,
@@ -164,8 +182,13 @@ fn run(
     chardev_socket::register_with_web_assets(&registry, Some(demos::web_assets()));
     chardev_pty::register(&registry);
     demos::say_build_notices(&registry);
+    for spec in &before.objects {
+        let object =
+            chardev_qmp::parse_object_arg(spec).map_err(|e| format!("--object {spec}: {e}"))?;
+        registry.add_object(object).map_err(|e| format!("--object {spec}: {e}"))?;
+    }
     // --chardev first, in order: a side may be a hub over them.
-    for spec in chardevs {
+    for spec in &before.chardevs {
         let spec = ChardevSpec::parse(spec).map_err(|e| format!("--chardev {spec}: {e}"))?;
         if ids.contains(&spec.id) {
             return Err(format!("--chardev {}: the id '{}' is a side's", spec.id, spec.id));

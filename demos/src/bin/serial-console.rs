@@ -142,6 +142,10 @@ fn run(
         machine.load(*addr, data).map_err(|e| format!("-device loader: {e}"))?;
     }
 
+    for object in &config.objects {
+        let id = object.id.clone();
+        registry.add_object(object.clone()).map_err(|e| format!("-object id={id}: {e}"))?;
+    }
     for spec in &config.chardevs {
         registry.add(spec).map_err(|e| format!("-chardev {}: {e}", spec.id))?;
     }
