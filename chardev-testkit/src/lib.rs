@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chardev::{Event, Frontend, FrontendHandle};
 
+pub mod certs; // certificates for the TLS tests, made with certtool in QEMU's layout
 pub mod guest; // a real Linux guest under QEMU (TCG) and viewers of its serial console
 
 /// How long any single wait in a test may take before the test fails.
