@@ -633,7 +633,7 @@ impl TlsSession {
         }
     }
 
-    /// Takes plaintext for the peer: what rustls accepts (at most [`BUFFER_LIMIT`] waiting),
+    /// Takes plaintext for the peer: what rustls accepts (at most 64 KiB waiting),
     /// sent as far as the socket takes it. `WouldBlock` when nothing more fits yet.
     pub fn write(&mut self, fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
         match self.push(fd) {
