@@ -297,6 +297,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("chardev-history", "id [size]", "show a chardev's history= (without draining it)"),
     ("ringbuf_write", "device data", "Write to a ring buffer character device"),
     ("ringbuf_read", "device size", "Read from a ring buffer character device"),
+    ("object_add", "[qom-type=]type,id=str[,prop=value][,...]", "create QOM object"),
+    ("object_del", "id", "destroy QOM object"),
     ("getfd", "getfd name", "receive a file descriptor via SCM rights and assign it a name"),
     ("closefd", "closefd name", "close a file descriptor previously passed via SCM rights"),
     ("stop", "", "stop emulation"),
@@ -424,6 +426,11 @@ impl Hmp {
                 Ok(String::new())
             }
             "chardev-remove" => reg.remove(one(&args, "id")?).map(|_| String::new()).map_err(e),
+            "object_add" => {
+                let object = chardev_qmp::parse_object_arg(rest)?;
+                reg.add_object(object).map(|_| String::new()).map_err(e)
+            }
+            "object_del" => reg.remove_object(one(&args, "id")?).map(|_| String::new()).map_err(e),
             "chardev-send-break" => {
                 reg.send_break(one(&args, "id")?).map(|_| String::new()).map_err(e)
             }
