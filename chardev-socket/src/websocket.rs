@@ -203,7 +203,9 @@ impl WsConn {
         WsConn::accept_over(socket, Vec::new(), Some(tls))
     }
 
-    fn accept_over(
+    /// Starts the server handshake with bytes already read (`prefix`) over an optional TLS
+    /// session: a web console over TLS reads its request head through TLS first.
+    pub fn accept_over(
         socket: BorrowedFd<'_>,
         prefix: Vec<u8>,
         tls: Option<Box<crate::tls::TlsSession>>,

@@ -465,14 +465,6 @@ pub fn build_with_web_assets(
         socket.tls = Some(socket.tls_setup(s, tls, cx)?);
     }
     if s.clients > 1 || s.history > 0 {
-        if let Some(tls) = &s.tls {
-            return Err(Error::option(
-                "tls-creds",
-                &tls.creds,
-                "TLS with clients= or history= is not supported yet: use clients=1 (the \
-                 default), or relay a TLS chardev into a hub",
-            ));
-        }
         if !matches!(socket.role, Role::Server(_)) {
             let (key, value) = if s.clients > 1 {
                 ("clients", s.clients.to_string())
@@ -809,7 +801,7 @@ impl Socket {
             .map_err(|e| Error::io("start a TLS session", e))?;
         // A web console reads the request head itself first (page or websocket).
         let web = self.viewers.as_ref().is_some_and(|v| v.web.is_some());
-        if self.websocket && conn.tls.is_some() {
+        if self.websocket && !web && conn.tls.is_some() {
             conn.ws_after_tls = true;
         } else if self.websocket && !web {
             let (ws, step) =

@@ -255,7 +255,7 @@ fn catch_up(session: &mut Session, ring: &Ring, limit: u64) -> io::Result<bool> 
                     session.sent += take as u64;
                     marker.len()
                 }
-                None => match fd::send_with_fds(session.conn.stream.fd(), marker.as_bytes(), &[]) {
+                None => match session.conn.send(marker.as_bytes()) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) => return Err(e),
@@ -275,6 +275,13 @@ fn catch_up(session: &mut Session, ring: &Ring, limit: u64) -> io::Result<bool> 
             let take = a.len().min(TELNET_CHUNK);
             crate::telnet::escape_into(&a[..take], &mut session.conn.pending);
             take
+        } else if session.conn.tls.is_some() {
+            // TLS takes what fits its buffer; the records go out with the next flush above.
+            match session.conn.send(a) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
         } else {
             match fd::send_vectored(session.conn.stream.fd(), &[IoSlice::new(a), IoSlice::new(b)]) {
                 Ok(n) => n,
@@ -393,7 +400,8 @@ impl Socket {
                     return;
                 }
             };
-            let websocket = self.websocket;
+            // TLS and websocket connections hold a handshake place before a client's.
+            let websocket = self.websocket || self.tls.is_some();
             let v = self.viewers();
             let full = if v.web.is_some() {
                 // A page request is served even when every client place is taken (the page
@@ -421,6 +429,12 @@ impl Socket {
         let max = self.viewers().max;
         let line = format!("chardev '{}': too many clients (clients={max})\r\n", self.label);
         log::info!("{}", line.trim_end());
+        if self.tls.is_some() {
+            // A TLS client would take a line in clear text for a broken handshake: it is
+            // closed without one (the log says why).
+            stream.shutdown();
+            return;
+        }
         let msg = if self.websocket {
             format!(
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
@@ -537,7 +551,7 @@ impl Socket {
         let Some(mut session) = v.slots[slot].take() else { return };
         v.dropped_closed += session.reader.dropped();
         let _ = io.registry().deregister(session.conn.stream.source());
-        session.conn.stream.shutdown();
+        session.conn.end();
         log::info!(
             "chardev '{label}': client {} disconnected: {} ({} bytes sent, {} dropped, {} of its input dropped)",
             session.id,
@@ -566,15 +580,31 @@ impl Socket {
         event: &mio::event::Event,
     ) {
         let slot = source - 1;
+        let label = self.label.clone();
         let v = self.viewers();
         let Some(session) = v.slots.get_mut(slot).and_then(Option::as_mut) else { return };
+        // TLS first: a web console's request, a websocket's handshake come inside it.
+        if session.conn.tls.as_ref().is_some_and(|t| !t.is_open()) {
+            match session.conn.advance() {
+                Step::Pending => return,
+                Step::Failed(why) => {
+                    log::info!("chardev '{label}': client dropped: {why}");
+                    return self.close_session(io, slot);
+                }
+                Step::Open => {
+                    if let Some(dn) = session.conn.peer_name() {
+                        log::info!("chardev '{label}': TLS client '{dn}' authenticated");
+                    }
+                }
+            }
+        }
         if session.web.is_some() {
             return self.web_ready(io, slot, event);
         }
         if !session.open() {
-            let step = match &mut session.conn.ws {
-                Some(ws) => ws.advance(),
-                None => Step::Open,
+            let step = match session.conn.needs_handshake() {
+                true => session.conn.advance(),
+                false => Step::Open,
             };
             match step {
                 Step::Pending => {}
@@ -619,6 +649,11 @@ impl Socket {
                     Ok(0) => continue,
                     other => other,
                 },
+                None if session.conn.tls.is_some() => session
+                    .conn
+                    .tls
+                    .as_mut()
+                    .map_or(Ok(0), |t| t.read(session.conn.stream.fd(), &mut buf)),
                 None => match &mut session.conn.stream {
                     Stream::Unix(s) => {
                         let mut fds = Vec::new();
@@ -658,12 +693,17 @@ impl Socket {
                 let mut ended = false;
                 while head.len() < crate::web::HEAD_MAX {
                     let room = buf.len().min(crate::web::HEAD_MAX - head.len());
-                    match fd::recv_with_fds(fd, &mut buf[..room], &mut Vec::new()) {
-                        Ok(r) if r.bytes == 0 => {
+                    let got = match &mut session.conn.tls {
+                        Some(tls) => tls.read(fd, &mut buf[..room]),
+                        None => fd::recv_with_fds(fd, &mut buf[..room], &mut Vec::new())
+                            .map(|r| r.bytes),
+                    };
+                    match got {
+                        Ok(0) => {
                             ended = true;
                             break;
                         }
-                        Ok(r) => head.extend_from_slice(&buf[..r.bytes]),
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => {
@@ -685,7 +725,8 @@ impl Socket {
                     crate::web::Head::Upgrade => {
                         let prefix = std::mem::take(head);
                         session.web = None;
-                        match crate::websocket::WsConn::accept_with_prefix(fd, prefix) {
+                        let tls = session.conn.tls.take();
+                        match crate::websocket::WsConn::accept_over(fd, prefix, tls) {
                             Ok((mut ws, step)) => {
                                 ws.take_resize_messages();
                                 session.conn.ws = Some(ws);
@@ -728,9 +769,14 @@ impl Socket {
         let Some(WebPhase::Answer(answer, sent)) = &mut session.web else { return };
         loop {
             if *sent == answer.len() {
-                return self.close_session(io, slot);
+                // Under TLS the last records may still wait in the session.
+                match session.conn.flush() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    _ => return self.close_session(io, slot),
+                }
             }
-            match fd::send_with_fds(session.conn.stream.fd(), &answer[*sent..], &[]) {
+            let part = answer[*sent..].to_vec();
+            match session.conn.send(&part) {
                 Ok(n) => *sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -857,7 +903,7 @@ impl Socket {
             .collect();
         for slot in late {
             log::info!(
-                "chardev '{}': websocket handshake not completed within {} s: client dropped",
+                "chardev '{}': handshake not completed within {} s: client dropped",
                 self.label,
                 HANDSHAKE_TIMEOUT.as_secs()
             );
