@@ -23,7 +23,7 @@ const GREETING: &str = "chardev demo guest: type 'help'";
 /// sequence, Chromium's start).
 const SLACK: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -60,9 +60,15 @@ pub(crate) struct Browser {
 
 impl Browser {
     pub(crate) fn start() -> Browser {
+        Browser::start_with_args("")
+    }
+
+    /// Chromium with more arguments (space-separated), e.g. to trust a test server's key.
+    pub(crate) fn start_with_args(chromium_args: &str) -> Browser {
         let mut child = KillOnDrop(
             python()
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/web_console.py"))
+                .env("WEB_CONSOLE_CHROMIUM_ARGS", chromium_args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()

@@ -26,6 +26,7 @@ shows. The terminal is read through window.chardevConsole, which the page expose
 """
 import ctypes
 import json
+import os
 import signal
 import sys
 import time
@@ -52,6 +53,10 @@ def start():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,700",
                 "--disable-gpu", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    # The TLS test trusts its own server's key, and only it: the key's SPKI hash, one
+    # Chromium argument (--ignore-certificate-errors-spki-list=HASH).
+    for arg in filter(None, os.environ.get("WEB_CONSOLE_CHROMIUM_ARGS", "").split(" ")):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit chromedriver path: selenium then never runs Selenium Manager. chromedriver
