@@ -1122,11 +1122,12 @@ impl Socket {
             }
         }
         conn.name = conn.stream.filename("tcp", false);
+        if conn.needs_handshake() {
+            // The streak of failures ends when the handshake succeeds too.
+            return self.start_handshake(io, conn);
+        }
         if let Role::Client(client) = &mut self.role {
             client.error_reported = false;
-        }
-        if conn.needs_handshake() {
-            return self.start_handshake(io, conn);
         }
         self.announce(io, conn);
     }
@@ -1138,6 +1139,9 @@ impl Socket {
         match conn.advance() {
             Step::Pending => {}
             Step::Open => {
+                if let Role::Client(client) = &mut self.role {
+                    client.error_reported = false;
+                }
                 if let State::Handshake { conn, .. } =
                     std::mem::replace(&mut self.state, State::Idle)
                 {
@@ -1145,8 +1149,18 @@ impl Socket {
                 }
             }
             Step::Failed(why) => {
-                // QEMU: a failed handshake disconnects without CLOSED.
-                log::warn!("chardev '{}': {why}", self.label);
+                // QEMU: a failed handshake disconnects without CLOSED. Reported once per
+                // streak, as failed connects are: `reconnect-ms` tries again quietly.
+                match &mut self.role {
+                    Role::Client(client) if client.error_reported => {
+                        log::debug!("chardev '{}': {why}", self.label);
+                    }
+                    Role::Client(client) => {
+                        log::warn!("chardev '{}': {why}", self.label);
+                        client.error_reported = true;
+                    }
+                    _ => log::warn!("chardev '{}': {why}", self.label),
+                }
                 self.close_conn(io);
             }
         }
