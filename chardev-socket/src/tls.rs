@@ -97,13 +97,7 @@ pub fn load(creds: &TlsCredsX509) -> Result<Loaded> {
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
                     .with_crls(crls)
                     .build()
-                    .map_err(|e| {
-                        Error::option(
-                            "dir",
-                            &dir.join(CA_CERT).display().to_string(),
-                            e.to_string(),
-                        )
-                    })?;
+                    .map_err(|e| bad_file(&dir.join(CA_CERT), e.to_string()))?;
                 builder.with_client_cert_verifier(verifier)
             } else {
                 builder.with_no_client_auth()
@@ -122,13 +116,7 @@ pub fn load(creds: &TlsCredsX509) -> Result<Loaded> {
                     rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
                         .with_crls(crls)
                         .build()
-                        .map_err(|e| {
-                            Error::option(
-                                "dir",
-                                &dir.join(CA_CERT).display().to_string(),
-                                e.to_string(),
-                            )
-                        })?;
+                        .map_err(|e| bad_file(&dir.join(CA_CERT), e.to_string()))?;
                 builder.with_webpki_verifier(verifier)
             } else {
                 builder

@@ -202,6 +202,15 @@ struct Record {
     role: Role,
 }
 
+/// QEMU's error for an object id that is taken.
+fn duplicate_object(id: &str) -> Error {
+    Error::option(
+        "id",
+        id,
+        format!("attempt to add duplicate property '{id}' to object (type 'container')"),
+    )
+}
+
 /// A backend's check of an object kind it uses ([`Registry::register_object_check`]).
 type ObjectCheck = Arc<dyn Fn(&Object) -> Result<()> + Send + Sync>;
 
@@ -297,14 +306,7 @@ impl Registry {
         let check = {
             let inner = self.inner();
             if inner.objects.contains_key(&object.id) {
-                return Err(Error::option(
-                    "id",
-                    &object.id,
-                    format!(
-                        "attempt to add duplicate property '{}' to object (type 'container')",
-                        object.id
-                    ),
-                ));
+                return Err(duplicate_object(&object.id));
             }
             inner.object_checks.get(object.spec.kind()).cloned()
         };
@@ -314,14 +316,7 @@ impl Registry {
         }
         let mut inner = self.inner();
         if inner.objects.contains_key(&object.id) {
-            return Err(Error::option(
-                "id",
-                &object.id,
-                format!(
-                    "attempt to add duplicate property '{}' to object (type 'container')",
-                    object.id
-                ),
-            ));
+            return Err(duplicate_object(&object.id));
         }
         inner.objects.insert(object.id.clone(), Arc::new(object));
         Ok(())

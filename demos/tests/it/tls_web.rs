@@ -2,15 +2,13 @@
 //! `https://` and `wss://` in headless Chromium, and viewers over TLS from Python's `ssl`
 //! (a real TLS stack we did not write): history, one writer, refusals without a byte.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use chardev_testkit::certs::{Dn, Pki};
 use chardev_testkit::KillOnDrop as Machine;
 use chardev_testkit::*;
 
-use crate::web_console::{free_port, Browser};
-
-const BIN: &str = env!("CARGO_BIN_EXE_serial-console");
+use crate::web_console::{free_port, listening, Browser};
 
 /// What the demo guest prints when it boots.
 const GREETING: &str = "chardev demo guest: type 'help'";
@@ -27,22 +25,7 @@ fn start_machine(dir: &std::path::Path, verify_peer: bool, port: u16, extra: &st
         "socket,id=w,host=127.0.0.1,port={port},server=on,wait=off,clients=4,history=1M,\
          tls-creds=tls0{extra}"
     );
-    let mut machine = Machine(
-        Command::new(BIN)
-            .args(["-nodefaults", "-display", "none", "-object", &object])
-            .args(["-chardev", &spec, "-serial", "chardev:w"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("run serial-console"),
-    );
-    wait_until("serial-console to listen", || {
-        if let Ok(Some(status)) = machine.0.try_wait() {
-            panic!("serial-console exited ({status}) before it listened: its stderr says why");
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    machine
+    listening(&["-object", &object, "-chardev", &spec, "-serial", "chardev:w"], port)
 }
 
 /// The base64 SHA-256 of a certificate's public key: what Chromium's

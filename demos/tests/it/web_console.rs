@@ -33,9 +33,15 @@ fn start_machine(port: u16) -> Machine {
         "socket,id=w,host=127.0.0.1,port={port},server=on,wait=off,websocket=on,clients=4,\
          history=1M"
     );
+    listening(&["-chardev", &spec, "-serial", "chardev:w"], port)
+}
+
+/// serial-console `-nodefaults -display none` with `args`, once it listens on `port`.
+pub(crate) fn listening(args: &[&str], port: u16) -> Machine {
     let mut machine = Machine(
         Command::new(BIN)
-            .args(["-nodefaults", "-display", "none", "-chardev", &spec, "-serial", "chardev:w"])
+            .args(["-nodefaults", "-display", "none"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
