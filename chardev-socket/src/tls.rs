@@ -78,7 +78,7 @@ pub fn load(creds: &TlsCredsX509) -> Result<Loaded> {
         Ok(_) => {
             return Err(Error::option("dir", &dir.display().to_string(), "is not a directory"))
         }
-        Err(e) => return Err(Error::io_path("open the credentials directory", dir, e)),
+        Err(e) => return Err(bad_file(dir, format!("cannot be opened: {e}"))),
     }
     let roots = Arc::new(root_store(dir)?);
     let crls = crls(dir)?;
@@ -159,7 +159,8 @@ fn read_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Ok((path, bytes)),
-        Err(e) => Err(Error::io_path("read the TLS credentials file", &path, e)),
+        // QEMU: "Unable to access credentials PATH: ..."; the key and the file named here.
+        Err(e) => Err(bad_file(&path, format!("cannot be read: {e}"))),
     }
 }
 
