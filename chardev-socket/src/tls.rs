@@ -78,7 +78,15 @@ pub fn load(creds: &TlsCredsX509) -> Result<Loaded> {
         Ok(_) => {
             return Err(Error::option("dir", &dir.display().to_string(), "is not a directory"))
         }
-        Err(e) => return Err(bad_file(dir, format!("cannot be opened: {e}"))),
+        // An option error of `dir`, as every other problem with the directory is: it names
+        // the key (and, once a chardev loads it, `tls-creds`), not only the path.
+        Err(e) => {
+            return Err(Error::option(
+                "dir",
+                &dir.display().to_string(),
+                format!("Unable to access credentials directory: {e}"),
+            ))
+        }
     }
     let roots = Arc::new(root_store(dir)?);
     let crls = crls(dir)?;
@@ -159,8 +167,8 @@ fn read_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Ok((path, bytes)),
-        // QEMU: "Unable to access credentials PATH: ..."; the key and the file named here.
-        Err(e) => Err(bad_file(&path, format!("cannot be read: {e}"))),
+        // QEMU's words ("Unable to access credentials FILE: ..."), as an error of `dir`.
+        Err(e) => Err(bad_file(&path, format!("Unable to access credentials file: {e}"))),
     }
 }
 

@@ -18,6 +18,7 @@ mod socket; // socat as client and server, the telnet client, protocol corners
 mod splice; // splice(2) between socket chardevs and a frontend's pipe
 mod support; // a loop with the socket backends, filenames, a peer's lines
 mod telnet; // telnet=on: the negotiation, IAC BREAK, against a raw Python peer
+mod tls; // TLS: refusals, stalled handshakes, bad credentials, certificates per chardev, flow
 mod udp; // udp: datagrams whole, only the connected peer heard
 mod viewers; // clients=, history=, queue=: many viewers, history, stalled viewers, gap markers
 mod websocket; // websocket=on against the Python websockets client
