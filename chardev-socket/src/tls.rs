@@ -78,7 +78,10 @@ pub fn load(creds: &TlsCredsX509) -> Result<Loaded> {
         Ok(_) => {
             return Err(Error::option("dir", &dir.display().to_string(), "is not a directory"))
         }
-        Err(e) => return Err(Error::io_path("open the credentials directory", dir, e)),
+        Err(e) => {
+            let why = format!("cannot open the credentials directory: {e}");
+            return Err(Error::option("dir", &dir.display().to_string(), why));
+        }
     }
     let roots = Arc::new(root_store(dir)?);
     let crls = crls(dir)?;
@@ -171,7 +174,7 @@ fn read_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Ok((path, bytes)),
-        Err(e) => Err(Error::io_path("read the TLS credentials file", &path, e)),
+        Err(e) => Err(bad_file(&path, format!("cannot read the TLS credentials file: {e}"))),
     }
 }
 
