@@ -46,7 +46,10 @@ impl Certs {
 
     /// `-object` value of server credentials `id` (verify-peer on: QEMU's default).
     fn server_object(&self, id: &str) -> String {
-        format!("tls-creds-x509,id={id},dir={},endpoint=server", self.server.display())
+        format!(
+            "tls-creds-x509,id={id},dir={},endpoint=server,verify-peer=on",
+            self.server.display()
+        )
     }
 
     /// `-object` value of client credentials `id`.
@@ -271,15 +274,16 @@ fn the_relays_tls_client_with_reconnect_ms_connects_when_qemu_appears() {
     let certs = Certs::new();
     let port = free_port();
     let (mut r, mut unix) = relay_tls_client(&certs, port, ",reconnect-ms=100");
-    // Nobody listens yet: the relay keeps trying (a few attempts at 100 ms) and stays up.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nobody listens yet: the relay says so, keeps trying every 100 ms and stays up.
+    wait_until("the relay's first failed attempt", || {
+        r.said().contains("Unable to connect character device")
+    });
     assert!(r.child.0.try_wait().unwrap().is_none(), "the relay ended: {}", r.said());
     let _q = qemu_tls_monitor_server(&certs, port);
     info_version_through(
         &mut unix,
         &format!("relay (reconnect) -> QEMU (relay said {:?})", r.said()),
     );
-    assert!(r.said().contains("Unable to connect character device"), "{}", r.said());
 }
 
 /// serial-console with its serial port on a TLS server chardev on `port` (`opts` added to
