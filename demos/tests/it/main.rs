@@ -16,6 +16,7 @@ mod relay; // chardev-relay between socat peers, stalled readers, ptys, signals
 mod security; // TCP servers with no host listen on loopback only
 mod serial_console; // serial-console through pexpect, socat and telnet on its sockets
 mod signals; // serial-console on a real terminal ended by signals and panics
+mod tls; // TLS against QEMU 7.2 both ways, gnutls-cli, openssl s_client, socat, wss, telnet
 mod tls_web; // TLS with viewers: the web console over https/wss in Chromium, Python ssl viewers
 mod web_console; // the web console page in headless Chromium, through selenium
 mod websocket_abuse; // hostile websocket clients, against QEMU 7.2 too
