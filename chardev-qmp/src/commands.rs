@@ -172,7 +172,14 @@ pub(crate) fn builtins(table: &mut CommandTable) {
     add("object-add", |c| {
         let args = c.args.take_all();
         let object = crate::objects::object_from_json(&args).map_err(QmpError::generic)?;
-        c.registry().add_object(object)?;
+        // QEMU's texts stand alone ("attempt to add duplicate property ..."), without the
+        // option prefix the command line shows.
+        c.registry().add_object(object).map_err(|e| match e {
+            chardev::Error::Option { key, value, reason } if key == "id" || key == "dir" => {
+                QmpError::generic(if key == "dir" { format!("{value}: {reason}") } else { reason })
+            }
+            other => QmpError::from(other),
+        })?;
         ok()
     });
     add("object-del", |c| {

@@ -38,7 +38,11 @@ pub fn object_from_json(args: &Map<String, Value>) -> Result<Object, String> {
             (key, value) => props.push((key.to_string(), scalar(key, value)?)),
         }
     }
-    Object::from_properties(&kind, props, rules).map_err(|e| e.to_string())
+    Object::from_properties(&kind, props, rules).map_err(|e| match e {
+        // QEMU's "invalid object type: X" stands alone, as in QEMU.
+        chardev::Error::Option { key, reason, .. } if key == "qom-type" => reason,
+        other => other.to_string(),
+    })
 }
 
 /// A property's value as the option syntax writes it.

@@ -302,7 +302,10 @@ impl Object {
                 return Err(Error::option(
                     "qom-type",
                     other,
-                    "unknown object type (known: tls-creds-x509, authz-simple, authz-list)",
+                    format!(
+                        "invalid object type: {other} (known here: tls-creds-x509, \
+                         authz-simple, authz-list)"
+                    ),
                 ))
             }
         };

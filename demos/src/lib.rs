@@ -18,7 +18,12 @@ pub const PROGRAM: &str = "serial-console";
 /// as QEMU prints its warnings (a deprecated option, a client that cannot connect, output a
 /// pty dropped) on stderr without being asked.
 pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // rustls warns of peers' harmless habits (socat sends an IP address as the TLS server
+    // name); our own lines say what failed and why. RUST_LOG still sets anything.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,rustls=error"),
+    )
+    .init();
 }
 
 /// Prints what QEMU prints while chardevs are created (`char device redirected to /dev/pts/N

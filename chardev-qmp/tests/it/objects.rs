@@ -71,12 +71,9 @@ fn tls_objects_are_added_and_deleted_over_qmp_and_a_tls_chardev_added_with_them_
 
     // Errors: QEMU's text for a duplicate id; why psk and anon are refused; the missing dir.
     let e = c.error("object-add", ts, &[]);
-    assert!(
-        e.contains("attempt to add duplicate property 'ts' to object (type 'container')"),
-        "{e}"
-    );
+    assert_eq!(e, "attempt to add duplicate property 'ts' to object (type 'container')");
     let e = c.error("object-add", json!({"qom-type": "authz-pam", "id": "ap"}), &[]);
-    assert!(e.contains("authz-pam") && e.contains("unknown object type"), "{e}");
+    assert!(e.starts_with("invalid object type: authz-pam"), "{e}");
     let e = c.error(
         "object-add",
         json!({"qom-type": "tls-creds-psk", "id": "tp", "dir": srv, "endpoint": "server"}),
