@@ -241,10 +241,18 @@ fn private_key(dir: &Path, name: &str) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// GnuTLS's `certtool` writes an EC key's private scalar with a leading zero byte when its
-/// top bit is set (33 bytes for P-256, where SEC 1 says 32), and ring refuses that. The same
-/// key, re-encoded with the scalar at its proper length; `None` when there is nothing to fix
-/// (or the DER is not the SEC 1 shape, left for rustls to refuse).
+/// The SEC 1 key normaliser that loading a credentials directory applies to every
+/// `EC PRIVATE KEY`, public so that the fuzz target (`fuzz/fuzz_targets/tls_input.rs`) can
+/// feed it arbitrary DER: GnuTLS's `certtool` writes an EC key's private scalar with a
+/// leading zero byte when its top bit is set (33 bytes for P-256, where SEC 1 says 32), and
+/// ring refuses that. Returns the same key re-encoded with the scalar at its proper length,
+/// or `None` when there is nothing to fix (or the DER is not the SEC 1 shape, left for
+/// rustls to refuse).
+pub fn normalize_sec1_key(der: &[u8]) -> Option<Vec<u8>> {
+    sec1_without_leading_zero(der)
+}
+
+/// See [`normalize_sec1_key`].
 fn sec1_without_leading_zero(der: &[u8]) -> Option<Vec<u8>> {
     let (tag, body, rest) = der_tlv(der)?;
     if tag != 0x30 || !rest.is_empty() {
