@@ -515,6 +515,14 @@ impl Write for FdIo<'_> {
         fd::send_with_fds(self.0, buf, &[])
     }
 
+    /// rustls hands over every record that waits at once: they go in one `sendmsg`. With
+    /// the default `write_vectored` (the first record alone per call) a server's flight
+    /// left in several small segments, and with Nagle on (`nodelay=off`, the default) the
+    /// later ones waited for the client's ACK: 240 handshakes/s instead of 3,000 (P17).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        fd::send_vectored(self.0, bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
