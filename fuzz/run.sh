@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 secs=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-"chardev_options qmp_json telnet_filter websocket_frames mux_escape migration_load hmp_line_editor web_head"}
+targets=${*:-"chardev_options qmp_json telnet_filter websocket_frames mux_escape migration_load hmp_line_editor web_head tls_input"}
 for t in $targets; do
     mkdir -p "corpus/$t"
     seeds="seeds/$t"

@@ -18,6 +18,8 @@
 //! | P13 | serial-console's memory growth with 8 viewers, one stopped | `queue` + `history` |
 //! | P14 | a device writes through a unix socket chardev with `logfile=` and rotation | the same chardev with no logfile |
 //! | P15 | `overflow=drop`: a frontend's writer's CPU per byte with a peer that never reads | the same with a peer that reads |
+//! | P16 | `chardev-relay` unix <-> TLS server (tcp, `tls-creds=`), a TLS peer reading or writing | `socat -b 65536 UNIX-LISTEN OPENSSL-LISTEN`, same certificates, same peer |
+//! | P17 | full TLS handshakes per second (mutual, no resumption) to a TLS server chardev | `openssl s_server -Verify 1`, same certificates; `openssl s_time -new` the client of both |
 //!
 //! `cargo run --release -p benches --bin compare` runs them all; `--smoke` runs them tiny,
 //! checking only that every transfer was complete and correct. A scenario is one function
@@ -47,6 +49,7 @@ pub mod proc_status; // VmRSS and the fd limit, from /proc and getrlimit
 pub mod qmp_rtt; // P9: QMP round trips through serial-console's monitor / QEMU 7.2's
 pub mod relay; // P2, P3: chardev-relay or socat between two endpoints, in a process of its own
 pub mod stats; // medians, percentiles, spreads
+pub mod tls; // P16, P17: chardev-relay with TLS / socat OPENSSL; TLS handshakes / openssl s_server
 
 use std::time::Duration;
 

@@ -60,6 +60,9 @@ fn line<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {
 fn every_scenario_delivers_everything_intact() {
     require_program("socat", "socat");
     require_program("qemu-system-x86_64", "qemu-system-x86");
+    // P16 and P17 (TLS): certificates from certtool, OpenSSL's s_server and socat's OPENSSL.
+    require_program("openssl", "openssl");
+    require_program("certtool", "gnutls-bin");
     let relay = relay();
     let mut args = vec!["--smoke"];
     let relay_arg = relay.as_ref().map(|p| p.display().to_string());
@@ -68,12 +71,20 @@ fn every_scenario_delivers_everything_intact() {
     }
     let (ok, out) = compare(&args);
     assert!(ok, "compare --smoke failed");
-    for id in ["P1", "P4", "P5", "P6", "P7", "P12", "P14", "P15"] {
+    // P17: every handshake the client completed was an Opened on the chardev.
+    for id in ["P1", "P4", "P5", "P6", "P7", "P12", "P14", "P15", "P17"] {
         assert!(line(&out, &format!("{id} complete:")).is_some(), "{id} did not complete");
     }
-    match relay {
-        Some(_) => assert!(line(&out, "P2 complete:").is_some(), "P2 did not complete"),
-        None => assert!(line(&out, "P2 skipped: chardev-relay not found").is_some()),
+    // P16 relays over TLS both ways, through chardev-relay and through socat.
+    for id in ["P2", "P16"] {
+        match relay {
+            Some(_) => {
+                assert!(line(&out, &format!("{id} complete:")).is_some(), "{id} did not complete")
+            }
+            None => {
+                assert!(line(&out, &format!("{id} skipped: chardev-relay not found")).is_some())
+            }
+        }
     }
     // P8 and P9 run serial-console against QEMU 7.2, P10, P11 and P13 flood its viewers
     // (checking every byte, and P11's and P13's stopped viewer's one gap marker): when the

@@ -1,4 +1,4 @@
-//! compare: every scenario of issues 8 and 17 against its baseline, several rounds, and the
+//! compare: every scenario of issues 8, 17 and 19 against its baseline, several rounds, and the
 //! median and spread of each ratio.
 //!
 //! `cargo run --release -p benches --bin compare -- [OPTIONS] [P1 P2 ...]`; `--help` lists
@@ -13,9 +13,11 @@ use benches::fanout::{self, Flood, HISTORY, VIEWERS};
 use benches::pattern::{Verify, CHUNK};
 use benches::relay::{self, Relayer, Route};
 use benches::stats::Spread;
+use benches::tls::{self, Direction, Kit, TlsRelayer};
 use benches::{fdpass, ingest, Result, Transfer};
 
-const USAGE: &str = "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9 P10 P11 P12 P13 P14 P15]
+const USAGE: &str =
+    "usage: compare [OPTIONS] [P1 P2 P3 P4 P5 P6 P7 P8 P9 P10 P11 P12 P13 P14 P15 P16 P17]
 
 Runs each scenario and its baseline side by side, ROUNDS times (alternating which goes
 first), and prints the median and range of each ratio with its goal. Every transfer is
@@ -23,18 +25,20 @@ checked: bytes in order and complete, every fd and echo accounted for.
 
   --smoke           tiny sizes, two rounds: completeness and correctness only
   --rounds N        rounds per scenario (default 5)
-  --bytes SIZE      bytes per P1-P3 and P14 bulk transfer (default 1G; k/M/G suffixes;
-                    P14's 100-byte writes move a sixteenth of it)
+  --bytes SIZE      bytes per P1-P3, P14 and P16 bulk transfer (default 1G; k/M/G
+                    suffixes; P14's 100-byte writes move a sixteenth of it)
   --messages N      round trips per P4/P5 run (default 100000)
   --idle N          idle chardevs for P5 (default 10000; fewer if the fd limit says so)
   --fds N           fds per P6 run (default 500000)
   --flood SIZE      bytes of each P10/P11/P13 flood to the viewers (default 64M)
+  --handshake-secs N  seconds of each P17 run of the handshake client (default 5)
   --verify-all      compare every byte received (default: the edges of every read)
   --relay PATH      the chardev-relay binary (default: next to this one, or $CHARDEV_RELAY)
   -h, --help        this help
 
-P2 and P3 need chardev-relay built in the same profile, P8 to P11 and P13 serial-console
-(or $SERIAL_CONSOLE), P8 and P9 QEMU 7.2 too (apt-get install qemu-system-x86):
+P2, P3 and P16 need chardev-relay built in the same profile, P8 to P11 and P13
+serial-console (or $SERIAL_CONSOLE), P8 and P9 QEMU 7.2 too (apt-get install
+qemu-system-x86), P16 and P17 socat, openssl and certtool (gnutls-bin):
   cargo build --release -p demos
 ";
 
@@ -47,6 +51,7 @@ struct Config {
     idle: usize,
     fds: u64,
     flood: u64,
+    handshake_secs: u32,
     verify: Verify,
     relay: PathBuf,
     only: Vec<String>,
@@ -62,6 +67,7 @@ impl Config {
             idle: 10_000,
             fds: 500_000,
             flood: 64 << 20,
+            handshake_secs: 5,
             verify: Verify::Edges,
             relay: default_relay(),
             only: Vec::new(),
@@ -84,6 +90,9 @@ impl Config {
                 "--idle" => c.idle = number("idle", value("--idle")?)? as usize,
                 "--fds" => c.fds = number("fds", value("--fds")?)?,
                 "--flood" => c.flood = number("flood", value("--flood")?)?,
+                "--handshake-secs" => {
+                    c.handshake_secs = number("handshake-secs", value("--handshake-secs")?)? as u32
+                }
                 "--relay" => c.relay = value("--relay")?.into(),
                 "--verify-all" => c.verify = Verify::All,
                 p if p.starts_with('P') || p.starts_with('p') => c.only.push(p.to_uppercase()),
@@ -114,7 +123,13 @@ impl Config {
                 // Enough for P11's stopped viewer to overflow its 1 MiB queue.
                 c.flood = 4 << 20;
             }
+            if unset("--handshake-secs") {
+                c.handshake_secs = 1;
+            }
             c.verify = Verify::All;
+        }
+        if c.handshake_secs == 0 {
+            return Err("--handshake-secs must be at least 1".into());
         }
         if c.rounds == 0 {
             return Err("--rounds must be at least 1".into());
@@ -152,6 +167,10 @@ enum Unit {
     Memory,
     /// A count of send calls.
     Writes,
+    /// TLS handshakes per second.
+    Handshakes,
+    /// CPU seconds per handshake, shown in microseconds.
+    CpuPerHandshake,
 }
 
 impl Unit {
@@ -164,6 +183,8 @@ impl Unit {
             Unit::CpuPerFd => format!("{:.2} us/fd", v * 1e6),
             Unit::Memory => format!("{:.2} MiB", v / 1048576.0),
             Unit::Writes => format!("{v:.0} writes"),
+            Unit::Handshakes => format!("{v:.0} hs/s"),
+            Unit::CpuPerHandshake => format!("{:.0} us/hs", v * 1e6),
         }
     }
 }
@@ -266,7 +287,12 @@ impl Report {
                 (Some(g), false) => {
                     format!("goal {}: {}", g.show(), if g.met(r.median) { "met" } else { "MISSED" })
                 }
-                (None, false) if matches!(f.unit, Unit::CpuPerByte | Unit::CpuPerFd) => {
+                (None, false)
+                    if matches!(
+                        f.unit,
+                        Unit::CpuPerByte | Unit::CpuPerFd | Unit::CpuPerHandshake
+                    ) =>
+                {
                     "(no goal; CPU time, lower is better)".to_string()
                 }
                 (None, false) => "(no goal)".to_string(),
@@ -959,6 +985,73 @@ fn p14(c: &Config, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// P16: chardev-relay between a unix socket and a TLS server / socat with OPENSSL-LISTEN,
+/// the same certificates and the same TLS peer (ours, in this process), both ways.
+fn p16(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let kit = Kit::new(dir.path());
+    let ours = TlsRelayer::Chardev(c.relay.clone());
+    for round in 0..c.rounds {
+        for (direction, names) in [
+            (Direction::UnixToTls, ("relay unix->TLS", "  CPU of the relay")),
+            (Direction::TlsToUnix, ("relay TLS->unix", "  CPU of that relay")),
+        ] {
+            let (a, b) = pair(
+                round,
+                || tls::relay(&ours, direction, &kit, dir.path(), c.bytes, c.verify),
+                || tls::relay(&TlsRelayer::Socat, direction, &kit, dir.path(), c.bytes, c.verify),
+            )?;
+            report.add(transfer_samples(names, Unit::Bytes, Some(Goal::AtLeast(1.0)), a, b));
+        }
+    }
+    report.notes.push(format!(
+        "TLS 1.3, ECDSA P-256 certificates from the test kit, the client verified by both \
+         relays; the peer is a TLS client in this process (rustls); socat negotiated {}",
+        tls::socat_cipher(dir.path()).unwrap_or_else(|| "(not in its log)".into())
+    ));
+    Ok(())
+}
+
+/// P17: full TLS handshakes per second from a client loop in this process to a TLS server
+/// chardev in this process / to `openssl s_server`.
+fn p17(c: &Config, report: &mut Report) -> Result<()> {
+    let dir = tempdir()?;
+    let kit = Kit::new(dir.path());
+    let mut counts = Vec::new();
+    for round in 0..c.rounds {
+        let (ours, base) = pair(
+            round,
+            || tls::handshakes_chardev(&kit, c.handshake_secs),
+            || tls::handshakes_s_server(&kit, c.handshake_secs),
+        )?;
+        counts.push(format!("{} ({} opened) / {}", ours.count, ours.opened, base.count));
+        report.add(vec![
+            Sample {
+                name: "handshakes per second",
+                unit: Unit::Handshakes,
+                goal: None,
+                ours: ours.rate(),
+                base: base.rate(),
+            },
+            Sample {
+                name: "  server CPU per hs",
+                unit: Unit::CpuPerHandshake,
+                goal: None,
+                ours: ours.cpu_per_handshake(),
+                base: base.cpu_per_handshake(),
+            },
+        ]);
+    }
+    report.notes.push(format!(
+        "a yardstick, no goal: {} s of a client loop per run (rustls, in this process; each \
+         connection waits for the server's end), mutual authentication (ECDSA P-256), no \
+         resumption; handshakes each round, ours (Opened seen by the frontend) / s_server's: {}",
+        c.handshake_secs,
+        counts.join(", ")
+    ));
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1015,7 +1108,7 @@ fn main() -> ExitCode {
     );
 
     let relay_skip = relay_missing(&c);
-    let scenarios: [(&str, &str, Run); 15] = [
+    let scenarios: [(&str, &str, Run); 17] = [
         ("P1", "ingest: unix socket chardev -> frontend / blocking read loop on a socketpair", p1),
         ("P2", "relay unix<->unix: chardev-relay / socat -b 65536", p2),
         ("P3", "relay pty<->unix: chardev-relay / socat -b 65536", p3),
@@ -1067,6 +1160,16 @@ fn main() -> ExitCode {
             "overflow=drop: the frontend writer's CPU per byte, peer stalled / peer reading",
             p15,
         ),
+        (
+            "P16",
+            "relay unix<->TLS server, a TLS peer: chardev-relay tls-creds= / socat -b 65536 OPENSSL-LISTEN",
+            p16,
+        ),
+        (
+            "P17",
+            "full TLS handshakes per second (mutual, no resumption): TLS server chardev / openssl s_server",
+            p17,
+        ),
     ];
     let mut failed = false;
     for (id, title, run) in scenarios {
@@ -1076,6 +1179,8 @@ fn main() -> ExitCode {
         println!("{id} {title}");
         let skip = match id {
             "P2" => relay_skip.clone(),
+            "P16" => relay_skip.clone().or_else(tls::missing),
+            "P17" => tls::missing(),
             "P3" => relay_skip.clone().or_else(|| pty_probe(&c)),
             "P8" | "P9" | "P10" | "P11" | "P13" => benches::migrate_qemu::serial_console_missing(),
             _ => None,
