@@ -894,3 +894,111 @@ fn eight_mib_from_a_tls_client_arrive_whole_at_a_frontend_taking_little_at_a_tim
     drop(c);
     rec.expect_event(Event::Closed);
 }
+
+// ---- 7. Revocation, unix sockets, the server's name ---------------------------------------
+
+#[test]
+fn a_revoked_client_certificate_is_refused_by_the_crl_and_another_is_served() {
+    let (lp, reg, tmp) = setup();
+    captured();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let revoked = pki.client_dir("revoked", &Dn::cn("revoked"));
+    let kept = pki.client_dir("kept", &Dn::cn("kept"));
+    let server = pki.server_dir_revoking("server", &[revoked.as_path()]);
+    assert!(server.join("ca-crl.pem").exists(), "the kit wrote no CRL");
+    reg.add_object_str(&format!(
+        "tls-creds-x509,id=crl-ts,dir={},endpoint=server",
+        server.display()
+    ))
+    .expect("server creds with a CRL");
+    reg.add_str("socket,id=crl-srv,host=127.0.0.1,port=0,server=on,wait=off,tls-creds=crl-ts")
+        .expect("the server");
+    let port = port_of(&reg, "crl-srv");
+    let srv = reg.connect("crl-srv").expect("claim the server");
+    let srec = record(&srv, 4096);
+    for (name, dir) in [("revoked", &revoked), ("kept", &kept)] {
+        reg.add_object_str(&format!(
+            "tls-creds-x509,id=crl-{name},dir={},endpoint=client",
+            dir.display()
+        ))
+        .expect("client creds");
+    }
+    let spec = format!("socket,id=crl-c1,host=127.0.0.1,port={port},tls-creds=crl-revoked");
+    reg.add_str(&spec).expect("the revoked client");
+    let c1 = reg.connect("crl-c1").expect("claim");
+    let rec1 = record(&c1, 4096);
+    wait_logged(&["'crl-srv'", "client dropped: TLS handshake failed", "Revoked"]);
+    settle(lp.handle());
+    srec.nothing_yet();
+    client_got_no_data(&rec1);
+    reg.remove_forced("crl-c1").expect("remove");
+    let spec = format!("socket,id=crl-c2,host=127.0.0.1,port={port},tls-creds=crl-kept");
+    reg.add_str(&spec).expect("the kept client");
+    let c2 = reg.connect("crl-c2").expect("claim");
+    let rec2 = record(&c2, 4096);
+    srec.expect_event(Event::Opened);
+    rec2.expect_event(Event::Opened);
+    srv.write_all(b"served\n").expect("write");
+    assert_eq!(rec2.data(7), b"served\n");
+}
+
+#[test]
+fn tls_runs_on_unix_sockets_with_tls_hostname_and_carries_no_fds() {
+    let (_lp, reg, tmp) = setup();
+    captured();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let server = pki.server_dir("server");
+    let client = pki.client_dir("client", &good_dn());
+    reg.add_object_str(&format!(
+        "tls-creds-x509,id=ux-ts,dir={},endpoint=server",
+        server.display()
+    ))
+    .expect("server creds");
+    reg.add_object_str(&format!(
+        "tls-creds-x509,id=ux-tc,dir={},endpoint=client",
+        client.display()
+    ))
+    .expect("client creds");
+    let path = tmp.path().join("tls.sock");
+    reg.add_str(&format!(
+        "socket,id=ux-srv,path={},server=on,wait=off,tls-creds=ux-ts",
+        path.display()
+    ))
+    .expect("a TLS unix server");
+    let srv = reg.connect("ux-srv").expect("claim");
+    let srec = record(&srv, 1 << 16);
+    // A unix socket has no host: without tls-hostname a client has no name to check.
+    let err = reg
+        .add_str(&format!("socket,id=ux-bad,path={},tls-creds=ux-tc", path.display()))
+        .expect_err("no name to check");
+    assert!(err.to_string().contains("tls-hostname"), "{err}");
+    // A name the server's certificate does not carry: the handshake fails on the client.
+    reg.add_str(&format!(
+        "socket,id=ux-wrong,path={},tls-creds=ux-tc,tls-hostname=elsewhere.example",
+        path.display()
+    ))
+    .expect("the client is made; its handshake fails");
+    let wrong = reg.connect("ux-wrong").expect("claim");
+    let wrec = record(&wrong, 4096);
+    wait_logged(&["'ux-wrong'", "TLS handshake failed", "not valid for name"]);
+    client_got_no_data(&wrec);
+    reg.remove_forced("ux-wrong").expect("remove");
+    // The kit's server certificate is for localhost.
+    reg.add_str(&format!(
+        "socket,id=ux-c,path={},tls-creds=ux-tc,tls-hostname=localhost",
+        path.display()
+    ))
+    .expect("a TLS unix client");
+    let c = reg.connect("ux-c").expect("claim");
+    let crec = record(&c, 1 << 16);
+    srec.expect_event(Event::Opened);
+    crec.expect_event(Event::Opened);
+    c.write_all(b"over a unix socket\n").expect("write");
+    assert_eq!(srec.data(19), b"over a unix socket\n");
+    srv.write_all(b"and back\n").expect("write");
+    assert_eq!(crec.data(9), b"and back\n");
+    // fds have no place in TLS records: refused, not dropped silently.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
+    let err = c.write_with_fds(b"x", &[std::os::fd::AsFd::as_fd(&a)]).expect_err("fds over TLS");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
