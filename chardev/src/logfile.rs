@@ -55,7 +55,7 @@ pub(crate) const QUEUE_MAX: usize = 1 << 20;
 const LINGER: Duration = Duration::from_millis(1);
 
 /// A log with this much queued is written at once, without waiting out [`LINGER`].
-const BATCH: usize = 64 << 10;
+const BATCH: usize = 256 << 10;
 
 /// One chardev's log. Cheap to clone: clones share the file and the queue.
 #[derive(Clone)]
@@ -84,6 +84,9 @@ struct Shared {
 /// What waits for the file, and who may write it.
 struct Queue {
     bytes: Vec<u8>,
+    /// The buffer of the last batch written, kept for the next one: a burst does not grow a
+    /// new queue from nothing after every batch.
+    spare: Vec<u8>,
     /// On the writer thread's list.
     queued: bool,
     /// Someone (the writer thread with a batch, or a writer writing directly) is writing the
@@ -126,6 +129,7 @@ impl Log {
                 timestamps: spec.timestamp,
                 queue: Mutex::new(Queue {
                     bytes: Vec::new(),
+                    spare: Vec::new(),
                     queued: false,
                     owned: false,
                     last: None,
@@ -144,15 +148,22 @@ impl Log {
             return;
         }
         let s = &self.shared;
-        let now = Instant::now();
         let writer = writer();
         let mut q = lock(&s.queue);
         if q.closed {
             return;
         }
-        let burst = q.last.is_some_and(|t| now.saturating_duration_since(t) < BURST_GAP);
-        q.last = Some(now);
-        if writer.is_none() || (!burst && q.bytes.is_empty() && !q.owned) {
+        // Output waiting, or being written: a burst, without asking the clock (a write of
+        // a console line costs about as much as a clock read on some VMs). Otherwise a
+        // burst if the last write, or the last batch the writer took, was under
+        // BURST_GAP ago.
+        let burst = !q.bytes.is_empty() || q.owned || {
+            let now = Instant::now();
+            let recent = q.last.is_some_and(|t| now.saturating_duration_since(t) < BURST_GAP);
+            q.last = Some(now);
+            recent
+        };
+        if writer.is_none() || !burst {
             // Without a writer thread (it could not be started) every write is direct.
             while q.owned {
                 q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -200,8 +211,17 @@ impl Log {
 
     /// Gives back the right to write the file, and hands what queued meanwhile to the writer.
     fn release(&self) {
+        self.release_with(Vec::new());
+    }
+
+    /// [`release`](Self::release), keeping `batch`'s buffer for the next batch.
+    fn release_with(&self, mut batch: Vec<u8>) {
         let s = &self.shared;
         let mut q = lock(&s.queue);
+        if batch.capacity() > q.spare.capacity() {
+            batch.clear();
+            q.spare = batch;
+        }
         q.owned = false;
         s.room.notify_all();
         if !q.bytes.is_empty() && !q.queued && !q.closed {
@@ -223,14 +243,17 @@ impl Log {
                 return;
             }
             q.owned = true;
-            let batch = std::mem::take(&mut q.bytes);
+            // The burst went on at least until now: the next write still belongs to it.
+            q.last = Some(Instant::now());
+            let spare = std::mem::take(&mut q.spare);
+            let batch = std::mem::replace(&mut q.bytes, spare);
             s.room.notify_all();
             batch
         };
         if let Some(sink) = lock(&s.sink).as_mut() {
             sink.write(&batch);
         }
-        self.release();
+        self.release_with(batch);
     }
 
     /// Opens the log's path again (logrotate's `create` mode renamed the file): what is
@@ -510,6 +533,19 @@ impl Writer {
     }
 }
 
+/// Lowers the calling thread's priority (nice +10): the log writer runs when the guest's
+/// and the loop's threads leave a CPU to it, so that on a busy host the log costs the guest
+/// as little as possible. It never starves the log for long: the scheduler still gives
+/// it a share, and a log [`QUEUE_MAX`] behind makes writers wait for it (nothing is lost).
+fn yield_to_the_guest() {
+    // setpriority(PRIO_PROCESS, 0, ..) acts on the calling thread on Linux.
+    // SAFETY: no pointers; an error only leaves the priority as it was.
+    let r = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 10) };
+    if r != 0 {
+        log::debug!("log writer: cannot lower its priority: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// The writer thread, started at the first queued write; `None` if it cannot be started
 /// (then every write is direct).
 fn writer() -> Option<&'static Writer> {
@@ -524,7 +560,11 @@ fn writer() -> Option<&'static Writer> {
             }),
             wake: Condvar::new(),
         }));
-        match std::thread::Builder::new().name("chardev-logs".into()).spawn(|| writer.run()) {
+        let run = || {
+            yield_to_the_guest();
+            writer.run()
+        };
+        match std::thread::Builder::new().name("chardev-logs".into()).spawn(run) {
             Ok(_) => Some(writer),
             Err(e) => {
                 log::warn!("cannot start the log writer thread ({e}); logs are written directly");
