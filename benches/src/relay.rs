@@ -268,16 +268,27 @@ pub fn bare(route: Route, bytes: u64, verify: Verify) -> Result<Transfer> {
 }
 
 /// Writes the warm-up and then `bytes` of the pattern into `writer` on a thread of its own,
-/// and reads and checks them from `reader`; the clock runs from the warm-up's arrival to the
-/// last byte's.
-fn stream(mut writer: File, mut reader: File, bytes: u64, verify: Verify) -> Result<Transfer> {
+/// reads and checks them from `reader`; the clock runs from the warm-up's arrival to the
+/// last byte's (P2, P3, P16).
+pub(crate) fn stream<W, R>(
+    mut writer: W,
+    mut reader: R,
+    bytes: u64,
+    verify: Verify,
+) -> Result<Transfer>
+where
+    W: Write + Send + 'static,
+    R: Read,
+{
     let (go, wait_go) = channel::<()>();
     let (close, wait_close) = channel::<()>();
     let writing = std::thread::spawn(move || -> std::io::Result<()> {
         let pattern = Pattern::default();
         pattern.write(&mut writer, 0, WARMUP)?;
+        writer.flush()?;
         if wait_go.recv().is_ok() {
             pattern.write(&mut writer, WARMUP, bytes)?;
+            writer.flush()?;
             let _ = wait_close.recv();
         }
         Ok(())

@@ -31,7 +31,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,10 +42,10 @@ use chardev_socket::websocket::Step;
 use chardev_testkit::certs::{Dn, Pki};
 
 use crate::fixture::{Chardevs, Idle, OpenCount};
-use crate::pattern::{Checker, Pattern, Verify, CHUNK};
+use crate::pattern::Verify;
 use crate::peer::{self, retry, Process, STARTUP};
 use crate::proc_status::{cpu_time, process_cpu, Who};
-use crate::relay::{SOCAT_BUFFER, WARMUP};
+use crate::relay::SOCAT_BUFFER;
 use crate::{transfer_deadline, Context, Result, Transfer};
 
 /// Why P16/P17 cannot run here, if they cannot: the programs they need.
@@ -235,8 +235,8 @@ pub fn relay(
         let tls = TlsPeer::connect(&setup, port, timeout)?;
         let plain = File::from(OwnedFd::from(plain));
         match direction {
-            Direction::UnixToTls => stream(plain, tls, bytes, verify),
-            Direction::TlsToUnix => stream(tls, plain, bytes, verify),
+            Direction::UnixToTls => crate::relay::stream(plain, tls, bytes, verify),
+            Direction::TlsToUnix => crate::relay::stream(tls, plain, bytes, verify),
         }
     })();
     let exited = process.exited();
@@ -259,57 +259,6 @@ pub fn socat_cipher(dir: &Path) -> Option<String> {
     let log = std::fs::read_to_string(dir.join("socat-tls.log")).ok()?;
     log.lines()
         .find_map(|l| l.split_once("SSL connection using ").map(|(_, c)| c.trim().to_string()))
-}
-
-/// Writes the warm-up and then `bytes` of the pattern into `writer` on a thread of its own,
-/// reads and checks them from `reader`; the clock runs from the warm-up's arrival to the
-/// last byte's (as P2's).
-fn stream<W, R>(mut writer: W, mut reader: R, bytes: u64, verify: Verify) -> Result<Transfer>
-where
-    W: Write + Send + 'static,
-    R: Read,
-{
-    let (go, wait_go) = channel::<()>();
-    let (close, wait_close) = channel::<()>();
-    let writing = std::thread::spawn(move || -> io::Result<()> {
-        let pattern = Pattern::default();
-        pattern.write(&mut writer, 0, WARMUP)?;
-        writer.flush()?;
-        if wait_go.recv().is_ok() {
-            pattern.write(&mut writer, WARMUP, bytes)?;
-            writer.flush()?;
-            let _ = wait_close.recv();
-        }
-        Ok(())
-    });
-    let total = WARMUP + bytes;
-    let mut checker = Checker::new(verify);
-    let mut buf = vec![0u8; CHUNK];
-    let mut start = None;
-    let read = (|| -> Result<Instant> {
-        while checker.received() < total {
-            if start.is_none() && checker.received() >= WARMUP {
-                start = Some(Instant::now());
-                go.send(()).map_err(|_| "the writer stopped after the warm-up")?;
-            }
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => checker.consume(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read after {} bytes: {e}", checker.received())),
-            }
-        }
-        Ok(Instant::now())
-    })();
-    let _ = close.send(());
-    drop((go, close));
-    drop(reader);
-    let written = writing.join().map_err(|_| "the writer panicked")?;
-    let at = read?;
-    checker.finish(total)?;
-    written.context("write into the relay")?;
-    let start = start.ok_or("the warm-up never arrived")?;
-    Ok(Transfer { units: bytes, elapsed: at - start, cpu: Duration::ZERO })
 }
 
 /// One P17 run: how many handshakes the client completed in how long, the server's CPU

@@ -20,7 +20,8 @@ fn relay_with(flags: &[&str], a: &str, b: &str) -> Relay {
     Relay(Command::new(BIN).args(flags).args([a, b]).stdin(Stdio::null()).spawn().unwrap())
 }
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
+/// Deterministic bytes (xorshift), different for each seed.
+pub(crate) fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed;
     (0..len)
         .map(|_| {

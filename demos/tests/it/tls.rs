@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::relay::data;
 use chardev_testkit::certs::{Dn, Pki};
 use chardev_testkit::*;
 
@@ -363,19 +364,6 @@ fn openssl_s_client_with_a_client_certificate_talks_to_the_guest() {
         .arg("-key")
         .arg(certs.client_key());
     echo_through_tls_program(cmd, &format!("openssl s_client (console said {:?})", c.said()));
-}
-
-/// Deterministic bytes (xorshift), different for each seed.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Accepts one connection on `listener`, waiting at most [`DEADLINE`].
