@@ -253,6 +253,10 @@ impl Services {
         if matches!(&*self.migration(), MigrationState::Active { .. }) {
             return Err("There's a migration process in progress".into());
         }
+        // Listening before the reply, as QEMU does: a source told to migrate as soon as
+        // migrate-incoming has answered finds the socket ready (not refused), and a bind
+        // error is this command's error.
+        let source = source.listen()?;
         let services = self.clone();
         let spawned = std::thread::Builder::new().name("incoming".into()).spawn(move || {
             match services.load_from(source) {
@@ -273,7 +277,7 @@ impl Services {
         spawned.map(drop).map_err(|e| format!("cannot start the incoming migration: {e}"))
     }
 
-    fn load_from(&self, source: MigrationEndpoint) -> Result<(), String> {
+    fn load_from(&self, source: Listening) -> Result<(), String> {
         let fd = source.accept()?;
         // A migration fd is read with plain blocking reads: make it so (the seed's rule: code
         // that needs a mode sets it).
@@ -304,6 +308,30 @@ impl Services {
     }
 }
 
+/// An incoming migration's source, ready before `migrate-incoming` answers.
+enum Listening {
+    Fd(OwnedFd),
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+    Tcp(std::net::TcpListener, String),
+}
+
+impl Listening {
+    /// The fd to read the stream from: the passed fd, or the first connection.
+    fn accept(self) -> Result<OwnedFd, String> {
+        match self {
+            Listening::Fd(fd) => Ok(fd),
+            Listening::Unix(l, path) => l
+                .accept()
+                .map(|(s, _)| OwnedFd::from(s))
+                .map_err(|e| format!("incoming on '{}': {e}", path.display())),
+            Listening::Tcp(l, addr) => l
+                .accept()
+                .map(|(s, _)| OwnedFd::from(s))
+                .map_err(|e| format!("incoming on '{addr}': {e}")),
+        }
+    }
+}
+
 impl MigrationEndpoint {
     /// The fd to write a stream to: the passed fd, or a connection to the address.
     fn connect(self) -> Result<OwnedFd, String> {
@@ -318,17 +346,15 @@ impl MigrationEndpoint {
         }
     }
 
-    /// The fd to read a stream from: the passed fd, or the first connection to the address.
-    fn accept(self) -> Result<OwnedFd, String> {
+    /// Where a stream will come from: the passed fd, or a socket listening on the address.
+    fn listen(self) -> Result<Listening, String> {
         match self {
-            MigrationEndpoint::Fd(fd) => Ok(fd),
+            MigrationEndpoint::Fd(fd) => Ok(Listening::Fd(fd)),
             MigrationEndpoint::Unix(path) => std::os::unix::net::UnixListener::bind(&path)
-                .and_then(|l| l.accept())
-                .map(|(s, _)| OwnedFd::from(s))
+                .map(|l| Listening::Unix(l, path.clone()))
                 .map_err(|e| format!("incoming on '{}': {e}", path.display())),
             MigrationEndpoint::Tcp(addr) => std::net::TcpListener::bind(addr.as_str())
-                .and_then(|l| l.accept())
-                .map(|(s, _)| OwnedFd::from(s))
+                .map(|l| Listening::Tcp(l, addr.clone()))
                 .map_err(|e| format!("incoming on '{addr}': {e}")),
         }
     }
