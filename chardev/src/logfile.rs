@@ -22,7 +22,8 @@
 //!   quiet spell ([`BURST_GAP`]) goes to the file at once (so the log has it when the write
 //!   returns), but writes that follow each other closely are queued and written in large
 //!   batches (what gathers in [`LINGER`], or [`BATCH`] bytes) by one thread shared by every
-//!   log of the process. A writer waits only while
+//!   log of the process, at nice +10 so that the guest's threads come first on a busy host.
+//!   A writer waits only while
 //!   its log is more than [`QUEUE_MAX`] behind (the disk slower than the guest): nothing is
 //!   dropped, as in QEMU, which writes the log synchronously.
 
