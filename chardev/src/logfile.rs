@@ -348,6 +348,11 @@ impl Sink {
         if rotation.backups == 0 {
             gone_is_fine(std::fs::remove_file(&self.path))?;
         } else {
+            // The oldest goes first, so that no rename replaces a file: on ext4 a rename over
+            // an existing file starts the writeback of the renamed one (`auto_da_alloc`, for
+            // editors that save by renaming), which put every rotated backup on the disk at
+            // once, in this thread, and made the next rotation wait for that I/O.
+            gone_is_fine(std::fs::remove_file(numbered(rotation.backups)))?;
             for i in (1..rotation.backups).rev() {
                 gone_is_fine(std::fs::rename(numbered(i), numbered(i + 1)))?;
             }
