@@ -103,3 +103,46 @@ fn check_log(path: &Path, bytes: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// What this machine's kernel charges for the log's bytes alone: `bytes` appended to a file
+/// in `dir` by one thread in 256 KiB writes (the log's batches), rotated as P14's log is
+/// (16 MiB, two kept, the oldest removed first), in CPU seconds per GiB of that thread.
+/// Against the unlogged path's CPU per byte it gives the floor of P14's CPU ratio on this
+/// machine: the page-cache copy differs threefold between machines here (0.25-0.3 s/GiB on
+/// one, 0.8 on another), and it is the larger part of what a log costs.
+pub fn page_cache_cost(dir: &Path, bytes: u64) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("calibrate.log");
+    let numbered = |i: u32| path.with_file_name(format!("calibrate.log.{i}"));
+    let batch = vec![b'x'; 256 << 10];
+    let open = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .context("open the calibration file")
+    };
+    let cpu = cpu_time(Who::Thread)?;
+    let mut file = open()?;
+    let (mut size, mut written) = (0u64, 0u64);
+    while written < bytes {
+        let n = batch.len().min((LOG_MAX_SIZE - size) as usize);
+        file.write_all(&batch[..n]).context("write the calibration file")?;
+        size += n as u64;
+        written += n as u64;
+        if size == LOG_MAX_SIZE {
+            drop(file);
+            let _ = std::fs::remove_file(numbered(2));
+            let _ = std::fs::rename(numbered(1), numbered(2));
+            std::fs::rename(&path, numbered(1)).context("rotate the calibration file")?;
+            file = open()?;
+            size = 0;
+        }
+    }
+    drop(file);
+    let cpu = cpu_time(Who::Thread)? - cpu;
+    for name in [path.clone(), numbered(1), numbered(2)] {
+        let _ = std::fs::remove_file(name);
+    }
+    Ok(cpu.as_secs_f64() / (bytes as f64 / f64::from(1u32 << 30)))
+}
