@@ -40,6 +40,18 @@ pub(crate) struct Opened {
 /// frontend.
 pub(crate) const OVERFLOW_SLOT: usize = 7;
 
+/// What a frontend does with output that a backend with no peer refuses (`NotConnected`),
+/// which decides whether the logfile gets it then.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Unsent {
+    /// Given up, as a guest's UART does: logged at once, as QEMU logs what its backend
+    /// refuses.
+    Dropped,
+    /// Kept and written again once the backend is open (a relay): logged when written, so
+    /// that the log has it once.
+    Kept,
+}
+
 pub(crate) struct Cell {
     pub(crate) label: String,
     backend: Mutex<Box<dyn Chardev>>,
@@ -256,17 +268,22 @@ impl Cell {
     }
 
     /// One non-blocking write of frontend output, logged.
-    pub(crate) fn write(self: &Arc<Self>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    pub(crate) fn write(
+        self: &Arc<Self>,
+        buf: &[u8],
+        fds: &[BorrowedFd<'_>],
+        unsent: Unsent,
+    ) -> io::Result<usize> {
         if self.stamping() {
             return self.write_stamped(buf, fds);
         }
         let mut overflow = lock(&self.overflow);
         if let Some(queue) = overflow.as_mut() {
-            return self.write_dropping(queue, buf, fds);
+            return self.write_dropping(queue, buf, fds, unsent);
         }
         drop(overflow);
         let r = self.backend().write(buf, fds);
-        self.log_output(buf, &r);
+        self.log_output(buf, &r, unsent);
         self.note_short(buf.len(), &r);
         self.count_out(&r);
         r
@@ -281,19 +298,20 @@ impl Cell {
         queue: &mut OverflowQueue,
         buf: &[u8],
         fds: &[BorrowedFd<'_>],
+        unsent: Unsent,
     ) -> io::Result<usize> {
         if queue.is_empty() {
             let r = self.backend().write(buf, fds);
             match &r {
                 Ok(n) if *n >= buf.len() => {
-                    self.log_output(buf, &r);
+                    self.log_output(buf, &r, Unsent::Dropped);
                     self.count_out(&r);
                     return r;
                 }
                 Ok(n) => {
                     let n = *n;
                     self.count_out(&r);
-                    self.log_output(buf, &Ok(buf.len()));
+                    self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
                     self.queue_rest(queue, &buf[n..]);
                     return Ok(buf.len());
                 }
@@ -303,12 +321,12 @@ impl Cell {
                         // Fds cannot wait in a queue of bytes.
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    self.log_output(buf, &Ok(buf.len()));
+                    self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
                     self.queue_rest(queue, buf);
                     return Ok(buf.len());
                 }
                 Err(_) => {
-                    self.log_output(buf, &r);
+                    self.log_output(buf, &r, unsent);
                     return r;
                 }
             }
@@ -317,7 +335,7 @@ impl Cell {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         // Behind already: queue after what waits, so that order holds.
-        self.log_output(buf, &Ok(buf.len()));
+        self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
         self.queue_rest(queue, buf);
         if !queue.waiting {
             self.flush_queue(queue);
@@ -429,7 +447,7 @@ impl Cell {
         }
         // overflow=drop: never waits; the queue takes what the backend does not.
         if lock(&self.overflow).is_some() {
-            return self.write(buf, &[]).map(drop);
+            return self.write(buf, &[], Unsent::Dropped).map(drop);
         }
         self.write_all_raw(buf)
     }
@@ -448,7 +466,7 @@ impl Cell {
                     r => (r, None),
                 }
             };
-            self.log_output(rest, &r);
+            self.log_output(rest, &r, Unsent::Dropped);
             self.count_out(&r);
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -497,8 +515,9 @@ impl Cell {
     }
 
     /// Copies frontend output to the logfile: the bytes written, or all of them when the
-    /// write failed for good (QEMU: "assume this method won't be invoked again").
-    fn log_output(&self, buf: &[u8], result: &io::Result<usize>) {
+    /// write failed for good (QEMU: "assume this method won't be invoked again"), unless the
+    /// frontend keeps them to write again once a peer is there.
+    fn log_output(&self, buf: &[u8], result: &io::Result<usize>, unsent: Unsent) {
         // Written under the cell's log lock, without cloning the log per write (two atomic
         // operations fewer per console line): Log::write only queues (or, after a quiet
         // spell, writes one line), and what else takes this lock (a reopen, a hot swap)
@@ -511,6 +530,8 @@ impl Cell {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
             // Refused before anything was sent (fds on a backend that cannot carry them).
             Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
+            // Logged when they are written.
+            Err(e) if unsent == Unsent::Kept && e.kind() == io::ErrorKind::NotConnected => return,
             Err(_) => buf,
         };
         log.write(logged);

@@ -150,7 +150,9 @@ impl Shared {
             fds.clear();
         }
         let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        let written = match self.handles[to].write_with_fds(data, &borrowed) {
+        // A side with no peer refuses with NotConnected; the bytes wait here, and the chardev
+        // logs them once they are written (`write_retrying`), not also now.
+        let written = match self.handles[to].write_retrying(data, &borrowed) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotConnected => 0,
@@ -183,7 +185,7 @@ impl Shared {
         let result = match (&self.pipes[from], piped) {
             (_, false) => {
                 let borrowed: Vec<_> = b.fds.iter().map(AsFd::as_fd).collect();
-                self.handles[to].write_with_fds(b.unsent(), &borrowed)
+                self.handles[to].write_retrying(b.unsent(), &borrowed)
             }
             (Some(pipe), true) if b.piped > 0 => {
                 self.handles[to].write_from_pipe(pipe.r.as_fd(), b.piped)

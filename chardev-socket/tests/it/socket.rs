@@ -485,3 +485,33 @@ fn a_host_with_one_bracket_and_a_path_with_a_nul_are_refused_for_what_they_are()
     assert!(err.to_string().contains("contains a NUL byte"), "{err}");
     assert!(reg.query().is_empty());
 }
+
+/// Output refused for want of a client goes to the logfile at once from `write` (a guest's
+/// frontend drops it, and QEMU logs it), but not from `write_retrying` (a relay keeps it and
+/// writes it again): that is logged once, when it is written.
+#[test]
+fn refused_output_is_logged_at_once_unless_the_frontend_will_write_it_again() {
+    let (_lp, reg, dir) = setup();
+    let (path, log) = (dir.path().join("s.sock"), dir.path().join("s.log"));
+    reg.add_str(&format!(
+        "socket,id=s,path={},server=on,wait=off,logfile={}",
+        path.display(),
+        log.display()
+    ))
+    .unwrap();
+    let h = reg.connect("s").unwrap();
+    let rec = record(&h, 4096);
+    let err = h.write(b"dropped\n").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected, "{err}");
+    let err = h.write_retrying(b"kept\n", &[]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected, "{err}");
+    let mut peer = TimedPipe(UnixStream::connect(&path).unwrap());
+    rec.expect_event(Event::Opened);
+    assert_eq!(h.write_retrying(b"kept\n", &[]).unwrap(), 5);
+    let mut got = [0u8; 5];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"kept\n");
+    // Removal writes what the log still queues and closes it.
+    reg.remove_forced("s").unwrap();
+    assert_eq!(String::from_utf8_lossy(&std::fs::read(&log).unwrap()), "dropped\nkept\n");
+}

@@ -9,7 +9,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::cell::Cell;
+use crate::cell::{Cell, Unsent};
 use crate::error::Result;
 use crate::serial::{ModemLines, SerialParams};
 
@@ -113,7 +113,7 @@ impl FrontendHandle {
     /// Writes what the backend takes now, without blocking; may be partial. Fails with
     /// `WouldBlock` when nothing fits, `NotConnected` when there is no peer.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.cell().ok_or_else(|| self.detached())?.write(buf, &[])
+        self.cell().ok_or_else(|| self.detached())?.write(buf, &[], Unsent::Dropped)
     }
 
     /// Writes all of `buf`, waiting for the backend to drain when it is full. Returns when
@@ -160,8 +160,20 @@ impl FrontendHandle {
     /// Writes `buf` with `fds` attached to its first byte (SCM_RIGHTS on unix sockets). The
     /// fds stay the caller's; the peer gets copies. Backends that cannot pass fds refuse with
     /// `Unsupported`, writing nothing.
+    ///
+    /// Output that fails with `NotConnected` (no peer) goes to the chardev's logfile at
+    /// once, as QEMU logs what its backend refuses: a guest's frontend drops it. A frontend
+    /// that keeps it to write again later uses [`write_retrying`](Self::write_retrying).
     pub fn write_with_fds(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        self.cell().ok_or_else(|| self.detached())?.write(buf, fds)
+        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, Unsent::Dropped)
+    }
+
+    /// As [`write_with_fds`](Self::write_with_fds), for a frontend that keeps what a backend
+    /// with no peer refuses (`NotConnected`) and writes it again once the chardev is open,
+    /// as a relay does: the logfile gets those bytes when they are written, not also when
+    /// they were refused, so that it has each byte once.
+    pub fn write_retrying(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, Unsent::Kept)
     }
 
     /// The terminal size (columns, rows) the other end last reported ([`Event::Resize`]),

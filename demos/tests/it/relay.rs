@@ -523,3 +523,43 @@ fn vm_rss(pid: u32) -> usize {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
 }
+
+nix::ioctl_read_bad!(unix_outq, nix::libc::TIOCOUTQ, nix::libc::c_int);
+
+/// Bytes a unix stream socket has sent that its peer has not read yet (`SIOCOUTQ`).
+fn unread_by_peer(sock: &UnixStream) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: the fd is open for the call, and the ioctl writes one int into `n`.
+    unsafe { unix_outq(std::os::fd::AsRawFd::as_raw_fd(sock), &mut n) }.unwrap();
+    n as usize
+}
+
+/// A chardev's `logfile=` holds what the relay wrote into it once, also when the bytes had
+/// to wait for a client: the relay used to log them when the write found no client (as QEMU
+/// logs output its backend refuses), and again when it wrote them after the client came.
+#[test]
+fn output_that_waits_for_a_client_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    let (pa, sa) = server(dir.path(), "a.sock");
+    let (pb, sb) = server(dir.path(), "b.sock");
+    let _r = relay(&format!("{sa},logfile={}", log.display()), &sb);
+    let mut b = connect_unix(&pb);
+    b.write_all(b"before the client\n").unwrap();
+    // The relay has read it (and found side a with no client) once b's bytes are all read.
+    wait_until("the relay to read side b", || unread_by_peer(&b) == 0);
+    let mut a = TimedPipe(connect_unix(&pa));
+    let mut got = [0u8; 18];
+    a.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"before the client\n");
+    b.write_all(b"after it\n").unwrap();
+    let mut got = [0u8; 9];
+    a.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after it\n");
+    let want = b"before the client\nafter it\n";
+    wait_until("the log to have the second line", || {
+        std::fs::read(&log).is_ok_and(|l| l.ends_with(b"after it\n"))
+    });
+    let logged = std::fs::read(&log).unwrap();
+    assert_eq!(String::from_utf8_lossy(&logged), String::from_utf8_lossy(want));
+}
