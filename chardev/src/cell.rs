@@ -40,16 +40,19 @@ pub(crate) struct Opened {
 /// frontend.
 pub(crate) const OVERFLOW_SLOT: usize = 7;
 
-/// What a frontend does with output that a backend with no peer refuses (`NotConnected`),
-/// which decides whether the logfile gets it then.
+/// How a write of frontend output goes to the chardev's logfile.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Unsent {
-    /// Given up, as a guest's UART does: logged at once, as QEMU logs what its backend
-    /// refuses.
-    Dropped,
-    /// Kept and written again once the backend is open (a relay): logged when written, so
+pub(crate) enum LogAs {
+    /// New output: logged as written, and all of it at once when refused for good (no
+    /// peer), since the frontend drops it then, as a guest's UART does (QEMU logs it too).
+    Output,
+    /// New output that the frontend keeps when a backend with no peer refuses it
+    /// (`NotConnected`) and writes again once it is open (a relay): logged when written, so
     /// that the log has it once.
-    Kept,
+    Retried,
+    /// Output written before, sent again to a peer that just came (a hub's history): the
+    /// log has it already.
+    Replay,
 }
 
 pub(crate) struct Cell {
@@ -272,18 +275,18 @@ impl Cell {
         self: &Arc<Self>,
         buf: &[u8],
         fds: &[BorrowedFd<'_>],
-        unsent: Unsent,
+        log_as: LogAs,
     ) -> io::Result<usize> {
         if self.stamping() {
             return self.write_stamped(buf, fds);
         }
         let mut overflow = lock(&self.overflow);
         if let Some(queue) = overflow.as_mut() {
-            return self.write_dropping(queue, buf, fds, unsent);
+            return self.write_dropping(queue, buf, fds, log_as);
         }
         drop(overflow);
         let r = self.backend().write(buf, fds);
-        self.log_output(buf, &r, unsent);
+        self.log_output(buf, &r, log_as);
         self.note_short(buf.len(), &r);
         self.count_out(&r);
         r
@@ -298,20 +301,20 @@ impl Cell {
         queue: &mut OverflowQueue,
         buf: &[u8],
         fds: &[BorrowedFd<'_>],
-        unsent: Unsent,
+        log_as: LogAs,
     ) -> io::Result<usize> {
         if queue.is_empty() {
             let r = self.backend().write(buf, fds);
             match &r {
                 Ok(n) if *n >= buf.len() => {
-                    self.log_output(buf, &r, Unsent::Dropped);
+                    self.log_output(buf, &r, log_as);
                     self.count_out(&r);
                     return r;
                 }
                 Ok(n) => {
                     let n = *n;
                     self.count_out(&r);
-                    self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
+                    self.log_output(buf, &Ok(buf.len()), log_as);
                     self.queue_rest(queue, &buf[n..]);
                     return Ok(buf.len());
                 }
@@ -321,12 +324,12 @@ impl Cell {
                         // Fds cannot wait in a queue of bytes.
                         return Err(io::ErrorKind::WouldBlock.into());
                     }
-                    self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
+                    self.log_output(buf, &Ok(buf.len()), log_as);
                     self.queue_rest(queue, buf);
                     return Ok(buf.len());
                 }
                 Err(_) => {
-                    self.log_output(buf, &r, unsent);
+                    self.log_output(buf, &r, log_as);
                     return r;
                 }
             }
@@ -335,7 +338,7 @@ impl Cell {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         // Behind already: queue after what waits, so that order holds.
-        self.log_output(buf, &Ok(buf.len()), Unsent::Dropped);
+        self.log_output(buf, &Ok(buf.len()), log_as);
         self.queue_rest(queue, buf);
         if !queue.waiting {
             self.flush_queue(queue);
@@ -447,7 +450,7 @@ impl Cell {
         }
         // overflow=drop: never waits; the queue takes what the backend does not.
         if lock(&self.overflow).is_some() {
-            return self.write(buf, &[], Unsent::Dropped).map(drop);
+            return self.write(buf, &[], LogAs::Output).map(drop);
         }
         self.write_all_raw(buf)
     }
@@ -466,7 +469,7 @@ impl Cell {
                     r => (r, None),
                 }
             };
-            self.log_output(rest, &r, Unsent::Dropped);
+            self.log_output(rest, &r, LogAs::Output);
             self.count_out(&r);
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -516,12 +519,15 @@ impl Cell {
 
     /// Copies frontend output to the logfile: the bytes written, or all of them when the
     /// write failed for good (QEMU: "assume this method won't be invoked again"), unless the
-    /// frontend keeps them to write again once a peer is there.
-    fn log_output(&self, buf: &[u8], result: &io::Result<usize>, unsent: Unsent) {
+    /// frontend keeps them to write again once a peer is there; nothing for a replay.
+    fn log_output(&self, buf: &[u8], result: &io::Result<usize>, log_as: LogAs) {
         // Written under the cell's log lock, without cloning the log per write (two atomic
         // operations fewer per console line): Log::write only queues (or, after a quiet
         // spell, writes one line), and what else takes this lock (a reopen, a hot swap)
         // can wait that long.
+        if log_as == LogAs::Replay {
+            return;
+        }
         let guard = lock(&self.log);
         let Some(log) = guard.as_ref() else { return };
         let logged = match result {
@@ -531,7 +537,7 @@ impl Cell {
             // Refused before anything was sent (fds on a backend that cannot carry them).
             Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
             // Logged when they are written.
-            Err(e) if unsent == Unsent::Kept && e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) if log_as == LogAs::Retried && e.kind() == io::ErrorKind::NotConnected => return,
             Err(_) => buf,
         };
         log.write(logged);

@@ -515,3 +515,44 @@ fn refused_output_is_logged_at_once_unless_the_frontend_will_write_it_again() {
     reg.remove_forced("s").unwrap();
     assert_eq!(String::from_utf8_lossy(&std::fs::read(&log).unwrap()), "dropped\nkept\n");
 }
+
+/// A hub's history, replayed to a member's new client, is not logged again by the member:
+/// its logfile holds each byte of the hub's output once however often clients come.
+#[test]
+fn a_hub_members_log_holds_the_output_once_though_history_is_replayed_to_each_client() {
+    let (_lp, reg, dir) = setup();
+    let (path, log) = (dir.path().join("m.sock"), dir.path().join("m.log"));
+    reg.add_str(&format!(
+        "socket,id=m,path={},server=on,wait=off,logfile={}",
+        path.display(),
+        log.display()
+    ))
+    .unwrap();
+    reg.add_str("ringbuf,id=r,size=1024").unwrap();
+    reg.add_str("hub,id=h,chardevs.0=m,chardevs.1=r,history=1k").unwrap();
+    let h = reg.connect("h").unwrap();
+    let _rec = record(&h, 4096);
+    h.write_all(b"before any client\n").unwrap();
+    let mut want = b"before any client\n".to_vec();
+    for round in 0..2 {
+        let mut client = TimedPipe(UnixStream::connect(&path).unwrap());
+        let live = format!("live {round}\n");
+        // The history first (everything so far), then the live line.
+        let mut got = vec![0u8; want.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+        h.write_all(live.as_bytes()).unwrap();
+        let mut got = vec![0u8; live.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, live.as_bytes());
+        want.extend_from_slice(live.as_bytes());
+        // The next client is accepted once the member has seen this one go.
+        drop(client);
+    }
+    reg.remove_forced("h").unwrap();
+    reg.remove_forced("m").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&log).unwrap()),
+        String::from_utf8_lossy(&want)
+    );
+}

@@ -13,7 +13,8 @@
 //! opens (a client connects to a socket member) first gets the last `history=` bytes. A
 //! member that is not open is still offered the output, once and without waiting (QEMU skips
 //! it): a socket server with its own `history=`, or a pty with a backlog, keeps it for its
-//! next peer; the others refuse it as they would anyway.
+//! next peer; the others refuse it as they would anyway. A member's logfile gets each byte
+//! once: the history replayed to a new peer goes out with [`FrontendHandle::write_replay`].
 //!
 //! Lock order, in one direction only: the hub cell's backend lock (held around every
 //! [`Chardev`] call) → the shared state (`Shared`) → a member's backend lock (inside
@@ -121,6 +122,10 @@ struct Member {
     marker: Vec<u8>,
     /// A `notify_writable` is outstanding: output waits for [`Frontend::writable`].
     waiting: bool,
+    /// Where the output stood in the ring when this member last opened: what comes before
+    /// is the history replayed to its new peer, written with
+    /// [`FrontendHandle::write_replay`] so that a member's logfile does not get it again.
+    replay_end: u64,
 }
 
 /// Where a member is, and its place in the output.
@@ -153,6 +158,7 @@ impl Hub {
                 handle: Some(handle),
                 marker: Vec::new(),
                 waiting: false,
+                replay_end: 0,
             })
             .collect::<Vec<_>>();
         let shared = Arc::new(Mutex::new(Shared {
@@ -254,12 +260,18 @@ impl Shared {
                 }
             }
             let marker = !member.marker.is_empty();
-            let chunk = if marker { &member.marker[..] } else { reader.due(ring).0 };
+            let mut chunk = if marker { &member.marker[..] } else { reader.due(ring).0 };
+            let replay = !marker && reader.pos() < member.replay_end;
+            if replay {
+                let rest = usize::try_from(member.replay_end - reader.pos()).unwrap_or(usize::MAX);
+                chunk = &chunk[..chunk.len().min(rest)];
+            }
             if chunk.is_empty() {
                 return;
             }
             let len = chunk.len();
-            match handle.write(chunk) {
+            let written = if replay { handle.write_replay(chunk) } else { handle.write(chunk) };
+            match written {
                 Ok(n) => {
                     if marker {
                         member.marker.drain(..n.min(len));
@@ -300,8 +312,15 @@ impl Shared {
                         return;
                     }
                     // Open before the hub was on the loop: whatever it would have missed.
-                    MemberState::Joining(joining) if joining.pos() <= fresh.pos() => joining,
-                    MemberState::Joining(_) | MemberState::Closed => fresh,
+                    MemberState::Joining(joining) if joining.pos() <= fresh.pos() => {
+                        member.replay_end = 0;
+                        joining
+                    }
+                    // The history was offered to the member as it was written: a replay.
+                    MemberState::Joining(_) | MemberState::Closed => {
+                        member.replay_end = self.ring.total();
+                        fresh
+                    }
                 };
                 member.state = MemberState::Open(reader);
                 member.marker.clear();
@@ -360,9 +379,18 @@ impl Chardev for Hub {
         let mut shared = lock(&self.shared);
         shared.waker = Some(io.waker());
         // Members that were open when claimed have said so by now (their install came
-        // before this); the others open later and get the history only.
-        for member in &mut shared.members {
-            if let MemberState::Joining(_) = member.state {
+        // before this); the others open later and get the history only. They are offered
+        // what was written before this, as later output is offered to a closed member, so
+        // that a member's logfile (and a member that keeps output for its next peer) has it.
+        let Shared { members, ring, .. } = &mut *shared;
+        for member in members.iter_mut() {
+            if let MemberState::Joining(reader) = &member.state {
+                if let Some(handle) = &member.handle {
+                    let (a, b) = reader.due(ring);
+                    for piece in [a, b].into_iter().filter(|p| !p.is_empty()) {
+                        let _ = handle.write(piece);
+                    }
+                }
                 member.state = MemberState::Closed;
             }
         }

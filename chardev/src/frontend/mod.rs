@@ -9,7 +9,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::cell::{Cell, Unsent};
+use crate::cell::{Cell, LogAs};
 use crate::error::Result;
 use crate::serial::{ModemLines, SerialParams};
 
@@ -113,7 +113,7 @@ impl FrontendHandle {
     /// Writes what the backend takes now, without blocking; may be partial. Fails with
     /// `WouldBlock` when nothing fits, `NotConnected` when there is no peer.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.cell().ok_or_else(|| self.detached())?.write(buf, &[], Unsent::Dropped)
+        self.cell().ok_or_else(|| self.detached())?.write(buf, &[], LogAs::Output)
     }
 
     /// Writes all of `buf`, waiting for the backend to drain when it is full. Returns when
@@ -165,7 +165,7 @@ impl FrontendHandle {
     /// once, as QEMU logs what its backend refuses: a guest's frontend drops it. A frontend
     /// that keeps it to write again later uses [`write_retrying`](Self::write_retrying).
     pub fn write_with_fds(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, Unsent::Dropped)
+        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, LogAs::Output)
     }
 
     /// As [`write_with_fds`](Self::write_with_fds), for a frontend that keeps what a backend
@@ -173,7 +173,14 @@ impl FrontendHandle {
     /// as a relay does: the logfile gets those bytes when they are written, not also when
     /// they were refused, so that it has each byte once.
     pub fn write_retrying(&self, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, Unsent::Kept)
+        self.cell().ok_or_else(|| self.detached())?.write(buf, fds, LogAs::Retried)
+    }
+
+    /// As [`write`](Self::write), for output this frontend wrote before and now sends again
+    /// to a peer that just came (a history replay, as a hub gives a member's new client):
+    /// the chardev's logfile has those bytes already and does not get them again.
+    pub fn write_replay(&self, buf: &[u8]) -> io::Result<usize> {
+        self.cell().ok_or_else(|| self.detached())?.write(buf, &[], LogAs::Replay)
     }
 
     /// The terminal size (columns, rows) the other end last reported ([`Event::Resize`]),
