@@ -14,7 +14,7 @@
 //! | `__com.example_chardev-log-reopen` | `id`? | `{}`: the logfile of chardev `id`, or of every chardev that has one, opened again by its path (logrotate's `create` mode) |
 //!
 //! `query-chardev` gains one member per chardev, `__com.example_counters`: `bytes-in`,
-//! `bytes-out`, `dropped-overflow`, `queued-overflow`, `dropped-viewers`, `dropped-backlog`, `blocked-ns`,
+//! `bytes-out`, `dropped-overflow`, `queued-overflow`, `dropped-viewers`, `dropped-backlog`, `dropped-log`, `blocked-ns`,
 //! `connections`, `fds-received`, `fds-closed` (see `chardev::Counters`);
 //! and the events `__COM.EXAMPLE_CHARDEV_SESSION_OPENED` `{id, session, peer, role}` and
 //! `__COM.EXAMPLE_CHARDEV_SESSION_CLOSED` `{id, session, peer, role, reason}` (QAPI's event
@@ -64,6 +64,7 @@ pub fn counters_json(c: &chardev::Counters) -> Value {
         "queued-overflow": c.queued_overflow,
         "dropped-viewers": c.dropped_viewers,
         "dropped-backlog": c.dropped_backlog,
+        "dropped-log": c.dropped_log,
         "blocked-ns": c.blocked_ns,
         "connections": c.connections,
         "fds-received": c.fds_received,

@@ -397,6 +397,7 @@ impl Cell {
     pub(crate) fn counters(&self) -> crate::Counters {
         let mut counters = self.counters.snapshot();
         counters.queued_overflow = lock(&self.overflow).as_ref().map_or(0, OverflowQueue::queued);
+        counters.dropped_log += lock(&self.log).as_ref().map_or(0, Log::lost);
         self.backend().counters(&mut counters);
         counters
     }
@@ -559,6 +560,7 @@ impl Cell {
         // What the old log still queues is written, and its file closed, before this returns.
         if let Some(log) = old_log {
             log.close();
+            CoreCounters::add(&self.counters.dropped_log, log.lost());
         }
         drop(old_leases);
     }

@@ -29,6 +29,10 @@ pub struct Counters {
     pub dropped_viewers: u64,
     /// Output bytes a backlog lost to its bound while nobody was connected (`backlog=`).
     pub dropped_backlog: u64,
+    /// Output bytes the `logfile=` could not take (a full disk, an I/O error, a failed
+    /// rotation): the frontend's writes went on, and a line in the file marks where they
+    /// are missing once it takes writes again.
+    pub dropped_log: u64,
     /// Nanoseconds writers spent waiting for the backend to take output (`write_all` on a
     /// full backend: how long the guest was held up).
     pub blocked_ns: u64,
@@ -47,6 +51,8 @@ pub(crate) struct CoreCounters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) dropped_overflow: AtomicU64,
+    /// What the logs this chardev had before its current one lost (a hot swap replaces it).
+    pub(crate) dropped_log: AtomicU64,
     pub(crate) blocked_ns: AtomicU64,
     pub(crate) fds_received: AtomicU64,
     pub(crate) fds_closed: AtomicU64,
@@ -66,6 +72,7 @@ impl CoreCounters {
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
             dropped_overflow: get(&self.dropped_overflow),
+            dropped_log: get(&self.dropped_log),
             blocked_ns: get(&self.blocked_ns),
             fds_received: get(&self.fds_received),
             fds_closed: get(&self.fds_closed),

@@ -26,6 +26,11 @@
 //!   A writer waits only while
 //!   its log is more than [`QUEUE_MAX`] behind (the disk slower than the guest): nothing is
 //!   dropped, as in QEMU, which writes the log synchronously.
+//! - **A log that cannot be written** (a full disk, an I/O error, a failed rotation) never
+//!   holds the guest up: what it cannot write is lost, counted (`Counters::dropped_log`),
+//!   warned about once, and marked in the file by a line of its own once writing works
+//!   again: `[chardev: N bytes of output missing here: cannot write logfile PATH: CAUSE]`.
+//!   QEMU drops them silently.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -33,6 +38,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +84,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when the queue shrinks or the right to write the file is given back.
     room: Condvar,
+    /// Every byte the file could not take (see [`Sink::lost`]).
+    lost: Arc<AtomicU64>,
     /// The file; `None` once the log is closed.
     sink: Mutex<Option<Sink>>,
 }
@@ -115,6 +123,7 @@ impl Log {
         }
         let size = if regular { file.metadata().map_or(0, |m| m.len()) } else { 0 };
         let reopenable = fdset::fdset_id(&spec.path).is_none();
+        let lost = Arc::new(AtomicU64::new(0));
         let sink = Sink {
             file,
             path: spec.path.clone(),
@@ -123,6 +132,10 @@ impl Log {
             size,
             label: cx.id.to_string(),
             failing: false,
+            gap: 0,
+            gap_cause: String::new(),
+            line_end: true,
+            lost: Arc::clone(&lost),
         };
         Ok(Log {
             shared: Arc::new(Shared {
@@ -138,6 +151,7 @@ impl Log {
                     closed: false,
                 }),
                 room: Condvar::new(),
+                lost,
                 sink: Mutex::new(Some(sink)),
             }),
         })
@@ -257,6 +271,11 @@ impl Log {
         self.release_with(batch);
     }
 
+    /// Bytes of output this log could not write to its file, ever.
+    pub(crate) fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
     /// Opens the log's path again (logrotate's `create` mode renamed the file): what is
     /// queued and written from now on goes to the new file. `Unsupported` for a log passed
     /// as `/dev/fdset/N`, which has no path to open again.
@@ -300,10 +319,47 @@ struct Sink {
     label: String,
     /// A warning about failing writes was logged and no write succeeded since.
     failing: bool,
+    /// Bytes lost since the file last took a write, and why: a marker line says so in the
+    /// file once it takes writes again.
+    gap: u64,
+    gap_cause: String,
+    /// The last byte written ended a line, so the marker needs no line break before it.
+    line_end: bool,
+    /// Every byte lost, for the chardev's counters.
+    lost: Arc<AtomicU64>,
 }
 
 impl Sink {
-    fn write(&mut self, mut buf: &[u8]) {
+    fn write(&mut self, buf: &[u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        if self.gap > 0 {
+            let marker = format!(
+                "{}[chardev: {} bytes of output missing here: {}]\n",
+                if self.line_end { "" } else { "\n" },
+                self.gap,
+                self.gap_cause
+            );
+            if !self.put(marker.as_bytes(), true) {
+                self.lose(buf.len());
+                return;
+            }
+            log::info!(
+                "chardev '{}': logfile {} written again; {} bytes of log output were lost",
+                self.label,
+                self.path.display(),
+                self.gap
+            );
+            self.gap = 0;
+            self.gap_cause.clear();
+        }
+        self.put(buf, false);
+    }
+
+    /// Appends `buf`, rotating on the way; `false` when the file would not take all of it
+    /// (the rest lost and counted, unless it is a marker).
+    fn put(&mut self, mut buf: &[u8], marker: bool) -> bool {
         while !buf.is_empty() {
             let n = match self.rotation {
                 None => buf.len(),
@@ -316,22 +372,54 @@ impl Sink {
                         if let Err(e) = self.rotate(rotation) {
                             // Never past the limit: what does not fit is dropped, and the
                             // rotation tried again at the next write.
-                            self.failed("rotate", &e, buf.len());
-                            return;
+                            self.failed("rotate", &e, buf.len(), marker);
+                            return false;
                         }
                     }
                     let room = rotation.max_size.saturating_sub(self.size);
                     usize::try_from(room).map_or(buf.len(), |room| room.min(buf.len()))
                 }
             };
-            if let Err(e) = self.file.write_all(&buf[..n]) {
-                self.failed("write", &e, buf.len());
-                return;
+            let mut done = 0;
+            while done < n {
+                match self.file.write(&buf[done..n]) {
+                    Ok(0) => {
+                        let e = io::Error::from(io::ErrorKind::WriteZero);
+                        return self.fail_after(done, buf, "write", &e, marker);
+                    }
+                    Ok(k) => done += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return self.fail_after(done, buf, "write", &e, marker),
+                }
             }
             self.size += n as u64;
+            self.line_end = buf[n - 1] == b'\n';
             self.failing = false;
             buf = &buf[n..];
         }
+        true
+    }
+
+    /// A write failed after `done` bytes of `buf` went to the file: the rest is lost.
+    fn fail_after(
+        &mut self,
+        done: usize,
+        buf: &[u8],
+        what: &str,
+        e: &io::Error,
+        marker: bool,
+    ) -> bool {
+        if done > 0 {
+            self.size += done as u64;
+            self.line_end = buf[done - 1] == b'\n';
+        }
+        self.failed(what, e, buf.len() - done, marker);
+        false
+    }
+
+    fn lose(&mut self, n: usize) {
+        self.gap += n as u64;
+        self.lost.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// `PATH` -> `PATH.1` -> ... -> `PATH.N` (the oldest dropped), then a new `PATH`.
@@ -379,8 +467,15 @@ impl Sink {
         Ok(())
     }
 
-    /// Says once (until a write succeeds again) that the log loses output, and how much.
-    fn failed(&mut self, what: &str, e: &io::Error, lost: usize) {
+    /// Counts `lost` bytes (none for a marker, which only says what was lost), and says
+    /// once (until a write succeeds again) that the log loses output.
+    fn failed(&mut self, what: &str, e: &io::Error, lost: usize, marker: bool) {
+        if !marker {
+            self.lose(lost);
+        }
+        if self.gap_cause.is_empty() {
+            self.gap_cause = format!("cannot {what} logfile {}: {e}", self.path.display());
+        }
         if !self.failing {
             log::warn!(
                 "chardev '{}': cannot {what} logfile {}: {e}; {lost} bytes of log output dropped",

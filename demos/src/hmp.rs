@@ -487,7 +487,7 @@ impl Hmp {
                     let counters = self.services.registry.counters(&c.label).unwrap_or_default();
                     format!(
                         "{}: filename={}\r\n  in {} out {} dropped overflow {} viewers {} \
-                         backlog {} blocked {} ms connections {} fds {} ({} closed)\r\n",
+                         backlog {} log {} blocked {} ms connections {} fds {} ({} closed)\r\n",
                         c.label,
                         c.filename,
                         counters.bytes_in,
@@ -495,6 +495,7 @@ impl Hmp {
                         counters.dropped_overflow,
                         counters.dropped_viewers,
                         counters.dropped_backlog,
+                        counters.dropped_log,
                         counters.blocked_ns / 1_000_000,
                         counters.connections,
                         counters.fds_received,

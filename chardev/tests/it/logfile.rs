@@ -90,6 +90,26 @@ impl Flood {
     }
 }
 
+/// A log on a device that is always full (`/dev/full`: every write fails with ENOSPC)
+/// never holds the writer up or fails its writes: every byte is counted as lost.
+#[test]
+fn a_log_that_takes_nothing_counts_every_byte_lost_and_the_writes_go_on() {
+    let (_lp, reg) = spawn_registry();
+    add(&reg, "null,id=n,logfile=/dev/full");
+    let h = connect(&reg, "n");
+    let mut written = 0u64;
+    for i in 0..2000 {
+        let line = format!("line {i:06}\n");
+        h.write_all(line.as_bytes()).unwrap();
+        written += line.len() as u64;
+    }
+    assert_eq!(reg.counters("n").unwrap().bytes_out, written);
+    wait_until("every byte counted as lost", || reg.counters("n").unwrap().dropped_log == written);
+    // The count survives the log being replaced (a hot swap gives the chardev a new one).
+    reg.change("n", &"null,id=n".parse().unwrap()).unwrap();
+    assert_eq!(reg.counters("n").unwrap().dropped_log, written);
+}
+
 #[test]
 fn the_log_is_o_append_so_an_external_truncate_leaves_no_hole() {
     let dir = tempfile::tempdir().unwrap();

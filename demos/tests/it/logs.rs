@@ -207,3 +207,112 @@ fn chardev_relay_reopens_its_logs_on_sighup_and_goes_on() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert_eq!(wait_exit(&mut relay.0, "chardev-relay").code(), Some(0));
 }
+
+/// A log the disk will not take never holds the guest up: what the file cannot take is lost,
+/// counted in `info chardev`, and marked by a line of its own once the file takes writes
+/// again. The disk is "full" through RLIMIT_FSIZE (EFBIG where a full disk says ENOSPC: the
+/// same failed write, without a filesystem to fill), and it is freed as logrotate's
+/// `copytruncate` frees it, by truncating the file.
+#[test]
+fn a_log_the_disk_will_not_take_counts_what_it_lost_and_marks_the_gap_when_it_takes_writes_again() {
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, log, mon) = (
+        dir.path().join("console.sock"),
+        dir.path().join("console.log"),
+        dir.path().join("mon.sock"),
+    );
+    // wait=on: the guest writes nothing before its viewer is there, so all it writes is
+    // counted as bytes out.
+    let chardev = format!(
+        "socket,id=con,path={},server=on,wait=on,logfile={}",
+        sock.display(),
+        log.display()
+    );
+    let mut command = Command::new(BIN);
+    command
+        .args(["-nodefaults", "-chardev", &chardev, "-serial", "chardev:con"])
+        .args(["-monitor", &format!("unix:{},server=on,wait=off", mon.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec (sigaction, setrlimit).
+    unsafe {
+        command.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            // A write past the limit fails with EFBIG instead of killing the process.
+            signal(Signal::SIGXFSZ, SigHandler::SigIgn)?;
+            nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_FSIZE,
+                LIMIT,
+                LIMIT,
+            )?;
+            Ok(())
+        });
+    }
+    let _machine = KillOnDrop(command.spawn().expect("start serial-console"));
+    let mut console = TimedPipe(connect_unix(&sock));
+    let mut monitor = TimedPipe(connect_unix(&mon));
+    read_until(&mut monitor, b"(qemu) ");
+    let mut counters = || {
+        monitor.0.write_all(b"info chardev\r").unwrap();
+        let out = String::from_utf8_lossy(&read_until(&mut monitor, b"(qemu) ")).into_owned();
+        let line = out.split("con: filename=").nth(1).expect("con in info chardev").to_owned();
+        let field = |name: &str| -> u64 {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == name).expect(name);
+            words[at + 1].parse().expect(name)
+        };
+        (field("out"), field("log"))
+    };
+
+    // 1000 numbered lines, 13 KB: the file takes 4 KiB, the guest's viewer gets them all.
+    console.0.write_all(b"\r").unwrap();
+    read_until(&mut console, PROMPT.as_bytes());
+    console.0.write_all(b"lines 1000 0\r").unwrap();
+    read_until(&mut console, b"line 001000\r\n");
+    read_until(&mut console, PROMPT.as_bytes());
+    // Everything the guest wrote is in the file or counted as lost (once the log's thread
+    // has had its turn).
+    let mut last = (0, 0);
+    wait_until("the log's loss to be counted", || {
+        last = counters();
+        last.0 == size(&log) + last.1
+    });
+    let (out, lost) = last;
+    assert_eq!(size(&log), LIMIT, "the file holds what it could take");
+    assert!(lost > 8000, "lost {lost} of {out} bytes");
+
+    // Room again: the next output comes after a line that says what is missing.
+    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    console.0.write_all(b"\r").unwrap();
+    read_until(&mut console, PROMPT.as_bytes());
+    wait_until("the log to take writes again", || read_file(&log).ends_with(PROMPT.as_bytes()));
+    let text = String::from_utf8_lossy(&read_file(&log)).into_owned();
+    let marker = format!(
+        "[chardev: {lost} bytes of output missing here: cannot write logfile {}: File too large \
+         (os error 27)]\n",
+        log.display()
+    );
+    assert!(text.trim_start_matches('\n').starts_with(&marker), "{text:?}");
+    assert_eq!(counters().1, lost, "nothing more was lost");
+}
+
+fn read_file(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Reads byte by byte until `needle` (the deadline is the pipe's).
+fn read_until(r: &mut impl Read, needle: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(needle) {
+        match r.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            Ok(_) => panic!("closed before {:?}: {:?}", needle, String::from_utf8_lossy(&got)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("{e} before {needle:?}: {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    got
+}

@@ -108,6 +108,7 @@ async def main(qmp_path, serial_path):
     serial = next(i for i in infos if i["label"] == "serial0")
     counters = serial[P + "counters"]
     for key in ("bytes-in", "bytes-out", "dropped-overflow", "dropped-viewers", "dropped-backlog",
+                "dropped-log",
                 "blocked-ns", "connections", "fds-received", "fds-closed"):
         assert isinstance(counters[key], int), (key, counters)
     assert counters["connections"] == 2 and counters["bytes-out"] > 0, counters
