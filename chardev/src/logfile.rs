@@ -31,6 +31,12 @@
 //!   warned about once, and marked in the file by a line of its own once writing works
 //!   again: `[chardev: N bytes of output missing here: cannot write logfile PATH: CAUSE]`.
 //!   QEMU drops them silently.
+//! - **`overflow=drop` holds for the log too.** A frontend's writes never wait, for the
+//!   backend or for the log: every write is queued for the writer thread (none goes to the
+//!   file from the writer's own thread, which a hung disk or NFS mount would block), and
+//!   what does not fit in [`QUEUE_MAX`] is dropped, counted with the rest of the log's
+//!   losses, and marked by `[chardev: N bytes of output missing here: the logfile fell
+//!   behind (overflow=drop)]` where output resumes.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -46,7 +52,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::error::{Error, Result};
 use crate::fdset::{self, OpenHow};
-use crate::options::{LogRotation, LogSpec};
+use crate::options::{LogRotation, LogSpec, Overflow};
 use crate::registry::BuildContext;
 use crate::sync::lock;
 
@@ -84,8 +90,11 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when the queue shrinks or the right to write the file is given back.
     room: Condvar,
-    /// Every byte the file could not take (see [`Sink::lost`]).
+    /// Every byte the file could not take (see [`Sink::lost`]), or that `overflow=drop`
+    /// left out of a full queue.
     lost: Arc<AtomicU64>,
+    /// `overflow=drop`: writers never wait for the log, nor write its file themselves.
+    never_wait: bool,
     /// The file; `None` once the log is closed.
     sink: Mutex<Option<Sink>>,
 }
@@ -103,15 +112,18 @@ struct Queue {
     owned: bool,
     /// When the last write came, to tell a burst from a quiet spell.
     last: Option<Instant>,
-    /// The next byte starts a line (timestamps).
+    /// The next byte starts a line (timestamps, markers).
     line_start: bool,
+    /// Bytes `overflow=drop` left out since the queue last had room: a marker line says so
+    /// before the next output that fits.
+    gap: u64,
     closed: bool,
 }
 
 impl Log {
     /// Opens the log `spec` names (through `cx`, so `/dev/fdset/N` works): `O_APPEND`,
-    /// truncated unless `logappend=on`.
-    pub(crate) fn open(spec: &LogSpec, cx: &BuildContext<'_>) -> Result<Log> {
+    /// truncated unless `logappend=on`. With `overflow=drop` its writers never wait for it.
+    pub(crate) fn open(spec: &LogSpec, overflow: Overflow, cx: &BuildContext<'_>) -> Result<Log> {
         let how = OpenHow { write: true, create: true, append: true, ..OpenHow::default() };
         let file = File::from(cx.open(&spec.path, &how)?);
         ensure_append(&file, &spec.path)?;
@@ -148,10 +160,12 @@ impl Log {
                     owned: false,
                     last: None,
                     line_start: true,
+                    gap: 0,
                     closed: false,
                 }),
                 room: Condvar::new(),
                 lost,
+                never_wait: overflow == Overflow::Drop,
                 sink: Mutex::new(Some(sink)),
             }),
         })
@@ -178,7 +192,9 @@ impl Log {
             q.last = Some(now);
             recent
         };
-        if writer.is_none() || !burst {
+        // With overflow=drop the guest's thread never writes the file itself: a disk that
+        // hangs would hang it.
+        if writer.is_none() || (!burst && !s.never_wait) {
             // Without a writer thread (it could not be started) every write is direct.
             while q.owned {
                 q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -192,6 +208,7 @@ impl Log {
                 stamp_lines(buf, &mut q.line_start, SystemTime::now(), &mut out);
                 Cow::Owned(out)
             } else {
+                q.line_start = buf.ends_with(b"\n");
                 Cow::Borrowed(buf)
             };
             drop(q);
@@ -201,12 +218,30 @@ impl Log {
             self.release();
             return;
         }
+        if s.never_wait && q.bytes.len() + buf.len() > QUEUE_MAX {
+            // Full: this output is lost to the log, not waited for.
+            q.gap += buf.len() as u64;
+            s.lost.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        if q.gap > 0 {
+            let marker = format!(
+                "{}[chardev: {} bytes of output missing here: the logfile fell behind \
+                 (overflow=drop)]\n",
+                if q.line_start { "" } else { "\n" },
+                q.gap
+            );
+            q.bytes.extend_from_slice(marker.as_bytes());
+            q.line_start = true;
+            q.gap = 0;
+        }
         let before = q.bytes.len();
         if s.timestamps {
             let Queue { bytes, line_start, .. } = &mut *q;
             stamp_lines(buf, line_start, SystemTime::now(), bytes);
         } else {
             q.bytes.extend_from_slice(buf);
+            q.line_start = buf.ends_with(b"\n");
         }
         let full = before < BATCH && q.bytes.len() >= BATCH;
         if let Some(w) = writer {
@@ -219,7 +254,7 @@ impl Log {
         }
         // The disk is slower than the guest: wait for it rather than drop (QEMU's log is
         // written synchronously and loses nothing either).
-        while q.bytes.len() > QUEUE_MAX && !q.closed {
+        while !s.never_wait && q.bytes.len() > QUEUE_MAX && !q.closed {
             q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }

@@ -474,7 +474,9 @@ impl Registry {
         };
         // QEMU opens the logfile first: a bad one leaves no backend behind.
         let log = match &spec.log {
-            Some(log) => Some(Log::open(log, &cx).map_err(|e| log_error(e, &log.path))?),
+            Some(log) => {
+                Some(Log::open(log, spec.overflow, &cx).map_err(|e| log_error(e, &log.path))?)
+            }
             None => None,
         };
         let backend = constructor(spec, &cx)?;

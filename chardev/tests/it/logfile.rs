@@ -110,6 +110,47 @@ fn a_log_that_takes_nothing_counts_every_byte_lost_and_the_writes_go_on() {
     assert_eq!(reg.counters("n").unwrap().dropped_log, written);
 }
 
+/// `overflow=drop` holds for the log too: a log whose file stops taking writes (a fifo that
+/// nobody reads, as a hung disk or a stalled log shipper would) never holds the writer up.
+/// What does not fit in the log's queue is lost and counted, and once the file takes writes
+/// again the log has the stream up to the loss, then one line saying how much is missing.
+#[test]
+fn with_overflow_drop_a_log_that_stops_taking_writes_never_holds_the_writer_up() {
+    const LINES: usize = 350_000; // 4.2 MB: far more than the fifo and the log's queue hold
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("log.fifo");
+    mkfifo(&fifo);
+    // Open and not read until the writer is done: the fifo fills, then the log's writes block.
+    let mut reader = FifoReader::open(&fifo);
+    let (_lp, reg) = spawn_registry();
+    add(&reg, &format!("null,id=n,overflow=drop,logfile={}", fifo.display()));
+    let h = connect(&reg, "n");
+    let stream: Vec<u8> = (0..LINES).flat_map(|i| format!("line {i:06}\n").into_bytes()).collect();
+    let (tx, done) = std::sync::mpsc::channel();
+    let lines = stream.clone();
+    std::thread::spawn(move || {
+        for line in lines.chunks(12) {
+            h.write_all(line).unwrap();
+        }
+        let _ = tx.send(h);
+    });
+    let h = done.recv_timeout(DEADLINE).expect("the writer waited for a log that takes nothing");
+    let lost = reg.counters("n").unwrap().dropped_log;
+    assert_eq!(reg.counters("n").unwrap().bytes_out, stream.len() as u64);
+    assert!(lost > 2 << 20, "only {lost} bytes lost of {}", stream.len());
+
+    // The file takes writes again: the stream up to the loss, then the marker before the
+    // next output.
+    let kept = stream.len() - lost as usize;
+    assert!(reader.read_exact(kept) == stream[..kept], "the log is not the stream's start");
+    h.write_all(b"after\n").unwrap();
+    let marker = format!(
+        "[chardev: {lost} bytes of output missing here: the logfile fell behind (overflow=drop)]\n"
+    );
+    let tail = String::from_utf8_lossy(&reader.read_until(b"after\n")).into_owned();
+    assert_eq!(tail, format!("{marker}after\n"));
+}
+
 #[test]
 fn the_log_is_o_append_so_an_external_truncate_leaves_no_hole() {
     let dir = tempfile::tempdir().unwrap();
