@@ -148,6 +148,7 @@ impl Log {
             gap_cause: String::new(),
             line_end: true,
             lost: Arc::clone(&lost),
+            stamped: spec.timestamp,
         };
         Ok(Log {
             shared: Arc::new(Shared {
@@ -225,13 +226,13 @@ impl Log {
             return;
         }
         if q.gap > 0 {
-            let marker = format!(
-                "{}[chardev: {} bytes of output missing here: the logfile fell behind \
-                 (overflow=drop)]\n",
-                if q.line_start { "" } else { "\n" },
+            let text = format!(
+                "[chardev: {} bytes of output missing here: the logfile fell behind \
+                 (overflow=drop)]",
                 q.gap
             );
-            q.bytes.extend_from_slice(marker.as_bytes());
+            let marker = marker_line(&text, q.line_start, s.timestamps);
+            q.bytes.extend_from_slice(&marker);
             q.line_start = true;
             q.gap = 0;
         }
@@ -362,6 +363,8 @@ struct Sink {
     line_end: bool,
     /// Every byte lost, for the chardev's counters.
     lost: Arc<AtomicU64>,
+    /// `logtimestamp=on`: a marker line gets a stamp too.
+    stamped: bool,
 }
 
 impl Sink {
@@ -370,13 +373,10 @@ impl Sink {
             return;
         }
         if self.gap > 0 {
-            let marker = format!(
-                "{}[chardev: {} bytes of output missing here: {}]\n",
-                if self.line_end { "" } else { "\n" },
-                self.gap,
-                self.gap_cause
-            );
-            if !self.put(marker.as_bytes(), true) {
+            let text =
+                format!("[chardev: {} bytes of output missing here: {}]", self.gap, self.gap_cause);
+            let marker = marker_line(&text, self.line_end, self.stamped);
+            if !self.put(&marker, true) {
                 self.lose(buf.len());
                 return;
             }
@@ -568,6 +568,21 @@ pub(crate) fn stamp_lines(buf: &[u8], line_start: &mut bool, now: SystemTime, ou
     }
 }
 
+/// `text` as a line of its own in the log: after a line break if the log is mid-line, and
+/// stamped like every other line with `logtimestamp=on`.
+fn marker_line(text: &str, line_start: bool, stamped: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 32);
+    if !line_start {
+        out.push(b'\n');
+    }
+    if stamped {
+        out.extend_from_slice(timestamp(SystemTime::now()).as_bytes());
+    }
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+    out
+}
+
 /// `2026-12-03T10:11:12.345Z ` (ISO 8601, UTC, milliseconds, and the space before the text).
 pub(crate) fn timestamp(now: SystemTime) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -713,6 +728,19 @@ fn writer() -> Option<&'static Writer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_is_a_line_of_its_own_and_stamped_like_the_others() {
+        assert_eq!(marker_line("[gap]", true, false), b"[gap]\n");
+        assert_eq!(marker_line("[gap]", false, false), b"\n[gap]\n");
+        let stamped = String::from_utf8(marker_line("[gap]", false, true)).unwrap();
+        let (stamp, rest) = stamped[1..].split_once(' ').unwrap();
+        assert!(
+            stamped.starts_with('\n') && stamp.ends_with('Z') && stamp.len() == 24,
+            "{stamped}"
+        );
+        assert_eq!(rest, "[gap]\n");
+    }
 
     #[test]
     fn timestamps_are_iso_8601_utc_with_milliseconds() {
