@@ -33,6 +33,11 @@ pub fn run(dir: &Path, bytes: u64, write: usize, log: bool, verify: Verify) -> R
     let log_path = dir.join("p10.log");
     let extra =
         if log { format!(",logfile={},{LOG_OPTIONS}", log_path.display()) } else { String::new() };
+    // A new log each run: the truncation at open (QEMU's, without logappend=on) empties the
+    // file, not the backups an earlier run rotated out.
+    for name in ["p10.log", "p10.log.1", "p10.log.2"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
     let handle = chardevs.unix_server("p10", &path, &extra)?;
     let (tx, notes) = channel();
     // Only for Opened: nothing comes from the peer.
