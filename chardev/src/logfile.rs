@@ -23,6 +23,8 @@
 //!   returns), but writes that follow each other closely are queued and written in large
 //!   batches (what gathers in [`LINGER`], or [`BATCH`] bytes) by one thread shared by every
 //!   log of the process, at nice +10 so that the guest's threads come first on a busy host.
+//!   While that thread is busy with one log's file another log gets a thread of its own (up
+//!   to [`MAX_WORKERS`]), so a file that hangs holds up its own log only.
 //!   A writer waits only while
 //!   its log is more than [`QUEUE_MAX`] behind (the disk slower than the guest): nothing is
 //!   dropped, as in QEMU, which writes the log synchronously.
@@ -613,30 +615,50 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The one thread that writes queued log output for every log of the process.
+/// The threads that write queued log output for every log of the process: one, and more
+/// (up to [`MAX_WORKERS`]) only while a worker is busy with one log's file and another log
+/// has output waiting. So a log whose file hangs (a hard NFS mount, a pipe nobody reads)
+/// holds one worker, never the others' logs; an extra worker leaves after [`IDLE_EXIT`]
+/// without work.
 struct Writer {
     list: Mutex<WriterList>,
     wake: Condvar,
 }
 
+/// Writer threads at most: beyond this many hung files, the other logs wait too.
+const MAX_WORKERS: usize = 4;
+
+/// How long an extra writer thread waits for work before it leaves.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
 struct WriterList {
     logs: VecDeque<Arc<Shared>>,
-    /// The thread waits for work (and must be woken).
-    idle: bool,
-    /// The thread lets a burst gather ([`LINGER`]); woken only when a log has a [`BATCH`].
-    lingering: bool,
+    /// Workers running.
+    workers: usize,
+    /// Workers waiting for work (to be woken).
+    idle: usize,
+    /// Workers letting a burst gather ([`LINGER`]); woken only when a log has a [`BATCH`].
+    lingering: usize,
     /// A log has a [`BATCH`] queued: write now.
     urgent: bool,
 }
 
+thread_local! {
+    /// This thread is one of the writer's: what it schedules it picks up itself.
+    static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl Writer {
     /// Puts a log with queued output on the list; `urgent` when it has a [`BATCH`] already.
-    fn schedule(&self, log: Arc<Shared>, urgent: bool) {
+    fn schedule(&'static self, log: Arc<Shared>, urgent: bool) {
         let mut list = lock(&self.list);
         list.logs.push_back(log);
         list.urgent |= urgent;
-        if list.idle || (urgent && list.lingering) {
-            self.wake.notify_one();
+        if list.idle > 0 || (urgent && list.lingering > 0) {
+            self.wake.notify_all();
+        } else if list.lingering == 0 && !IS_WORKER.with(std::cell::Cell::get) {
+            // Every worker is writing a file, and may be stuck in it.
+            self.spawn_worker(&mut list);
         }
     }
 
@@ -644,41 +666,78 @@ impl Writer {
     fn hurry(&self) {
         let mut list = lock(&self.list);
         list.urgent = true;
-        if list.lingering {
-            self.wake.notify_one();
+        if list.lingering > 0 {
+            self.wake.notify_all();
         }
     }
 
-    fn run(&self) {
+    /// Starts one more worker, unless there are [`MAX_WORKERS`] already.
+    fn spawn_worker(&'static self, list: &mut WriterList) {
+        if list.workers >= MAX_WORKERS {
+            return;
+        }
+        let run = move || {
+            IS_WORKER.with(|w| w.set(true));
+            yield_to_the_guest();
+            self.run();
+        };
+        match std::thread::Builder::new().name("chardev-logs".into()).spawn(run) {
+            Ok(_) => list.workers += 1,
+            Err(e) => log::debug!("log writer: cannot start one more thread: {e}"),
+        }
+    }
+
+    fn run(&'static self) {
+        let mut list = lock(&self.list);
         loop {
-            let logs: Vec<Arc<Shared>> = {
-                let mut list = lock(&self.list);
-                while list.logs.is_empty() {
-                    list.idle = true;
-                    list = self.wake.wait(list).unwrap_or_else(std::sync::PoisonError::into_inner);
-                    list.idle = false;
-                }
-                // A bounded wait for more of the burst, not a synchronisation: whatever
-                // comes meanwhile goes in the same write.
-                let until = Instant::now() + LINGER;
-                while !list.urgent {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    list.lingering = true;
-                    list = self
+            while list.logs.is_empty() {
+                list.idle += 1;
+                let timed_out = if list.workers > 1 {
+                    let (l, t) = self
                         .wake
-                        .wait_timeout(list, left)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
-                    list.lingering = false;
+                        .wait_timeout(list, IDLE_EXIT)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    list = l;
+                    t.timed_out()
+                } else {
+                    list = self.wake.wait(list).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    false
+                };
+                list.idle -= 1;
+                if timed_out && list.logs.is_empty() && list.workers > 1 {
+                    list.workers -= 1;
+                    return;
                 }
-                list.urgent = false;
-                list.logs.drain(..).collect()
-            };
-            for shared in logs {
+            }
+            // A bounded wait for more of the burst, not a synchronisation: whatever
+            // comes meanwhile goes in the same write.
+            let until = Instant::now() + LINGER;
+            while !list.urgent {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                list.lingering += 1;
+                list = self
+                    .wake
+                    .wait_timeout(list, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+                list.lingering -= 1;
+            }
+            list.urgent = false;
+            // One log at a time: a file that hangs holds this worker, and what else is on
+            // the list gets another. Only the logs listed now: one that is listed again
+            // while this worker writes lingers first, as a burst should.
+            for _ in 0..list.logs.len() {
+                let Some(shared) = list.logs.pop_front() else { break };
+                if !list.logs.is_empty() && list.idle == 0 && list.lingering == 0 {
+                    self.spawn_worker(&mut list);
+                    self.wake.notify_all();
+                }
+                drop(list);
                 Log { shared }.flush_queued();
+                list = lock(&self.list);
             }
         }
     }
@@ -705,23 +764,21 @@ fn writer() -> Option<&'static Writer> {
         let writer: &'static Writer = Box::leak(Box::new(Writer {
             list: Mutex::new(WriterList {
                 logs: VecDeque::new(),
-                idle: false,
-                lingering: false,
+                workers: 0,
+                idle: 0,
+                lingering: 0,
                 urgent: false,
             }),
             wake: Condvar::new(),
         }));
-        let run = || {
-            yield_to_the_guest();
-            writer.run()
-        };
-        match std::thread::Builder::new().name("chardev-logs".into()).spawn(run) {
-            Ok(_) => Some(writer),
-            Err(e) => {
-                log::warn!("cannot start the log writer thread ({e}); logs are written directly");
-                None
-            }
+        let mut list = lock(&writer.list);
+        writer.spawn_worker(&mut list);
+        if list.workers == 0 {
+            log::warn!("cannot start the log writer thread; logs are written directly");
+            return None;
         }
+        drop(list);
+        Some(writer)
     })
 }
 

@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,6 +150,68 @@ fn with_overflow_drop_a_log_that_stops_taking_writes_never_holds_the_writer_up()
     );
     let tail = String::from_utf8_lossy(&reader.read_until(b"after\n")).into_owned();
     assert_eq!(tail, format!("{marker}after\n"));
+}
+
+nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+
+/// Bytes waiting in a fifo for its reader.
+fn unread(fifo: &impl AsFd) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: the fd is open for the call, and the ioctl writes one int into `n`.
+    unsafe { fionread(std::os::fd::AsRawFd::as_raw_fd(&fifo.as_fd()), &mut n) }.unwrap();
+    n as usize
+}
+
+/// A log whose file hangs (a fifo nobody reads, as a hard NFS mount would) holds up its own
+/// chardev's writers (`overflow=block`, QEMU's way), never another chardev's log: the logs of
+/// the process are written by one thread, and by more while one is stuck in a file.
+#[test]
+fn a_log_whose_file_hangs_never_holds_up_another_chardevs_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fifo, other) = (dir.path().join("hung.fifo"), dir.path().join("other.log"));
+    mkfifo(&fifo);
+    let reader =
+        fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(&fifo).unwrap();
+    let (_lp, reg) = spawn_registry();
+    add(&reg, &format!("null,id=hung,logfile={}", fifo.display()));
+    add(&reg, &format!("null,id=other,logfile={}", other.display()));
+    let hung = connect(&reg, "hung");
+    // Writes of 1 KiB, a burst: the log's writer thread writes them (a first write after a
+    // quiet spell goes to the file from the writer's own thread).
+    let flood =
+        std::thread::spawn(move || (0..(4 << 10)).try_for_each(|_| hung.write_all(&[b'h'; 1024])));
+    // The fifo is full: a log writer thread is stuck in write(2), and the flood waits.
+    // (A pipe holds 64 KiB in pages: output written in pieces fills it to a little less.)
+    wait_until("the fifo to fill", || unread(&reader) >= 60 << 10);
+
+    let h = connect(&reg, "other");
+    let (tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..(4 << 10) {
+            h.write_all(&[b'o'; 1024]).unwrap();
+        }
+        let _ = tx.send(h);
+    });
+    let _h = done.recv_timeout(DEADLINE).expect("the other log was held up by the hung one");
+    wait_len(&other, 4 << 20);
+    assert!(read(&other).iter().all(|&b| b == b'o'));
+
+    // The hung file is read again: its log goes on, and its writer finishes.
+    let drain = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        while got < 4 << 20 {
+            assert!(chardev::fd::wait_readable(reader.as_fd(), Some(DEADLINE)).unwrap());
+            match nix::unistd::read(reader.as_fd(), &mut buf) {
+                Ok(n) => got += n,
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => panic!("read the fifo: {e}"),
+            }
+        }
+        got
+    });
+    flood.join().unwrap().unwrap();
+    assert_eq!(drain.join().unwrap(), 4 << 20);
 }
 
 #[test]
