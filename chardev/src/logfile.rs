@@ -641,6 +641,8 @@ struct WriterList {
     lingering: usize,
     /// A log has a [`BATCH`] queued: write now.
     urgent: bool,
+    /// The logs workers are writing now (their addresses).
+    writing: Vec<usize>,
 }
 
 thread_local! {
@@ -651,13 +653,18 @@ thread_local! {
 impl Writer {
     /// Puts a log with queued output on the list; `urgent` when it has a [`BATCH`] already.
     fn schedule(&'static self, log: Arc<Shared>, urgent: bool) {
+        let key = Arc::as_ptr(&log) as usize;
         let mut list = lock(&self.list);
         list.logs.push_back(log);
         list.urgent |= urgent;
         if list.idle > 0 || (urgent && list.lingering > 0) {
-            self.wake.notify_all();
-        } else if list.lingering == 0 && !IS_WORKER.with(std::cell::Cell::get) {
-            // Every worker is writing a file, and may be stuck in it.
+            self.wake.notify_one();
+        } else if list.lingering == 0
+            && !IS_WORKER.with(std::cell::Cell::get)
+            && !list.writing.contains(&key)
+        {
+            // Every worker is writing another log's file, and may be stuck in it. (A
+            // worker that has this very log comes back for it.)
             self.spawn_worker(&mut list);
         }
     }
@@ -667,7 +674,7 @@ impl Writer {
         let mut list = lock(&self.list);
         list.urgent = true;
         if list.lingering > 0 {
-            self.wake.notify_all();
+            self.wake.notify_one();
         }
     }
 
@@ -682,13 +689,18 @@ impl Writer {
             self.run();
         };
         match std::thread::Builder::new().name("chardev-logs".into()).spawn(run) {
-            Ok(_) => list.workers += 1,
+            Ok(_) => {
+                // Idle until it runs: it looks at the list before it first waits.
+                list.workers += 1;
+                list.idle += 1;
+            }
             Err(e) => log::debug!("log writer: cannot start one more thread: {e}"),
         }
     }
 
     fn run(&'static self) {
         let mut list = lock(&self.list);
+        list.idle -= 1;
         loop {
             while list.logs.is_empty() {
                 list.idle += 1;
@@ -733,11 +745,15 @@ impl Writer {
                 let Some(shared) = list.logs.pop_front() else { break };
                 if !list.logs.is_empty() && list.idle == 0 && list.lingering == 0 {
                     self.spawn_worker(&mut list);
-                    self.wake.notify_all();
                 }
+                let key = Arc::as_ptr(&shared) as usize;
+                list.writing.push(key);
                 drop(list);
                 Log { shared }.flush_queued();
                 list = lock(&self.list);
+                if let Some(at) = list.writing.iter().position(|&k| k == key) {
+                    list.writing.swap_remove(at);
+                }
             }
         }
     }
@@ -768,6 +784,7 @@ fn writer() -> Option<&'static Writer> {
                 idle: 0,
                 lingering: 0,
                 urgent: false,
+                writing: Vec::new(),
             }),
             wake: Condvar::new(),
         }));
