@@ -486,19 +486,29 @@ fn a_host_with_one_bracket_and_a_path_with_a_nul_are_refused_for_what_they_are()
     assert!(reg.query().is_empty());
 }
 
+/// A unix socket server `id` with a logfile, both in `dir`: (socket path, log path).
+fn logged_server(
+    reg: &Registry,
+    dir: &std::path::Path,
+    id: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (path, log) = (dir.join(format!("{id}.sock")), dir.join(format!("{id}.log")));
+    let spec = format!(
+        "socket,id={id},path={},server=on,wait=off,logfile={}",
+        path.display(),
+        log.display()
+    );
+    reg.add_str(&spec).unwrap();
+    (path, log)
+}
+
 /// Output refused for want of a client goes to the logfile at once from `write` (a guest's
 /// frontend drops it, and QEMU logs it), but not from `write_retrying` (a relay keeps it and
 /// writes it again): that is logged once, when it is written.
 #[test]
 fn refused_output_is_logged_at_once_unless_the_frontend_will_write_it_again() {
     let (_lp, reg, dir) = setup();
-    let (path, log) = (dir.path().join("s.sock"), dir.path().join("s.log"));
-    reg.add_str(&format!(
-        "socket,id=s,path={},server=on,wait=off,logfile={}",
-        path.display(),
-        log.display()
-    ))
-    .unwrap();
+    let (path, log) = logged_server(&reg, dir.path(), "s");
     let h = reg.connect("s").unwrap();
     let rec = record(&h, 4096);
     let err = h.write(b"dropped\n").unwrap_err();
@@ -521,13 +531,7 @@ fn refused_output_is_logged_at_once_unless_the_frontend_will_write_it_again() {
 #[test]
 fn a_hub_members_log_holds_the_output_once_though_history_is_replayed_to_each_client() {
     let (_lp, reg, dir) = setup();
-    let (path, log) = (dir.path().join("m.sock"), dir.path().join("m.log"));
-    reg.add_str(&format!(
-        "socket,id=m,path={},server=on,wait=off,logfile={}",
-        path.display(),
-        log.display()
-    ))
-    .unwrap();
+    let (path, log) = logged_server(&reg, dir.path(), "m");
     reg.add_str("ringbuf,id=r,size=1024").unwrap();
     reg.add_str("hub,id=h,chardevs.0=m,chardevs.1=r,history=1k").unwrap();
     let h = reg.connect("h").unwrap();
