@@ -120,6 +120,9 @@ struct Queue {
     /// before the next output that fits.
     gap: u64,
     closed: bool,
+    /// Closed (with `overflow=drop`, which does not wait) while its file was being written:
+    /// whoever is writing it writes what is queued and closes the file when done.
+    close_pending: bool,
 }
 
 impl Log {
@@ -165,6 +168,7 @@ impl Log {
                     line_start: true,
                     gap: 0,
                     closed: false,
+                    close_pending: false,
                 }),
                 room: Condvar::new(),
                 lost,
@@ -277,6 +281,14 @@ impl Log {
         }
         q.owned = false;
         s.room.notify_all();
+        if q.close_pending {
+            // The close that did not wait for this write: finish it.
+            q.close_pending = false;
+            let rest = std::mem::take(&mut q.bytes);
+            drop(q);
+            Self::close_sink(s, &rest);
+            return;
+        }
         if !q.bytes.is_empty() && !q.queued && !q.closed {
             q.queued = true;
             if let Some(w) = writer() {
@@ -326,9 +338,19 @@ impl Log {
 
     /// Writes what is queued and closes the file (the chardev goes, or its log is replaced).
     /// Later writes are ignored.
+    ///
+    /// With `overflow=drop` it does not wait for a write in progress (a file that hangs
+    /// would hang the chardev's removal): the writer finishes the close when its write
+    /// returns.
     pub(crate) fn close(&self) {
         let s = &self.shared;
         let mut q = lock(&s.queue);
+        if s.never_wait && q.owned {
+            q.closed = true;
+            q.close_pending = true;
+            s.room.notify_all();
+            return;
+        }
         while q.owned {
             q = s.room.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
@@ -337,9 +359,14 @@ impl Log {
         s.room.notify_all();
         // Nobody writes the file from here on (closed): take it without the queue's lock.
         drop(q);
+        Self::close_sink(s, &rest);
+    }
+
+    /// Writes `rest` and closes the file.
+    fn close_sink(s: &Shared, rest: &[u8]) {
         let sink = lock(&s.sink).take();
         if let Some(mut sink) = sink {
-            sink.write(&rest);
+            sink.write(rest);
         }
     }
 }

@@ -214,6 +214,49 @@ fn a_log_whose_file_hangs_never_holds_up_another_chardevs_log() {
     assert_eq!(drain.join().unwrap(), 4 << 20);
 }
 
+/// With `overflow=drop`, removing a chardev does not wait for its log's file either: the
+/// removal returns while the file hangs, and the file is closed (the fifo's reader sees its
+/// end) once the write in progress returns.
+#[test]
+fn with_overflow_drop_removing_a_chardev_does_not_wait_for_a_hung_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("hung.fifo");
+    mkfifo(&fifo);
+    let reader =
+        fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(&fifo).unwrap();
+    let (_lp, reg) = spawn_registry();
+    add(&reg, &format!("null,id=n,overflow=drop,logfile={}", fifo.display()));
+    let h = connect(&reg, "n");
+    for _ in 0..(2 << 10) {
+        h.write_all(&[b'd'; 1024]).unwrap();
+    }
+    // (A pipe holds 64 KiB in pages: output written in pieces fills it to a little less.)
+    wait_until("the fifo to fill", || unread(&reader) >= 60 << 10);
+    drop(h);
+    let (tx, removed) = std::sync::mpsc::channel();
+    let registry = reg.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(registry.remove_forced("n"));
+    });
+    removed
+        .recv_timeout(DEADLINE)
+        .expect("the removal waited for the hung log")
+        .expect("remove the chardev");
+    // The file takes writes again: what the log kept comes, then the end of the file.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        assert!(chardev::fd::wait_readable(reader.as_fd(), Some(DEADLINE)).unwrap(), "no end");
+        match nix::unistd::read(reader.as_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => panic!("read the fifo: {e}"),
+        }
+    }
+    assert!(got > 60 << 10 && got <= 2 << 20, "{got} bytes of the log arrived");
+}
+
 #[test]
 fn the_log_is_o_append_so_an_external_truncate_leaves_no_hole() {
     let dir = tempfile::tempdir().unwrap();
